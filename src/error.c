@@ -1,0 +1,71 @@
+/* Status table, per-thread error message and checked allocation.  See include/tqp/error.h. */
+#include "tqp/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static _Thread_local char last_message[1024];
+
+static const char *const status_text[] = {
+#define TQP_X_TEXT(name, code, text) [name] = text,
+    TQP_STATUS_TABLE(TQP_X_TEXT)
+#undef TQP_X_TEXT
+};
+
+static const int status_exit[] = {
+#define TQP_X_CODE(name, code, text) [name] = code,
+    TQP_STATUS_TABLE(TQP_X_CODE)
+#undef TQP_X_CODE
+};
+
+const char *tqp_strerror(tqp_status s)
+{
+    return (s >= 0 && s < TQP_STATUS_COUNT) ? status_text[s] : "unknown status";
+}
+
+int tqp_exit_code(tqp_status s)
+{
+    return (s >= 0 && s < TQP_STATUS_COUNT) ? status_exit[s] : 1;
+}
+
+tqp_status tqp_error_set(tqp_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    va_end(ap);
+    /* Keep the message on one line whatever the caller formatted into it. */
+    for (char *p = last_message; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    return s;
+}
+
+const char *tqp_error_message(void) { return last_message; }
+
+void tqp_error_clear(void) { last_message[0] = '\0'; }
+
+void *tqp_malloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) tqp_error_set(TQP_ENOMEM, "out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *tqp_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) tqp_error_set(TQP_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *tqp_malloc_aligned(size_t bytes)
+{
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        tqp_error_set(TQP_ENOMEM, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    return p;
+}

@@ -1,0 +1,158 @@
+/* Files: whole-file reads, read-only memory maps, atomic durable writes and SHA-256 digests.
+ * Durable writes follow the write-temp / fsync / rename / fsync-directory sequence, so a crash
+ * leaves either the old file or the new one. */
+#include "tqp/io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static tqp_status os_error(const char *path, const char *what)
+{
+    tqp_status s = (errno == ENOENT || errno == ENOTDIR) ? TQP_ENOENT : TQP_EIO;
+    return tqp_error_set(s, "%s: %s%s%s", path, what, *what ? ": " : "", strerror(errno));
+}
+
+tqp_status tqp_mmap_open(const char *path, tqp_mmap *map)
+{
+    memset(map, 0, sizeof *map);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return os_error(path, "");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return os_error(path, "stat");
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tqp_error_set(TQP_EINPUT, "%s: not a regular file", path);
+    }
+    map->size = (size_t)st.st_size;
+    if (map->size > 0) {
+        void *p = mmap(NULL, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return os_error(path, "mmap");
+        }
+        map->data = p;
+    }
+    close(fd);
+    map->path = strdup(path);
+    return TQP_OK;
+}
+
+void tqp_mmap_close(tqp_mmap *map)
+{
+    if (map->data) munmap((void *)map->data, map->size);
+    free(map->path);
+    memset(map, 0, sizeof *map);
+}
+
+tqp_status tqp_file_read_all(const char *path, char **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return os_error(path, "");
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return tqp_error_set(TQP_EINPUT, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *b = tqp_malloc(n + 1);
+    if (!b) {
+        fclose(f);
+        return TQP_ENOMEM;
+    }
+    size_t got = fread(b, 1, n, f);
+    int err = ferror(f);
+    fclose(f);
+    if (got != n || err) {
+        free(b);
+        return tqp_error_set(TQP_EIO, "%s: short read (%zu of %zu bytes)", path, got, n);
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    return TQP_OK;
+}
+
+/* fsync the directory that holds `path`, so that a rename into it is durable. */
+static tqp_status fsync_parent(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return tqp_error_set(TQP_ENOMEM, "out of memory");
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    tqp_status s = TQP_OK;
+    if (fd < 0 || fsync(fd) != 0) s = os_error(path, "fsync of directory");
+    if (fd >= 0) close(fd);
+    free(copy);
+    return s;
+}
+
+tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
+{
+    size_t plen = strlen(path) + 32;
+    char *tmp = tqp_malloc(plen);
+    if (!tmp) return TQP_ENOMEM;
+    snprintf(tmp, plen, "%s.tmp.%ld", path, (long)getpid());
+    tqp_status s = TQP_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        s = os_error(tmp, "create");
+        goto out;
+    }
+    const uint8_t *p = data;
+    for (size_t done = 0; done < len;) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            s = os_error(tmp, "write");
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (s == TQP_OK && fsync(fd) != 0) s = os_error(tmp, "fsync");
+    if (close(fd) != 0 && s == TQP_OK) s = os_error(tmp, "close");
+    if (s == TQP_OK && rename(tmp, path) != 0) s = os_error(path, "rename");
+    if (s == TQP_OK) s = fsync_parent(path);
+    if (s != TQP_OK) unlink(tmp);
+out:
+    free(tmp);
+    return s;
+}
+
+static void to_hex(const unsigned char *d, unsigned n, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < n; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[2 * n] = '\0';
+}
+
+void tqp_sha256_hex(const void *data, size_t len, char hex[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+    to_hex(md, n, hex);
+}
+
+tqp_status tqp_sha256_file(const char *path, char hex[65])
+{
+    tqp_mmap m;
+    TQP_CHECK(tqp_mmap_open(path, &m));
+    tqp_sha256_hex(m.data ? (const void *)m.data : "", m.size, hex);
+    tqp_mmap_close(&m);
+    return TQP_OK;
+}
