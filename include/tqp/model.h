@@ -1,0 +1,126 @@
+/* Llama-architecture checkpoints: llama2.c `.bin` files and Hugging Face directories
+ * (config.json + safetensors), memory-mapped and exposed one layer at a time as fp32.
+ *
+ * Weights are never copied whole into memory: fp32 tensors are borrowed from the map when
+ * aligned; F16/BF16 tensors (and unaligned fp32) are converted one layer at a time into a
+ * buffer the caller releases.  Matrices use the Hugging Face orientation: (out, in) row-major,
+ * y = W x.
+ */
+#ifndef TQP_MODEL_H
+#define TQP_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+#include "tqp/io.h"
+
+/* How query/key rows pair up for RoPE: llama2.c rotates adjacent pairs (2j, 2j+1); Hugging
+ * Face rotates halves (j, j + head_dim/2) and permutes its q/k rows accordingly. */
+typedef enum { TQP_ROPE_ADJACENT, TQP_ROPE_HALF } tqp_rope_layout;
+
+typedef struct {
+    int dim;          // hidden size
+    int hidden_dim;   // FFN intermediate size
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;     // dim / n_heads
+    int vocab_size;
+    int max_seq_len;
+    float rms_eps;
+    float rope_theta;
+    int tied_embeddings; // output head shares the token embedding
+    tqp_rope_layout rope;
+} tqp_config;
+
+typedef enum { TQP_DTYPE_F32, TQP_DTYPE_F16, TQP_DTYPE_BF16 } tqp_dtype;
+
+/* Per-layer tensors, in the order used everywhere (HDF5 groups, safetensors names). */
+typedef enum {
+    TQP_T_ATTN_NORM, // (dim)
+    TQP_T_Q,         // (n_heads * head_dim, dim)
+    TQP_T_K,         // (n_kv_heads * head_dim, dim)
+    TQP_T_V,         // (n_kv_heads * head_dim, dim)
+    TQP_T_O,         // (dim, n_heads * head_dim)
+    TQP_T_FFN_NORM,  // (dim)
+    TQP_T_GATE,      // (hidden_dim, dim)
+    TQP_T_UP,        // (hidden_dim, dim)
+    TQP_T_DOWN,      // (dim, hidden_dim)
+    TQP_T_LAYER_COUNT
+} tqp_layer_tensor;
+
+/* Whole-model tensors. */
+typedef enum {
+    TQP_G_EMBED,  // (vocab_size, dim)
+    TQP_G_NORM,   // (dim)
+    TQP_G_OUTPUT, // (vocab_size, dim); aliases TQP_G_EMBED when tied
+    TQP_G_COUNT
+} tqp_global_tensor;
+
+/* A tensor inside a mapped file (borrowed). */
+typedef struct {
+    const void *data; // rows * cols elements of `dtype`, borrowed from a map
+    tqp_dtype dtype;
+    int64_t rows, cols; // a vector has rows == 1
+    const char *file;   // borrowed, for messages
+} tqp_tensor_ref;
+
+typedef enum { TQP_FORMAT_LLAMA2C, TQP_FORMAT_HF } tqp_model_format;
+
+typedef struct tqp_model {
+    tqp_config cfg;
+    tqp_model_format format;
+    char *path;        // owned: the .bin file or the HF directory
+    tqp_mmap *maps;    // (n_maps) owned
+    int n_maps;
+    tqp_tensor_ref global[TQP_G_COUNT];
+    tqp_tensor_ref *layer; // (n_layers, TQP_T_LAYER_COUNT) owned
+} tqp_model;
+
+/* fp32 weights of one layer: each pointer is borrowed from the map or points into `owned`. */
+typedef struct {
+    const float *w[TQP_T_LAYER_COUNT];
+    float *owned; // converted copies, NULL if everything was borrowed
+} tqp_layer_weights;
+
+/* Load a checkpoint: a llama2.c `.bin` file or a Hugging Face directory.  Every structural
+ * problem (truncation, sizes that disagree, missing tensors, bad JSON...) is a TQP_EINPUT
+ * error whose message names the file. */
+tqp_status tqp_model_load(const char *path, tqp_model **out);
+void tqp_model_destroy(tqp_model **m);
+
+/* Shape (rows, cols) a tensor must have under `cfg`. */
+void tqp_layer_tensor_shape(const tqp_config *cfg, tqp_layer_tensor t, int64_t *rows,
+                            int64_t *cols);
+void tqp_global_tensor_shape(const tqp_config *cfg, tqp_global_tensor t, int64_t *rows,
+                             int64_t *cols);
+/* Hugging Face names: "self_attn.q_proj", "model.embed_tokens"... (without ".weight"). */
+const char *tqp_layer_tensor_name(tqp_layer_tensor t);
+const char *tqp_global_tensor_name(tqp_global_tensor t);
+
+/* Check a configuration for absurd values; `what` names its source in the message. */
+tqp_status tqp_config_validate(const tqp_config *cfg, const char *what);
+
+/* The fp32 weights of layer `l`.  Non-finite values are a TQP_ENONFINITE error naming the
+ * layer and tensor.  Release with tqp_layer_weights_release. */
+tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw);
+void tqp_layer_weights_release(tqp_layer_weights *lw);
+
+/* The fp32 data of a whole-model tensor: *out is borrowed or equal to *owned (free it). */
+tqp_status tqp_model_global_load(const tqp_model *m, tqp_global_tensor t, const float **out,
+                                 float **owned);
+
+/* Convert `n` elements of `dtype` at `src` (any alignment) to fp32. */
+void tqp_dtype_to_f32(tqp_dtype dtype, const void *src, float *dst, size_t n);
+/* fp32 -> F16/BF16 with round-to-nearest-even (NaN stays NaN, overflow becomes Inf). */
+uint16_t tqp_f32_to_f16(float f);
+uint16_t tqp_f32_to_bf16(float f);
+size_t tqp_dtype_size(tqp_dtype dtype);
+const char *tqp_dtype_name(tqp_dtype dtype); // "F32", "F16", "BF16"
+
+/* Internal to the loaders (model_llama2c.c, model_hf.c). */
+tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m);
+tqp_status tqp_model_load_hf(const char *dir, tqp_model *m);
+
+#endif

@@ -1,0 +1,262 @@
+/* Format-independent model code: tensor names and shapes, configuration checks, dtype
+ * conversion and per-layer fp32 access.  The format readers are model_llama2c.c and
+ * model_hf.c. */
+#include "tqp/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *const layer_names[TQP_T_LAYER_COUNT] = {
+    [TQP_T_ATTN_NORM] = "input_layernorm",
+    [TQP_T_Q] = "self_attn.q_proj",
+    [TQP_T_K] = "self_attn.k_proj",
+    [TQP_T_V] = "self_attn.v_proj",
+    [TQP_T_O] = "self_attn.o_proj",
+    [TQP_T_FFN_NORM] = "post_attention_layernorm",
+    [TQP_T_GATE] = "mlp.gate_proj",
+    [TQP_T_UP] = "mlp.up_proj",
+    [TQP_T_DOWN] = "mlp.down_proj",
+};
+
+static const char *const global_names[TQP_G_COUNT] = {
+    [TQP_G_EMBED] = "model.embed_tokens",
+    [TQP_G_NORM] = "model.norm",
+    [TQP_G_OUTPUT] = "lm_head",
+};
+
+const char *tqp_layer_tensor_name(tqp_layer_tensor t) { return layer_names[t]; }
+const char *tqp_global_tensor_name(tqp_global_tensor t) { return global_names[t]; }
+
+void tqp_layer_tensor_shape(const tqp_config *c, tqp_layer_tensor t, int64_t *rows,
+                            int64_t *cols)
+{
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t shape[TQP_T_LAYER_COUNT][2] = {
+        [TQP_T_ATTN_NORM] = {1, c->dim},     [TQP_T_Q] = {q, c->dim},
+        [TQP_T_K] = {kv, c->dim},            [TQP_T_V] = {kv, c->dim},
+        [TQP_T_O] = {c->dim, q},             [TQP_T_FFN_NORM] = {1, c->dim},
+        [TQP_T_GATE] = {c->hidden_dim, c->dim}, [TQP_T_UP] = {c->hidden_dim, c->dim},
+        [TQP_T_DOWN] = {c->dim, c->hidden_dim},
+    };
+    *rows = shape[t][0];
+    *cols = shape[t][1];
+}
+
+void tqp_global_tensor_shape(const tqp_config *c, tqp_global_tensor t, int64_t *rows,
+                             int64_t *cols)
+{
+    *rows = t == TQP_G_NORM ? 1 : c->vocab_size;
+    *cols = c->dim;
+}
+
+tqp_status tqp_config_validate(const tqp_config *c, const char *what)
+{
+    const int big = 1 << 20;
+    struct { const char *name; int v; } ints[] = {
+        {"hidden size", c->dim},          {"intermediate size", c->hidden_dim},
+        {"layer count", c->n_layers},     {"attention head count", c->n_heads},
+        {"key/value head count", c->n_kv_heads}, {"vocabulary size", c->vocab_size},
+        {"maximum sequence length", c->max_seq_len},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (ints[i].v <= 0 || ints[i].v > big * 16)
+            return tqp_error_set(TQP_EINPUT, "%s: %s %d is out of range", what, ints[i].name,
+                                 ints[i].v);
+    if (c->n_layers > 4096 || c->n_heads > 4096)
+        return tqp_error_set(TQP_EINPUT, "%s: %d layers / %d heads is absurd", what, c->n_layers,
+                             c->n_heads);
+    if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0)
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: hidden size %d, %d heads and %d key/value heads do not divide",
+                             what, c->dim, c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0)
+        return tqp_error_set(TQP_EINPUT, "%s: head size %d is odd (RoPE needs pairs)", what,
+                             c->head_dim);
+    if (!(c->rms_eps > 0 && c->rms_eps < 1))
+        return tqp_error_set(TQP_EINPUT, "%s: rms_norm_eps %g is not in (0, 1)", what,
+                             (double)c->rms_eps);
+    if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
+        return tqp_error_set(TQP_EINPUT, "%s: rope_theta %g is not positive", what,
+                             (double)c->rope_theta);
+    return TQP_OK;
+}
+
+size_t tqp_dtype_size(tqp_dtype d) { return d == TQP_DTYPE_F32 ? 4 : 2; }
+
+const char *tqp_dtype_name(tqp_dtype d)
+{
+    return d == TQP_DTYPE_F32 ? "F32" : d == TQP_DTYPE_F16 ? "F16" : "BF16";
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 31, man = h & 0x3ff, bits;
+    if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else if (man == 0) {
+        bits = sign;
+    } else { /* subnormal: normalize */
+        int e = -1;
+        do {
+            e++;
+            man <<= 1;
+        } while (!(man & 0x400));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void tqp_dtype_to_f32(tqp_dtype d, const void *src, float *dst, size_t n)
+{
+    const uint8_t *s = src;
+    if (d == TQP_DTYPE_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        if (d == TQP_DTYPE_F16) {
+            dst[i] = f16_to_f32(h);
+        } else {
+            uint32_t bits = (uint32_t)h << 16;
+            memcpy(&dst[i], &bits, 4);
+        }
+    }
+}
+
+uint16_t tqp_f32_to_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40); /* quiet NaN */
+    b += 0x7fffu + ((b >> 16) & 1);
+    return (uint16_t)(b >> 16);
+}
+
+uint16_t tqp_f32_to_f16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint32_t sign = (b >> 16) & 0x8000, a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: Inf */
+    if (a < 0x38800000u) {                                   /* below 2^-14: subnormal */
+        float mag;
+        memcpy(&mag, &a, 4);
+        /* 2^-24 is the subnormal step; nearbyint rounds half to even. */
+        return (uint16_t)(sign | (uint32_t)nearbyintf(mag * 16777216.0f));
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1) - (112u << 23); /* round to nearest even */
+    return (uint16_t)(sign | (r >> 13));
+}
+
+static tqp_status tensor_to_f32(const tqp_tensor_ref *t, const float **out, float *buf)
+{
+    size_t n = (size_t)(t->rows * t->cols);
+    if (t->dtype == TQP_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = t->data;
+        return TQP_OK;
+    }
+    tqp_dtype_to_f32(t->dtype, t->data, buf, n);
+    *out = buf;
+    return TQP_OK;
+}
+
+static int needs_copy(const tqp_tensor_ref *t)
+{
+    return t->dtype != TQP_DTYPE_F32 || ((uintptr_t)t->data % sizeof(float)) != 0;
+}
+
+static tqp_status check_finite(const float *x, size_t n, const char *what, int layer)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return tqp_error_set(TQP_ENONFINITE,
+                                 "layer %d %s: non-finite weight %g at element %zu", layer, what,
+                                 (double)x[i], i);
+    return TQP_OK;
+}
+
+tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw)
+{
+    memset(lw, 0, sizeof *lw);
+    const tqp_tensor_ref *refs = &m->layer[(size_t)l * TQP_T_LAYER_COUNT];
+    size_t total = 0;
+    for (int t = 0; t < TQP_T_LAYER_COUNT; t++)
+        if (needs_copy(&refs[t])) total += (size_t)(refs[t].rows * refs[t].cols);
+    if (total && !(lw->owned = tqp_malloc_aligned(total * sizeof(float)))) return TQP_ENOMEM;
+    float *next = lw->owned;
+    for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {
+        size_t n = (size_t)(refs[t].rows * refs[t].cols);
+        tensor_to_f32(&refs[t], &lw->w[t], next);
+        if (needs_copy(&refs[t])) next += n;
+        tqp_status s = check_finite(lw->w[t], n, layer_names[t], l);
+        if (s != TQP_OK) {
+            tqp_layer_weights_release(lw);
+            return s;
+        }
+    }
+    return TQP_OK;
+}
+
+void tqp_layer_weights_release(tqp_layer_weights *lw)
+{
+    free(lw->owned);
+    memset(lw, 0, sizeof *lw);
+}
+
+tqp_status tqp_model_global_load(const tqp_model *m, tqp_global_tensor t, const float **out,
+                                 float **owned)
+{
+    const tqp_tensor_ref *r = &m->global[t];
+    size_t n = (size_t)(r->rows * r->cols);
+    *owned = NULL;
+    if (needs_copy(r) && !(*owned = tqp_malloc_aligned(n * sizeof(float)))) return TQP_ENOMEM;
+    tensor_to_f32(r, out, *owned);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite((*out)[i])) {
+            free(*owned);
+            *owned = NULL;
+            return tqp_error_set(TQP_ENONFINITE, "%s: non-finite weight %g at element %zu",
+                                 global_names[t], (double)(*out)[i], i);
+        }
+    return TQP_OK;
+}
+
+tqp_status tqp_model_load(const char *path, tqp_model **out)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return tqp_error_set(TQP_ENOENT, "%s: no such file or directory", path);
+    tqp_model *m = tqp_calloc(1, sizeof *m);
+    if (!m) return TQP_ENOMEM;
+    m->path = strdup(path);
+    tqp_status s = S_ISDIR(st.st_mode) ? tqp_model_load_hf(path, m)
+                                       : tqp_model_load_llama2c(path, m);
+    if (s != TQP_OK) {
+        tqp_model_destroy(&m);
+        return s;
+    }
+    *out = m;
+    return TQP_OK;
+}
+
+void tqp_model_destroy(tqp_model **pm)
+{
+    tqp_model *m = *pm;
+    if (!m) return;
+    for (int i = 0; i < m->n_maps; i++) tqp_mmap_close(&m->maps[i]);
+    free(m->maps);
+    free(m->layer);
+    free(m->path);
+    free(m);
+    *pm = NULL;
+}
