@@ -1,0 +1,59 @@
+/* The fp32 Llama forward pass, one window (sequence) and one layer at a time, with OpenBLAS
+ * sgemm for every matrix product.  A window is the unit of work: its results never depend on
+ * which rank or batch computes it, which is what makes evaluation rank-count invariant.
+ *
+ * The layer is split into the four linear groups that share an input (ALGORITHMS.md section 1);
+ * a capture hook sees each group's input, which is how Hessians are collected.
+ */
+#ifndef TQP_FORWARD_H
+#define TQP_FORWARD_H
+
+#include <stdint.h>
+
+#include "tqp/error.h"
+#include "tqp/model.h"
+
+typedef enum {
+    TQP_GROUP_QKV,    // input of q, k, v: attention RMSNorm output, width dim
+    TQP_GROUP_O,      // input of o: attention output, width n_heads * head_dim
+    TQP_GROUP_GATEUP, // input of gate, up: FFN RMSNorm output, width dim
+    TQP_GROUP_DOWN,   // input of down: silu(gate) * up, width hidden_dim
+    TQP_GROUP_COUNT
+} tqp_group;
+
+const char *tqp_group_name(tqp_group g); // "qkv", "o", "gate_up", "down"
+/* Input width of group g. */
+int tqp_group_width(const tqp_config *cfg, tqp_group g);
+
+typedef struct {
+    /* Called for each window and group with its input x: (ntok, n) row-major fp32, borrowed
+     * for the duration of the call.  A non-OK return stops the forward pass. */
+    tqp_status (*capture)(void *ctx, int layer, tqp_group g, const float *x, int ntok, int n);
+    void *ctx;
+} tqp_forward_hooks;
+
+typedef struct tqp_forward tqp_forward;
+
+/* Workspace for windows of up to `max_tokens` tokens. */
+tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward **out);
+void tqp_forward_destroy(tqp_forward **f);
+
+/* x (ntok, dim) = rows of `embed` (vocab, dim) selected by tokens. */
+void tqp_forward_embed(const tqp_forward *f, const float *embed, const uint32_t *tokens, int ntok,
+                       float *x);
+
+/* Apply layer `layer` to the residual stream x (ntok, dim) in place.  hooks may be NULL. */
+tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int layer, float *x,
+                             int ntok, const tqp_forward_hooks *hooks);
+
+/* Final RMSNorm (norm: (dim)) and output head (head: (vocab, dim)) on x (ntok, dim) in place
+ * (x is normalized), then the summed negative log-likelihood (float64) of tokens[t] given
+ * positions < t, for t in [first, ntok).  Logits are computed in row blocks. */
+double tqp_forward_nll(tqp_forward *f, const float *norm, const float *head, float *x,
+                       const uint32_t *tokens, int ntok, int first);
+
+/* Final RMSNorm and head into logits (ntok, vocab); x is normalized in place. */
+void tqp_forward_logits(tqp_forward *f, const float *norm, const float *head, float *x, int ntok,
+                        float *logits);
+
+#endif

@@ -1,0 +1,235 @@
+/* fp32 Llama forward pass (RMSNorm, RoPE, grouped-query attention, SwiGLU), one window and one
+ * layer per call, every product through OpenBLAS sgemm.  It computes activations only; it does
+ * not load weights (model.c) or schedule windows over ranks (eval.c, hessian.c). */
+#include "tqp/forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HEAD_ROWS = 64 }; /* logits are computed this many rows at a time */
+
+struct tqp_forward {
+    tqp_config cfg;
+    int max_tokens;
+    float *xb;     // (max_tokens, max(dim, qdim)) normalized input / attention output
+    float *q;      // (max_tokens, n_heads * head_dim)
+    float *k;      // (max_tokens, n_kv_heads * head_dim)
+    float *v;      // (max_tokens, n_kv_heads * head_dim)
+    float *scores; // (max_tokens, max_tokens) one head's attention matrix
+    float *hb;     // (max_tokens, hidden_dim) gate, then silu(gate) * up
+    float *hb2;    // (max_tokens, hidden_dim) up
+    float *logits; // (HEAD_ROWS, vocab)
+    float *rope_cos, *rope_sin; // (max_tokens, head_dim / 2)
+};
+
+static const char *const group_names[TQP_GROUP_COUNT] = {"qkv", "o", "gate_up", "down"};
+
+const char *tqp_group_name(tqp_group g) { return group_names[g]; }
+
+int tqp_group_width(const tqp_config *c, tqp_group g)
+{
+    switch (g) {
+    case TQP_GROUP_O: return c->n_heads * c->head_dim;
+    case TQP_GROUP_DOWN: return c->hidden_dim;
+    default: return c->dim;
+    }
+}
+
+static void fill_rope(tqp_forward *f)
+{
+    int half = f->cfg.head_dim / 2;
+    for (int p = 0; p < f->max_tokens; p++)
+        for (int j = 0; j < half; j++) {
+            double freq = pow((double)f->cfg.rope_theta, -2.0 * j / f->cfg.head_dim);
+            double a = p * freq;
+            f->rope_cos[(size_t)p * half + j] = (float)cos(a);
+            f->rope_sin[(size_t)p * half + j] = (float)sin(a);
+        }
+}
+
+tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward **out)
+{
+    *out = NULL;
+    tqp_forward *f = tqp_calloc(1, sizeof *f);
+    if (!f) return TQP_ENOMEM;
+    f->cfg = *cfg;
+    f->max_tokens = max_tokens;
+    size_t T = (size_t)max_tokens, qd = (size_t)cfg->n_heads * cfg->head_dim;
+    size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t wide = qd > (size_t)cfg->dim ? qd : (size_t)cfg->dim;
+    float **bufs[] = {&f->xb, &f->q, &f->k, &f->v, &f->scores, &f->hb, &f->hb2, &f->logits,
+                      &f->rope_cos, &f->rope_sin};
+    size_t sizes[] = {T * wide, T * qd, T * kvd, T * kvd, T * T, T * cfg->hidden_dim,
+                      T * cfg->hidden_dim, (size_t)HEAD_ROWS * cfg->vocab_size,
+                      T * cfg->head_dim / 2, T * cfg->head_dim / 2};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (!(*bufs[i] = tqp_malloc_aligned(sizes[i] * sizeof(float)))) {
+            tqp_forward_destroy(&f);
+            return TQP_ENOMEM;
+        }
+    fill_rope(f);
+    *out = f;
+    return TQP_OK;
+}
+
+void tqp_forward_destroy(tqp_forward **pf)
+{
+    tqp_forward *f = *pf;
+    if (!f) return;
+    float *bufs[] = {f->xb, f->q, f->k, f->v, f->scores, f->hb, f->hb2, f->logits,
+                     f->rope_cos, f->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(f);
+    *pf = NULL;
+}
+
+void tqp_forward_embed(const tqp_forward *f, const float *embed, const uint32_t *tokens, int ntok,
+                       float *x)
+{
+    size_t d = (size_t)f->cfg.dim;
+    for (int t = 0; t < ntok; t++) memcpy(x + t * d, embed + tokens[t] * d, d * sizeof(float));
+}
+
+/* out (ntok, n) = rmsnorm(x (ntok, n)) * w (n); the mean square is accumulated in float64. */
+static void rmsnorm(float *out, const float *x, const float *w, int ntok, int n, float eps)
+{
+    for (int t = 0; t < ntok; t++) {
+        const float *xr = x + (size_t)t * n;
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        float scale = (float)(1.0 / sqrt(ss / n + eps));
+        for (int i = 0; i < n; i++) out[(size_t)t * n + i] = w[i] * (scale * xr[i]);
+    }
+}
+
+/* C (m, n) = A (m, k) * W (n, k)^T + beta * C */
+static void matmul_wt(float *C, const float *A, const float *W, int m, int n, int k, float beta)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, W, k, beta, C, n);
+}
+
+/* Rotate each head of x (ntok, nh * hd) by its position. */
+static void rope(const tqp_forward *f, float *x, int ntok, int nh)
+{
+    int hd = f->cfg.head_dim, half = hd / 2;
+    for (int t = 0; t < ntok; t++) {
+        const float *c = f->rope_cos + (size_t)t * half, *s = f->rope_sin + (size_t)t * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = x + (size_t)t * nh * hd + (size_t)h * hd;
+            for (int j = 0; j < half; j++) {
+                /* adjacent pairs (2j, 2j+1) for llama2.c, halves (j, j+half) for HF */
+                float *a = f->cfg.rope == TQP_ROPE_ADJACENT ? &v[2 * j] : &v[j];
+                float *b = f->cfg.rope == TQP_ROPE_ADJACENT ? &v[2 * j + 1] : &v[j + half];
+                float a0 = *a, b0 = *b;
+                *a = a0 * c[j] - b0 * s[j];
+                *b = a0 * s[j] + b0 * c[j];
+            }
+        }
+    }
+}
+
+/* Row-wise causal softmax of S (ntok, ntok): row i covers columns 0..i, the rest become 0. */
+static void causal_softmax(float *S, int ntok)
+{
+    for (int i = 0; i < ntok; i++) {
+        float *r = S + (size_t)i * ntok, mx = r[0];
+        for (int j = 1; j <= i; j++) mx = r[j] > mx ? r[j] : mx;
+        float sum = 0;
+        for (int j = 0; j <= i; j++) sum += (r[j] = expf(r[j] - mx));
+        float inv = 1.0f / sum;
+        for (int j = 0; j <= i; j++) r[j] *= inv;
+        for (int j = i + 1; j < ntok; j++) r[j] = 0;
+    }
+}
+
+/* xb (ntok, qdim) = attention of q over k, v; kv head h / (n_heads / n_kv_heads) serves head h. */
+static void attention(tqp_forward *f, int ntok)
+{
+    const tqp_config *c = &f->cfg;
+    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < c->n_heads; h++) {
+        int kh = h / group;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, ntok, hd, scale,
+                    f->q + h * hd, qd, f->k + kh * hd, kvd, 0.0f, f->scores, ntok);
+        causal_softmax(f->scores, ntok);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ntok, hd, ntok, 1.0f, f->scores,
+                    ntok, f->v + kh * hd, kvd, 0.0f, f->xb + h * hd, qd);
+    }
+}
+
+static tqp_status capture(const tqp_forward_hooks *hk, int layer, tqp_group g, const float *x,
+                          int ntok, int n)
+{
+    return hk && hk->capture ? hk->capture(hk->ctx, layer, g, x, ntok, n) : TQP_OK;
+}
+
+tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int layer, float *x,
+                             int ntok, const tqp_forward_hooks *hooks)
+{
+    const tqp_config *c = &f->cfg;
+    int d = c->dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int hid = c->hidden_dim;
+    /* attention block */
+    rmsnorm(f->xb, x, lw->w[TQP_T_ATTN_NORM], ntok, d, c->rms_eps);
+    TQP_CHECK(capture(hooks, layer, TQP_GROUP_QKV, f->xb, ntok, d));
+    matmul_wt(f->q, f->xb, lw->w[TQP_T_Q], ntok, qd, d, 0.0f);
+    matmul_wt(f->k, f->xb, lw->w[TQP_T_K], ntok, kvd, d, 0.0f);
+    matmul_wt(f->v, f->xb, lw->w[TQP_T_V], ntok, kvd, d, 0.0f);
+    rope(f, f->q, ntok, c->n_heads);
+    rope(f, f->k, ntok, c->n_kv_heads);
+    attention(f, ntok);
+    TQP_CHECK(capture(hooks, layer, TQP_GROUP_O, f->xb, ntok, qd));
+    matmul_wt(x, f->xb, lw->w[TQP_T_O], ntok, d, qd, 1.0f);
+    /* feed-forward block */
+    rmsnorm(f->xb, x, lw->w[TQP_T_FFN_NORM], ntok, d, c->rms_eps);
+    TQP_CHECK(capture(hooks, layer, TQP_GROUP_GATEUP, f->xb, ntok, d));
+    matmul_wt(f->hb, f->xb, lw->w[TQP_T_GATE], ntok, hid, d, 0.0f);
+    matmul_wt(f->hb2, f->xb, lw->w[TQP_T_UP], ntok, hid, d, 0.0f);
+    size_t nh = (size_t)ntok * hid;
+    for (size_t i = 0; i < nh; i++) {
+        float g = f->hb[i];
+        f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
+    }
+    TQP_CHECK(capture(hooks, layer, TQP_GROUP_DOWN, f->hb, ntok, hid));
+    matmul_wt(x, f->hb, lw->w[TQP_T_DOWN], ntok, d, hid, 1.0f);
+    return TQP_OK;
+}
+
+void tqp_forward_logits(tqp_forward *f, const float *norm, const float *head, float *x, int ntok,
+                        float *logits)
+{
+    const tqp_config *c = &f->cfg;
+    rmsnorm(x, x, norm, ntok, c->dim, c->rms_eps);
+    matmul_wt(logits, x, head, ntok, c->vocab_size, c->dim, 0.0f);
+}
+
+/* -log softmax(row)[target], in float64. */
+static double row_nll(const float *row, int n, uint32_t target)
+{
+    float mx = row[0];
+    for (int i = 1; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)row[i] - mx);
+    return log(sum) + mx - row[target];
+}
+
+double tqp_forward_nll(tqp_forward *f, const float *norm, const float *head, float *x,
+                       const uint32_t *tokens, int ntok, int first)
+{
+    const tqp_config *c = &f->cfg;
+    rmsnorm(x, x, norm, ntok, c->dim, c->rms_eps);
+    double nll = 0;
+    /* position p predicts token p + 1: rows first-1 .. ntok-2 */
+    for (int p0 = first - 1; p0 < ntok - 1; p0 += HEAD_ROWS) {
+        int rows = ntok - 1 - p0 < HEAD_ROWS ? ntok - 1 - p0 : HEAD_ROWS;
+        matmul_wt(f->logits, x + (size_t)p0 * c->dim, head, rows, c->vocab_size, c->dim, 0.0f);
+        for (int r = 0; r < rows; r++)
+            nll += row_nll(f->logits + (size_t)r * c->vocab_size, c->vocab_size,
+                           tokens[p0 + r + 1]);
+    }
+    return nll;
+}
