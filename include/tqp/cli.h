@@ -1,0 +1,60 @@
+/* Command-line plumbing shared by the subcommands: a table-driven option parser whose --help
+ * lists every option with its default, the token-stream loader used by eval and calibration,
+ * and JSON summaries. */
+#ifndef TQP_CLI_H
+#define TQP_CLI_H
+
+#include <cjson/cJSON.h>
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tqp/error.h"
+#include "tqp/model.h"
+
+typedef enum { TQP_OPT_STRING, TQP_OPT_INT, TQP_OPT_DOUBLE, TQP_OPT_FLAG } tqp_opt_kind;
+
+typedef struct {
+    const char *name; // "--ctx"
+    tqp_opt_kind kind;
+    void *dest;       // char **, int *, double * or int * (flag)
+    const char *def;  // default as text; NULL = no default
+    const char *meta; // value placeholder for --help ("N")
+    const char *help;
+    int required;
+} tqp_opt;
+
+typedef struct {
+    const char *name;     // "eval"
+    const char *summary;  // one line
+    const char *details;  // paragraph printed under the usage, may be NULL
+    tqp_opt *opts;
+    int n_opts;
+} tqp_cmd_spec;
+
+/* Parse argv (argv[0] is the subcommand).  Applies defaults first.  On --help prints the usage
+ * to stdout and sets *help. */
+tqp_status tqp_opts_parse(const tqp_cmd_spec *spec, int argc, char **argv, int *help);
+void tqp_opts_usage(const tqp_cmd_spec *spec, FILE *out);
+
+/* Collective.  Rank 0 reads the text (tokenizing it with the tokenizer at `tokenizer_path`, or
+ * the one found beside the model when NULL) or the pre-tokenized `tokens_path`, and broadcasts
+ * the ids.  *sha gets the SHA-256 of the file read. */
+tqp_status tqp_load_token_stream(MPI_Comm comm, const tqp_model *m, const char *tokenizer_path,
+                                 const char *text_path, const char *tokens_path,
+                                 uint32_t **tokens, size_t *ntokens, char sha[65]);
+
+/* The tokenizer beside a model: <dir>/tokenizer.bin, else <dir>/tok<vocab>.bin.  Returns a
+ * malloc'd path or NULL (with an error message) if neither exists. */
+char *tqp_find_tokenizer(const tqp_model *m);
+
+/* Write a JSON document atomically (pretty-printed, trailing newline). */
+tqp_status tqp_json_write(const char *path, const cJSON *doc);
+
+/* Subcommands: each returns a status; the caller prints the error and sets the exit code. */
+tqp_status tqp_cmd_eval(int argc, char **argv);
+tqp_status tqp_cmd_convert(int argc, char **argv);
+tqp_status tqp_cmd_tokenize(int argc, char **argv);
+
+#endif

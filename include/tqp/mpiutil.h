@@ -1,0 +1,28 @@
+/* MPI helpers: error agreement across ranks and a checked-call wrapper.  Every function here
+ * is collective on the communicator it is given. */
+#ifndef TQP_MPIUTIL_H
+#define TQP_MPIUTIL_H
+
+#include <mpi.h>
+
+#include "tqp/error.h"
+
+/* Wrap an MPI call: on failure record TQP_EMPI with the call's text and return. */
+#define TQP_MPI_CHECK(call)                                                                    \
+    do {                                                                                       \
+        int tqp_mpi_rc_ = (call);                                                              \
+        if (tqp_mpi_rc_ != MPI_SUCCESS)                                                        \
+            return tqp_error_set(TQP_EMPI, "%s:%d: %s failed (code %d)", __FILE__, __LINE__,   \
+                                 #call, tqp_mpi_rc_);                                          \
+    } while (0)
+
+/* Collective.  Every rank passes its local status; all ranks return the status of the lowest
+ * failing rank (TQP_OK if none failed), and every rank's error message becomes that rank's
+ * message.  Call it after any phase that can fail on some ranks only, before the next
+ * collective, so that a local failure never leaves the other ranks waiting. */
+tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local);
+
+/* Block partition of n items over P ranks: rank r owns [*begin, *end). */
+void tqp_partition(long n, int P, int r, long *begin, long *end);
+
+#endif

@@ -1,0 +1,62 @@
+/* The tqp command: MPI start-up, subcommand dispatch, and one clean exit path.  A failure on
+ * any rank is agreed on by all ranks (tqp_mpi_agree) and reported once, by rank 0, as one line
+ * "tqp <command>: error: <file>: <reason>"; the exit status is 2 for bad input or usage and 1
+ * for other failures. */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tqp/cli.h"
+
+typedef struct {
+    const char *name;
+    tqp_status (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"eval", tqp_cmd_eval, "perplexity of a model on a text (stream-windows protocol)"},
+    {"convert", tqp_cmd_convert, "write a checkpoint as a Hugging Face directory"},
+    {"tokenize", tqp_cmd_tokenize, "write a text's token ids as a pre-tokenized file"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tqp <command> [options]    (run under mpiexec for several ranks)\n\n"
+                 "TQP %s, the Trellis Quantization Pipeline.\n\ncommands:\n", TQP_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'tqp <command> --help' lists a command's options and their defaults.\n");
+}
+
+static int finish(int rank, const char *cmd, tqp_status s)
+{
+    if (s != TQP_OK && rank == 0)
+        fprintf(stderr, "tqp %s: error: %s\n", cmd,
+                *tqp_error_message() ? tqp_error_message() : tqp_strerror(s));
+    MPI_Finalize();
+    return tqp_exit_code(s);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        if (rank == 0) usage(argc < 2 ? stderr : stdout);
+        MPI_Finalize();
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        if (rank == 0) printf("tqp %s\n", TQP_VERSION);
+        MPI_Finalize();
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return finish(rank, argv[1], commands[i].run(argc - 1, argv + 1));
+    if (rank == 0) fprintf(stderr, "tqp: unknown command '%s' (see tqp --help)\n", argv[1]);
+    MPI_Finalize();
+    return 2;
+}

@@ -1,0 +1,32 @@
+/* Cross-rank error agreement and work partitioning. */
+#include "tqp/mpiutil.h"
+
+#include <string.h>
+
+tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int mine = local != TQP_OK ? rank : size, first = size;
+    TQP_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+    if (first == size) return TQP_OK;
+    struct {
+        int status;
+        char msg[1024];
+    } e = {0};
+    if (rank == first) {
+        e.status = local;
+        strncpy(e.msg, tqp_error_message(), sizeof e.msg - 1);
+    }
+    TQP_MPI_CHECK(MPI_Bcast(&e, (int)sizeof e, MPI_BYTE, first, comm));
+    tqp_error_set((tqp_status)e.status, "%s", e.msg);
+    return (tqp_status)e.status;
+}
+
+void tqp_partition(long n, int P, int r, long *begin, long *end)
+{
+    long q = n / P, rem = n % P;
+    *begin = r * q + (r < rem ? r : rem);
+    *end = *begin + q + (r < rem ? 1 : 0);
+}
