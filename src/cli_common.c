@@ -20,8 +20,10 @@ char *tqp_find_tokenizer(const tqp_model *m)
     if (stat(path, &st) != 0) snprintf(path, sizeof path, "%s/tok%d.bin", dir, m->cfg.vocab_size);
     char *found = stat(path, &st) == 0 ? strdup(path) : NULL;
     if (!found)
-        tqp_error_set(TQP_EUSAGE, "%s: no tokenizer.bin or tok%d.bin beside the model; pass "
-                      "--tokenizer or --tokens", dir, m->cfg.vocab_size);
+        tqp_error_set(TQP_EUSAGE,
+                      "%s: no tokenizer.bin or tok%d.bin beside the model; pass "
+                      "--tokenizer or --tokens",
+                      dir, m->cfg.vocab_size);
     free(copy);
     return found;
 }
@@ -54,8 +56,8 @@ static tqp_status read_local(const tqp_model *m, const char *tok_path, const cha
 }
 
 tqp_status tqp_load_token_stream(MPI_Comm comm, const tqp_model *m, const char *tok_path,
-                                 const char *text_path, const char *tokens_path,
-                                 uint32_t **tokens, size_t *ntokens, char sha[65])
+                                 const char *text_path, const char *tokens_path, uint32_t **tokens,
+                                 size_t *ntokens, char sha[65])
 {
     int rank;
     MPI_Comm_rank(comm, &rank);

@@ -9,10 +9,15 @@
 
 static tqp_status parse_dtype(const char *s, tqp_dtype *d)
 {
-    if (!strcmp(s, "f32") || !strcmp(s, "F32")) *d = TQP_DTYPE_F32;
-    else if (!strcmp(s, "f16") || !strcmp(s, "F16")) *d = TQP_DTYPE_F16;
-    else if (!strcmp(s, "bf16") || !strcmp(s, "BF16")) *d = TQP_DTYPE_BF16;
-    else return tqp_error_set(TQP_EUSAGE, "tqp convert: --dtype must be f32, f16 or bf16, not '%s'", s);
+    if (!strcmp(s, "f32") || !strcmp(s, "F32"))
+        *d = TQP_DTYPE_F32;
+    else if (!strcmp(s, "f16") || !strcmp(s, "F16"))
+        *d = TQP_DTYPE_F16;
+    else if (!strcmp(s, "bf16") || !strcmp(s, "BF16"))
+        *d = TQP_DTYPE_BF16;
+    else
+        return tqp_error_set(TQP_EUSAGE, "tqp convert: --dtype must be f32, f16 or bf16, not '%s'",
+                             s);
     return TQP_OK;
 }
 
@@ -47,7 +52,8 @@ tqp_status tqp_cmd_convert(int argc, char **argv)
 {
     const char *model, *out, *dtype, *tok, *json;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &model, NULL, "PATH", "checkpoint to convert (.bin or HF dir)", 1},
+        {"--model", TQP_OPT_STRING, &model, NULL, "PATH", "checkpoint to convert (.bin or HF dir)",
+         1},
         {"--out", TQP_OPT_STRING, &out, NULL, "DIR", "output Hugging Face directory", 1},
         {"--dtype", TQP_OPT_STRING, &dtype, "f32", "T", "tensor type: f32, f16 or bf16"},
         {"--tokenizer", TQP_OPT_STRING, &tok, NULL, "PATH",

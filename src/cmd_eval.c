@@ -77,15 +77,20 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     if (!a.text == !a.tokens)
         return tqp_error_set(TQP_EUSAGE, "tqp eval: give exactly one of --text and --tokens");
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    TQP_CHECK(
+        tqp_mpi_agree(MPI_COMM_WORLD, a.json && rank == 0 ? tqp_check_writable(a.json) : TQP_OK));
     tqp_model *m = NULL;
-    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a.model, &m)));
+    tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a.model, &m));
+    if (s != TQP_OK) {
+        tqp_model_destroy(&m);
+        return s;
+    }
     uint32_t *tokens = NULL;
     size_t n = 0;
     char sha[65] = "";
     tqp_eval_options eo = {.ctx = a.ctx, .half_window = a.half_window, .progress = !a.quiet};
     tqp_eval_result r;
-    tqp_status s = tqp_load_token_stream(MPI_COMM_WORLD, m, a.tokenizer, a.text, a.tokens,
-                                         &tokens, &n, sha);
+    s = tqp_load_token_stream(MPI_COMM_WORLD, m, a.tokenizer, a.text, a.tokens, &tokens, &n, sha);
     if (s == TQP_OK) s = tqp_eval_perplexity(MPI_COMM_WORLD, m, NULL, tokens, n, &eo, &r);
     if (s == TQP_OK && rank == 0) {
         print_result(&a, &r, sha);

@@ -18,7 +18,8 @@ static tqp_status run(const char *model, const char *tok, const char *text, cons
     tqp_status s = tqp_load_token_stream(MPI_COMM_SELF, m, tok, text, NULL, &ids, &n, sha);
     if (s == TQP_OK) {
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        for (size_t i = 0; i < n; i++) ids[i] = __builtin_bswap32(ids[i]); /* little-endian */
+        for (size_t i = 0; i < n; i++)
+            ids[i] = __builtin_bswap32(ids[i]); /* little-endian */
 #endif
         s = tqp_file_write_atomic(out, ids, n * sizeof *ids);
     }

@@ -65,8 +65,10 @@ static cJSON *config_json(const tqp_config *c, tqp_dtype dtype)
     cJSON_AddStringToObject(d, "hidden_act", "silu");
     cJSON_AddNumberToObject(d, "bos_token_id", 1);
     cJSON_AddNumberToObject(d, "eos_token_id", 2);
-    cJSON_AddStringToObject(d, "torch_dtype", dtype == TQP_DTYPE_F32 ? "float32"
-                                              : dtype == TQP_DTYPE_F16 ? "float16" : "bfloat16");
+    cJSON_AddStringToObject(d, "torch_dtype",
+                            dtype == TQP_DTYPE_F32   ? "float32"
+                            : dtype == TQP_DTYPE_F16 ? "float16"
+                                                     : "bfloat16");
     return d;
 }
 
@@ -103,8 +105,11 @@ static tqp_status build_list(const tqp_model *m, tqp_dtype dtype, tqp_st_tensor 
         }
     for (int i = 0; i < n; i++) {
         const tqp_tensor_ref *r = fc[i].ref;
-        t[i] = (tqp_st_tensor){.name = names[i], .dtype = dtype, .ndim = r->rows == 1 ? 1 : 2,
-                               .fill = fill, .fill_ctx = &fc[i]};
+        t[i] = (tqp_st_tensor){.name = names[i],
+                               .dtype = dtype,
+                               .ndim = r->rows == 1 ? 1 : 2,
+                               .fill = fill,
+                               .fill_ctx = &fc[i]};
         t[i].shape[0] = r->rows == 1 ? r->cols : r->rows;
         t[i].shape[1] = r->rows == 1 ? 0 : r->cols;
     }

@@ -41,9 +41,15 @@ tqp_status tqp_error_set(tqp_status s, const char *fmt, ...)
     return s;
 }
 
-const char *tqp_error_message(void) { return last_message; }
+const char *tqp_error_message(void)
+{
+    return last_message;
+}
 
-void tqp_error_clear(void) { last_message[0] = '\0'; }
+void tqp_error_clear(void)
+{
+    last_message[0] = '\0';
+}
 
 void *tqp_malloc(size_t bytes)
 {

@@ -62,8 +62,8 @@ static tqp_status load_globals(const tqp_model *m, globals *g)
 
 /* The local share: windows [w0, w1) into nll[0 .. w1-w0). */
 static tqp_status eval_local(const tqp_model *m, const tqp_weight_source *src,
-                             const uint32_t *tokens, long w0, long w1,
-                             const tqp_eval_options *o, int show, double *nll)
+                             const uint32_t *tokens, long w0, long w1, const tqp_eval_options *o,
+                             int show, double *nll)
 {
     const tqp_config *c = &m->cfg;
     size_t wbytes = (size_t)o->ctx * c->dim * sizeof(float);
@@ -83,7 +83,8 @@ static tqp_status eval_local(const tqp_model *m, const tqp_weight_source *src,
         tqp_progress_update(&pr, (double)(w + nb - w0) * o->ctx, "rank 0's share");
     }
     tqp_progress_finish(&pr, (double)(w1 - w0) * o->ctx, 0);
-    for (int i = 0; i < 3; i++) free(g.owned[i]);
+    for (int i = 0; i < 3; i++)
+        free(g.owned[i]);
     tqp_forward_destroy(&fw);
     free(x);
     return s;
@@ -94,8 +95,10 @@ static tqp_status check_options(const tqp_model *m, size_t ntokens, const tqp_ev
     if (o->ctx < 2)
         return tqp_error_set(TQP_EUSAGE, "--ctx %d: a window needs at least 2 tokens", o->ctx);
     if (o->ctx > m->cfg.max_seq_len)
-        return tqp_error_set(TQP_EUSAGE, "--ctx %d exceeds the model's maximum sequence length "
-                             "%d", o->ctx, m->cfg.max_seq_len);
+        return tqp_error_set(TQP_EUSAGE,
+                             "--ctx %d exceeds the model's maximum sequence length "
+                             "%d",
+                             o->ctx, m->cfg.max_seq_len);
     if (o->half_window && o->ctx < 4)
         return tqp_error_set(TQP_EUSAGE, "--half-window needs --ctx >= 4");
     if (ntokens < (size_t)o->ctx)
@@ -123,18 +126,19 @@ static tqp_status gather_sum(MPI_Comm comm, long nw, const double *local, long w
         counts[r] = (int)(e - b);
         counts[P + r] = (int)b;
     }
-    int rc = MPI_Allgatherv(local, (int)(w1 - w0), MPI_DOUBLE, all, counts, counts + P,
-                            MPI_DOUBLE, comm);
+    int rc = MPI_Allgatherv(local, (int)(w1 - w0), MPI_DOUBLE, all, counts, counts + P, MPI_DOUBLE,
+                            comm);
     *sum = 0;
-    for (long w = 0; w < nw; w++) *sum += all[w];
+    for (long w = 0; w < nw; w++)
+        *sum += all[w];
     free(counts);
     free(all);
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "MPI_Allgatherv failed");
 }
 
 tqp_status tqp_eval_perplexity(MPI_Comm comm, const tqp_model *m, const tqp_weight_source *src,
-                               const uint32_t *tokens, size_t ntokens,
-                               const tqp_eval_options *o, tqp_eval_result *res)
+                               const uint32_t *tokens, size_t ntokens, const tqp_eval_options *o,
+                               tqp_eval_result *res)
 {
     int rank, P;
     MPI_Comm_rank(comm, &rank);
@@ -153,8 +157,8 @@ tqp_status tqp_eval_perplexity(MPI_Comm comm, const tqp_model *m, const tqp_weig
     if (s == TQP_OK) s = gather_sum(comm, nw, nll, w0, w1, &sum);
     free(nll);
     TQP_CHECK(s);
-    *res = (tqp_eval_result){.windows = nw, .nll_sum = sum, .ranks = P,
-                             .tokens_total = (int64_t)ntokens};
+    *res = (tqp_eval_result){
+        .windows = nw, .nll_sum = sum, .ranks = P, .tokens_total = (int64_t)ntokens};
     res->tokens_scored = nw * (int64_t)(o->ctx - tqp_eval_first_scored(o));
     res->nll = sum / (double)res->tokens_scored;
     res->ppl = exp(res->nll);

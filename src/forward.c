@@ -13,27 +13,33 @@ enum { HEAD_ROWS = 64 }; /* logits are computed this many rows at a time */
 struct tqp_forward {
     tqp_config cfg;
     int max_tokens;
-    float *xb;     // (max_tokens, max(dim, qdim)) normalized input / attention output
-    float *q;      // (max_tokens, n_heads * head_dim)
-    float *k;      // (max_tokens, n_kv_heads * head_dim)
-    float *v;      // (max_tokens, n_kv_heads * head_dim)
-    float *scores; // (max_tokens, max_tokens) one head's attention matrix
-    float *hb;     // (max_tokens, hidden_dim) gate, then silu(gate) * up
-    float *hb2;    // (max_tokens, hidden_dim) up
-    float *logits; // (HEAD_ROWS, vocab)
+    float *xb;                  // (max_tokens, max(dim, qdim)) normalized input / attention output
+    float *q;                   // (max_tokens, n_heads * head_dim)
+    float *k;                   // (max_tokens, n_kv_heads * head_dim)
+    float *v;                   // (max_tokens, n_kv_heads * head_dim)
+    float *scores;              // (max_tokens, max_tokens) one head's attention matrix
+    float *hb;                  // (max_tokens, hidden_dim) gate, then silu(gate) * up
+    float *hb2;                 // (max_tokens, hidden_dim) up
+    float *logits;              // (HEAD_ROWS, vocab)
     float *rope_cos, *rope_sin; // (max_tokens, head_dim / 2)
 };
 
 static const char *const group_names[TQP_GROUP_COUNT] = {"qkv", "o", "gate_up", "down"};
 
-const char *tqp_group_name(tqp_group g) { return group_names[g]; }
+const char *tqp_group_name(tqp_group g)
+{
+    return group_names[g];
+}
 
 int tqp_group_width(const tqp_config *c, tqp_group g)
 {
     switch (g) {
-    case TQP_GROUP_O: return c->n_heads * c->head_dim;
-    case TQP_GROUP_DOWN: return c->hidden_dim;
-    default: return c->dim;
+    case TQP_GROUP_O:
+        return c->n_heads * c->head_dim;
+    case TQP_GROUP_DOWN:
+        return c->hidden_dim;
+    default:
+        return c->dim;
     }
 }
 
@@ -59,11 +65,18 @@ tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward
     size_t T = (size_t)max_tokens, qd = (size_t)cfg->n_heads * cfg->head_dim;
     size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     size_t wide = qd > (size_t)cfg->dim ? qd : (size_t)cfg->dim;
-    float **bufs[] = {&f->xb, &f->q, &f->k, &f->v, &f->scores, &f->hb, &f->hb2, &f->logits,
-                      &f->rope_cos, &f->rope_sin};
-    size_t sizes[] = {T * wide, T * qd, T * kvd, T * kvd, T * T, T * cfg->hidden_dim,
-                      T * cfg->hidden_dim, (size_t)HEAD_ROWS * cfg->vocab_size,
-                      T * cfg->head_dim / 2, T * cfg->head_dim / 2};
+    float **bufs[] = {&f->xb, &f->q,   &f->k,      &f->v,        &f->scores,
+                      &f->hb, &f->hb2, &f->logits, &f->rope_cos, &f->rope_sin};
+    size_t sizes[] = {T * wide,
+                      T * qd,
+                      T * kvd,
+                      T * kvd,
+                      T * T,
+                      T * cfg->hidden_dim,
+                      T * cfg->hidden_dim,
+                      (size_t)HEAD_ROWS * cfg->vocab_size,
+                      T * cfg->head_dim / 2,
+                      T * cfg->head_dim / 2};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = tqp_malloc_aligned(sizes[i] * sizeof(float)))) {
             tqp_forward_destroy(&f);
@@ -78,9 +91,10 @@ void tqp_forward_destroy(tqp_forward **pf)
 {
     tqp_forward *f = *pf;
     if (!f) return;
-    float *bufs[] = {f->xb, f->q, f->k, f->v, f->scores, f->hb, f->hb2, f->logits,
-                     f->rope_cos, f->rope_sin};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    float *bufs[] = {f->xb, f->q,   f->k,      f->v,        f->scores,
+                     f->hb, f->hb2, f->logits, f->rope_cos, f->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
     free(f);
     *pf = NULL;
 }
@@ -89,7 +103,8 @@ void tqp_forward_embed(const tqp_forward *f, const float *embed, const uint32_t 
                        float *x)
 {
     size_t d = (size_t)f->cfg.dim;
-    for (int t = 0; t < ntok; t++) memcpy(x + t * d, embed + tokens[t] * d, d * sizeof(float));
+    for (int t = 0; t < ntok; t++)
+        memcpy(x + t * d, embed + tokens[t] * d, d * sizeof(float));
 }
 
 /* out (ntok, n) = rmsnorm(x (ntok, n)) * w (n); the mean square is accumulated in float64. */
@@ -98,9 +113,11 @@ static void rmsnorm(float *out, const float *x, const float *w, int ntok, int n,
     for (int t = 0; t < ntok; t++) {
         const float *xr = x + (size_t)t * n;
         double ss = 0;
-        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        for (int i = 0; i < n; i++)
+            ss += (double)xr[i] * xr[i];
         float scale = (float)(1.0 / sqrt(ss / n + eps));
-        for (int i = 0; i < n; i++) out[(size_t)t * n + i] = w[i] * (scale * xr[i]);
+        for (int i = 0; i < n; i++)
+            out[(size_t)t * n + i] = w[i] * (scale * xr[i]);
     }
 }
 
@@ -130,17 +147,93 @@ static void rope(const tqp_forward *f, float *x, int ntok, int nh)
     }
 }
 
-/* Row-wise causal softmax of S (ntok, ntok): row i covers columns 0..i, the rest become 0. */
+/* exp(x) for x <= 0 (softmax arguments), branch-free so that loops over it vectorize:
+ * 2^n * p(r) with r = x - n ln 2 in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial
+ * (relative error < 2e-7, about 2 ulp); x below -87 is clamped to -87 (exp = 1.6e-38,
+ * negligible next to a softmax denominator >= 1). */
+static inline float exp_neg(float x)
+{
+    x = x > -87.0f ? x : -87.0f;
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693145752f - n * 1.42860677e-6f;
+    float p =
+        1.0f +
+        r * (1.0f +
+             r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = ((int32_t)n + 127) << 23};
+    return p * scale.f;
+}
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* exp_neg on 4 lanes: the same steps with SSE2 (part of every x86-64). */
+static inline __m128 exp_neg4(__m128 x)
+{
+    x = _mm_max_ps(x, _mm_set1_ps(-87.0f));
+    __m128i ni = _mm_cvtps_epi32(_mm_mul_ps(x, _mm_set1_ps(1.44269504f))); /* nearest */
+    __m128 n = _mm_cvtepi32_ps(ni);
+    __m128 r = _mm_sub_ps(_mm_sub_ps(x, _mm_mul_ps(n, _mm_set1_ps(0.693145752f))),
+                          _mm_mul_ps(n, _mm_set1_ps(1.42860677e-6f)));
+    static const float c[] = {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+    __m128 p = _mm_set1_ps(c[0]);
+    for (int k = 1; k < 7; k++)
+        p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(c[k]));
+    __m128i e = _mm_slli_epi32(_mm_add_epi32(ni, _mm_set1_epi32(127)), 23);
+    return _mm_mul_ps(p, _mm_castsi128_ps(e));
+}
+#endif
+
+/* r[j] = exp_neg(r[j] - mx) for j < n */
+static void exp_shifted(float *r, int n, float mx)
+{
+    int j = 0;
+#ifdef __SSE2__
+    __m128 m = _mm_set1_ps(mx);
+    for (; j + 4 <= n; j += 4)
+        _mm_storeu_ps(r + j, exp_neg4(_mm_sub_ps(_mm_loadu_ps(r + j), m)));
+#endif
+    for (; j < n; j++)
+        r[j] = exp_neg(r[j] - mx);
+}
+
+enum { LANES = 8 };
+
+/* Row-wise causal softmax of S (ntok, ntok): row i covers columns 0..i, the rest become 0.
+ * Reductions use LANES partial results in a fixed order (vectorizable and deterministic). */
 static void causal_softmax(float *S, int ntok)
 {
     for (int i = 0; i < ntok; i++) {
-        float *r = S + (size_t)i * ntok, mx = r[0];
-        for (int j = 1; j <= i; j++) mx = r[j] > mx ? r[j] : mx;
+        float *r = S + (size_t)i * ntok, lane[LANES];
+        int n = i + 1, j;
+        for (int l = 0; l < LANES; l++)
+            lane[l] = r[0];
+        for (j = 0; j + LANES <= n; j += LANES)
+            for (int l = 0; l < LANES; l++)
+                lane[l] = r[j + l] > lane[l] ? r[j + l] : lane[l];
+        float mx = lane[0];
+        for (int l = 1; l < LANES; l++)
+            mx = lane[l] > mx ? lane[l] : mx;
+        for (; j < n; j++)
+            mx = r[j] > mx ? r[j] : mx;
+        exp_shifted(r, n, mx);
+        for (int l = 0; l < LANES; l++)
+            lane[l] = 0;
+        for (j = 0; j + LANES <= n; j += LANES)
+            for (int l = 0; l < LANES; l++)
+                lane[l] += r[j + l];
         float sum = 0;
-        for (int j = 0; j <= i; j++) sum += (r[j] = expf(r[j] - mx));
+        for (int l = 0; l < LANES; l++)
+            sum += lane[l];
+        for (; j < n; j++)
+            sum += r[j];
         float inv = 1.0f / sum;
-        for (int j = 0; j <= i; j++) r[j] *= inv;
-        for (int j = i + 1; j < ntok; j++) r[j] = 0;
+        for (j = 0; j < n; j++)
+            r[j] *= inv;
+        for (j = n; j < ntok; j++)
+            r[j] = 0;
     }
 }
 
@@ -153,8 +246,8 @@ static void attention(tqp_forward *f, int ntok)
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
         int kh = h / group;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, ntok, hd, scale,
-                    f->q + h * hd, qd, f->k + kh * hd, kvd, 0.0f, f->scores, ntok);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, ntok, hd, scale, f->q + h * hd,
+                    qd, f->k + kh * hd, kvd, 0.0f, f->scores, ntok);
         causal_softmax(f->scores, ntok);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ntok, hd, ntok, 1.0f, f->scores,
                     ntok, f->v + kh * hd, kvd, 0.0f, f->xb + h * hd, qd);
@@ -211,9 +304,11 @@ void tqp_forward_logits(tqp_forward *f, const float *norm, const float *head, fl
 static double row_nll(const float *row, int n, uint32_t target)
 {
     float mx = row[0];
-    for (int i = 1; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int i = 1; i < n; i++)
+        mx = row[i] > mx ? row[i] : mx;
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)row[i] - mx);
+    for (int i = 0; i < n; i++)
+        sum += exp((double)row[i] - mx);
     return log(sum) + mx - row[target];
 }
 
@@ -228,8 +323,8 @@ double tqp_forward_nll(tqp_forward *f, const float *norm, const float *head, flo
         int rows = ntok - 1 - p0 < HEAD_ROWS ? ntok - 1 - p0 : HEAD_ROWS;
         matmul_wt(f->logits, x + (size_t)p0 * c->dim, head, rows, c->vocab_size, c->dim, 0.0f);
         for (int r = 0; r < rows; r++)
-            nll += row_nll(f->logits + (size_t)r * c->vocab_size, c->vocab_size,
-                           tokens[p0 + r + 1]);
+            nll +=
+                row_nll(f->logits + (size_t)r * c->vocab_size, c->vocab_size, tokens[p0 + r + 1]);
     }
     return nll;
 }

@@ -98,6 +98,26 @@ static tqp_status fsync_parent(const char *path)
     return s;
 }
 
+static tqp_status write_error(const char *path, const char *what)
+{
+    return tqp_error_set(TQP_EIO, "%s: cannot write (%s): %s", path, what, strerror(errno));
+}
+
+tqp_status tqp_check_writable(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return tqp_error_set(TQP_ENOMEM, "out of memory");
+    const char *dir = dirname(copy);
+    struct stat st;
+    tqp_status s = TQP_OK;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        s = tqp_error_set(TQP_EIO, "%s: cannot write: directory %s does not exist", path, dir);
+    else if (access(dir, W_OK) != 0)
+        s = tqp_error_set(TQP_EIO, "%s: cannot write: directory %s is not writable", path, dir);
+    free(copy);
+    return s;
+}
+
 tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
 {
     size_t plen = strlen(path) + 32;
@@ -107,7 +127,7 @@ tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
     tqp_status s = TQP_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        s = os_error(tmp, "create");
+        s = write_error(path, "create");
         goto out;
     }
     const uint8_t *p = data;
@@ -115,14 +135,14 @@ tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
         ssize_t w = write(fd, p + done, len - done);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
-            s = os_error(tmp, "write");
+            s = write_error(path, "write");
             break;
         }
         done += (size_t)w;
     }
-    if (s == TQP_OK && fsync(fd) != 0) s = os_error(tmp, "fsync");
-    if (close(fd) != 0 && s == TQP_OK) s = os_error(tmp, "close");
-    if (s == TQP_OK && rename(tmp, path) != 0) s = os_error(path, "rename");
+    if (s == TQP_OK && fsync(fd) != 0) s = write_error(path, "fsync");
+    if (close(fd) != 0 && s == TQP_OK) s = write_error(path, "close");
+    if (s == TQP_OK && rename(tmp, path) != 0) s = write_error(path, "rename");
     if (s == TQP_OK) s = fsync_parent(path);
     if (s != TQP_OK) unlink(tmp);
 out:

@@ -22,8 +22,10 @@ static const command commands[] = {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: tqp <command> [options]    (run under mpiexec for several ranks)\n\n"
-                 "TQP %s, the Trellis Quantization Pipeline.\n\ncommands:\n", TQP_VERSION);
+    fprintf(out,
+            "usage: tqp <command> [options]    (run under mpiexec for several ranks)\n\n"
+            "TQP %s, the Trellis Quantization Pipeline.\n\ncommands:\n",
+            TQP_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n'tqp <command> --help' lists a command's options and their defaults.\n");

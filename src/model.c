@@ -9,14 +9,10 @@
 #include <sys/stat.h>
 
 static const char *const layer_names[TQP_T_LAYER_COUNT] = {
-    [TQP_T_ATTN_NORM] = "input_layernorm",
-    [TQP_T_Q] = "self_attn.q_proj",
-    [TQP_T_K] = "self_attn.k_proj",
-    [TQP_T_V] = "self_attn.v_proj",
-    [TQP_T_O] = "self_attn.o_proj",
-    [TQP_T_FFN_NORM] = "post_attention_layernorm",
-    [TQP_T_GATE] = "mlp.gate_proj",
-    [TQP_T_UP] = "mlp.up_proj",
+    [TQP_T_ATTN_NORM] = "input_layernorm", [TQP_T_Q] = "self_attn.q_proj",
+    [TQP_T_K] = "self_attn.k_proj",        [TQP_T_V] = "self_attn.v_proj",
+    [TQP_T_O] = "self_attn.o_proj",        [TQP_T_FFN_NORM] = "post_attention_layernorm",
+    [TQP_T_GATE] = "mlp.gate_proj",        [TQP_T_UP] = "mlp.up_proj",
     [TQP_T_DOWN] = "mlp.down_proj",
 };
 
@@ -26,26 +22,34 @@ static const char *const global_names[TQP_G_COUNT] = {
     [TQP_G_OUTPUT] = "lm_head",
 };
 
-const char *tqp_layer_tensor_name(tqp_layer_tensor t) { return layer_names[t]; }
-const char *tqp_global_tensor_name(tqp_global_tensor t) { return global_names[t]; }
+const char *tqp_layer_tensor_name(tqp_layer_tensor t)
+{
+    return layer_names[t];
+}
+const char *tqp_global_tensor_name(tqp_global_tensor t)
+{
+    return global_names[t];
+}
 
-void tqp_layer_tensor_shape(const tqp_config *c, tqp_layer_tensor t, int64_t *rows,
-                            int64_t *cols)
+void tqp_layer_tensor_shape(const tqp_config *c, tqp_layer_tensor t, int64_t *rows, int64_t *cols)
 {
     int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
     int64_t shape[TQP_T_LAYER_COUNT][2] = {
-        [TQP_T_ATTN_NORM] = {1, c->dim},     [TQP_T_Q] = {q, c->dim},
-        [TQP_T_K] = {kv, c->dim},            [TQP_T_V] = {kv, c->dim},
-        [TQP_T_O] = {c->dim, q},             [TQP_T_FFN_NORM] = {1, c->dim},
-        [TQP_T_GATE] = {c->hidden_dim, c->dim}, [TQP_T_UP] = {c->hidden_dim, c->dim},
+        [TQP_T_ATTN_NORM] = {1, c->dim},
+        [TQP_T_Q] = {q, c->dim},
+        [TQP_T_K] = {kv, c->dim},
+        [TQP_T_V] = {kv, c->dim},
+        [TQP_T_O] = {c->dim, q},
+        [TQP_T_FFN_NORM] = {1, c->dim},
+        [TQP_T_GATE] = {c->hidden_dim, c->dim},
+        [TQP_T_UP] = {c->hidden_dim, c->dim},
         [TQP_T_DOWN] = {c->dim, c->hidden_dim},
     };
     *rows = shape[t][0];
     *cols = shape[t][1];
 }
 
-void tqp_global_tensor_shape(const tqp_config *c, tqp_global_tensor t, int64_t *rows,
-                             int64_t *cols)
+void tqp_global_tensor_shape(const tqp_config *c, tqp_global_tensor t, int64_t *rows, int64_t *cols)
 {
     *rows = t == TQP_G_NORM ? 1 : c->vocab_size;
     *cols = c->dim;
@@ -54,10 +58,16 @@ void tqp_global_tensor_shape(const tqp_config *c, tqp_global_tensor t, int64_t *
 tqp_status tqp_config_validate(const tqp_config *c, const char *what)
 {
     const int big = 1 << 20;
-    struct { const char *name; int v; } ints[] = {
-        {"hidden size", c->dim},          {"intermediate size", c->hidden_dim},
-        {"layer count", c->n_layers},     {"attention head count", c->n_heads},
-        {"key/value head count", c->n_kv_heads}, {"vocabulary size", c->vocab_size},
+    struct {
+        const char *name;
+        int v;
+    } ints[] = {
+        {"hidden size", c->dim},
+        {"intermediate size", c->hidden_dim},
+        {"layer count", c->n_layers},
+        {"attention head count", c->n_heads},
+        {"key/value head count", c->n_kv_heads},
+        {"vocabulary size", c->vocab_size},
         {"maximum sequence length", c->max_seq_len},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
@@ -83,7 +93,10 @@ tqp_status tqp_config_validate(const tqp_config *c, const char *what)
     return TQP_OK;
 }
 
-size_t tqp_dtype_size(tqp_dtype d) { return d == TQP_DTYPE_F32 ? 4 : 2; }
+size_t tqp_dtype_size(tqp_dtype d)
+{
+    return d == TQP_DTYPE_F32 ? 4 : 2;
+}
 
 const char *tqp_dtype_name(tqp_dtype d)
 {
@@ -147,7 +160,7 @@ uint16_t tqp_f32_to_f16(float f)
     uint32_t sign = (b >> 16) & 0x8000, a = b & 0x7fffffffu;
     if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00);
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: Inf */
-    if (a < 0x38800000u) {                                   /* below 2^-14: subnormal */
+    if (a < 0x38800000u) {                                  /* below 2^-14: subnormal */
         float mag;
         memcpy(&mag, &a, 4);
         /* 2^-24 is the subnormal step; nearbyint rounds half to even. */
@@ -178,9 +191,8 @@ static tqp_status check_finite(const float *x, size_t n, const char *what, int l
 {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
-            return tqp_error_set(TQP_ENONFINITE,
-                                 "layer %d %s: non-finite weight %g at element %zu", layer, what,
-                                 (double)x[i], i);
+            return tqp_error_set(TQP_ENONFINITE, "layer %d %s: non-finite weight %g at element %zu",
+                                 layer, what, (double)x[i], i);
     return TQP_OK;
 }
 
@@ -239,8 +251,8 @@ tqp_status tqp_model_load(const char *path, tqp_model **out)
     tqp_model *m = tqp_calloc(1, sizeof *m);
     if (!m) return TQP_ENOMEM;
     m->path = strdup(path);
-    tqp_status s = S_ISDIR(st.st_mode) ? tqp_model_load_hf(path, m)
-                                       : tqp_model_load_llama2c(path, m);
+    tqp_status s =
+        S_ISDIR(st.st_mode) ? tqp_model_load_hf(path, m) : tqp_model_load_llama2c(path, m);
     if (s != TQP_OK) {
         tqp_model_destroy(&m);
         return s;
@@ -253,7 +265,8 @@ void tqp_model_destroy(tqp_model **pm)
 {
     tqp_model *m = *pm;
     if (!m) return;
-    for (int i = 0; i < m->n_maps; i++) tqp_mmap_close(&m->maps[i]);
+    for (int i = 0; i < m->n_maps; i++)
+        tqp_mmap_close(&m->maps[i]);
     free(m->maps);
     free(m->layer);
     free(m->path);

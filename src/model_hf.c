@@ -35,7 +35,8 @@ static tqp_status json_num(const char *path, const cJSON *root, const char *key,
         *v = (float)def;
         return TQP_OK;
     }
-    if (!cJSON_IsNumber(it)) return tqp_error_set(TQP_EINPUT, "%s: field %s is not a number", path, key);
+    if (!cJSON_IsNumber(it))
+        return tqp_error_set(TQP_EINPUT, "%s: field %s is not a number", path, key);
     *v = (float)it->valuedouble;
     return TQP_OK;
 }
@@ -80,8 +81,10 @@ static tqp_status parse_config(const char *path, const cJSON *root, tqp_config *
     int hd = c->head_dim;
     TQP_CHECK(json_int(path, root, "head_dim", c->head_dim, &hd));
     if (hd != c->head_dim)
-        return tqp_error_set(TQP_EINPUT, "%s: head_dim %d != hidden_size / heads = %d is not "
-                             "supported", path, hd, c->head_dim);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: head_dim %d != hidden_size / heads = %d is not "
+                             "supported",
+                             path, hd, c->head_dim);
     c->rope = TQP_ROPE_HALF;
     return tqp_config_validate(c, path);
 }
@@ -129,8 +132,10 @@ static tqp_status list_files(hf_state *st, char *path, size_t cap)
     if (stat(path, &sb) != 0) {
         snprintf(path, cap, "%s/model.safetensors", st->dir);
         if (stat(path, &sb) != 0)
-            return tqp_error_set(TQP_EINPUT, "%s: no model.safetensors or "
-                                 "model.safetensors.index.json", st->dir);
+            return tqp_error_set(TQP_EINPUT,
+                                 "%s: no model.safetensors or "
+                                 "model.safetensors.index.json",
+                                 st->dir);
         st->files = tqp_calloc(1, sizeof *st->files);
         if (!st->files) return TQP_ENOMEM;
         st->files[st->n_files++] = strdup("model.safetensors");
@@ -148,8 +153,10 @@ static tqp_status list_files(hf_state *st, char *path, size_t cap)
     cJSON_ArrayForEach(it, st->weight_map)
     {
         if (!cJSON_IsString(it) || strchr(it->valuestring, '/'))
-            return tqp_error_set(TQP_EINPUT, "%s: weight_map entry %s is not a file in the "
-                                 "directory", path, it->string);
+            return tqp_error_set(TQP_EINPUT,
+                                 "%s: weight_map entry %s is not a file in the "
+                                 "directory",
+                                 path, it->string);
         if (file_index(st, it->valuestring) < 0) st->files[st->n_files++] = strdup(it->valuestring);
     }
     return TQP_OK;
@@ -188,12 +195,14 @@ static tqp_status bind(const hf_state *st, const tqp_model *m, const char *name,
     int ok = rows == 1 ? (e->ndim == 1 && e->shape[0] == cols)
                        : (e->ndim == 2 && e->shape[0] == rows && e->shape[1] == cols);
     if (!ok)
-        return tqp_error_set(TQP_EINPUT, "%s: tensor %s has shape [%lld%s%lld] but the config "
-                             "implies [%lld, %lld]", file, name, (long long)e->shape[0],
-                             e->ndim > 1 ? ", " : "", e->ndim > 1 ? (long long)e->shape[1] : 0LL,
-                             (long long)rows, (long long)cols);
-    *ref = (tqp_tensor_ref){.data = e->data, .dtype = e->dtype, .rows = rows, .cols = cols,
-                            .file = file};
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: tensor %s has shape [%lld%s%lld] but the config "
+                             "implies [%lld, %lld]",
+                             file, name, (long long)e->shape[0], e->ndim > 1 ? ", " : "",
+                             e->ndim > 1 ? (long long)e->shape[1] : 0LL, (long long)rows,
+                             (long long)cols);
+    *ref = (tqp_tensor_ref){
+        .data = e->data, .dtype = e->dtype, .rows = rows, .cols = cols, .file = file};
     return TQP_OK;
 }
 

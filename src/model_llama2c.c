@@ -10,15 +10,15 @@
 enum { HEADER_BYTES = 7 * 4 };
 
 /* Order of the tensors in the file (each stacked over layers). */
-static const tqp_layer_tensor file_order_pre[] = {TQP_T_ATTN_NORM, TQP_T_Q, TQP_T_K, TQP_T_V,
-                                                  TQP_T_O, TQP_T_FFN_NORM, TQP_T_GATE,
-                                                  TQP_T_DOWN, TQP_T_UP};
+static const tqp_layer_tensor file_order_pre[] = {TQP_T_ATTN_NORM, TQP_T_Q,    TQP_T_K,
+                                                  TQP_T_V,         TQP_T_O,    TQP_T_FFN_NORM,
+                                                  TQP_T_GATE,      TQP_T_DOWN, TQP_T_UP};
 
 static tqp_status read_header(const char *path, const tqp_mmap *map, tqp_config *c, int *shared)
 {
     if (map->size < HEADER_BYTES)
-        return tqp_error_set(TQP_EINPUT, "%s: truncated: %zu bytes, the header alone is %d",
-                             path, map->size, HEADER_BYTES);
+        return tqp_error_set(TQP_EINPUT, "%s: truncated: %zu bytes, the header alone is %d", path,
+                             map->size, HEADER_BYTES);
     int32_t h[7];
     memcpy(h, map->data, sizeof h);
     memset(c, 0, sizeof *c);
@@ -55,8 +55,11 @@ static uint64_t expected_size(const tqp_config *c, int shared)
 
 static tqp_tensor_ref ref_at(const tqp_mmap *map, uint64_t *off, int64_t rows, int64_t cols)
 {
-    tqp_tensor_ref r = {.data = map->data + *off, .dtype = TQP_DTYPE_F32, .rows = rows,
-                        .cols = cols, .file = map->path};
+    tqp_tensor_ref r = {.data = map->data + *off,
+                        .dtype = TQP_DTYPE_F32,
+                        .rows = rows,
+                        .cols = cols,
+                        .file = map->path};
     *off += 4 * (uint64_t)(rows * cols);
     return r;
 }
@@ -74,12 +77,15 @@ tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m)
     const tqp_config *c = &m->cfg;
     uint64_t want = expected_size(c, shared);
     if (map->size < want)
-        return tqp_error_set(TQP_EINPUT, "%s: truncated: the header implies %llu bytes, the file "
-                             "has %zu", path, (unsigned long long)want, map->size);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: truncated: the header implies %llu bytes, the file "
+                             "has %zu",
+                             path, (unsigned long long)want, map->size);
     if (map->size != want)
-        return tqp_error_set(TQP_EINPUT, "%s: header sizes do not match the file: they imply "
-                             "%llu bytes, the file has %zu", path, (unsigned long long)want,
-                             map->size);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: header sizes do not match the file: they imply "
+                             "%llu bytes, the file has %zu",
+                             path, (unsigned long long)want, map->size);
     m->layer = tqp_calloc((size_t)c->n_layers * TQP_T_LAYER_COUNT, sizeof *m->layer);
     if (!m->layer) return TQP_ENOMEM;
     uint64_t off = HEADER_BYTES;
@@ -93,7 +99,7 @@ tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m)
     }
     m->global[TQP_G_NORM] = ref_at(map, &off, 1, c->dim);
     off += 4 * (uint64_t)c->max_seq_len * c->head_dim; /* skip freq_cis_real, freq_cis_imag */
-    m->global[TQP_G_OUTPUT] = shared ? m->global[TQP_G_EMBED]
-                                     : ref_at(map, &off, c->vocab_size, c->dim);
+    m->global[TQP_G_OUTPUT] =
+        shared ? m->global[TQP_G_EMBED] : ref_at(map, &off, c->vocab_size, c->dim);
     return TQP_OK;
 }

@@ -10,8 +10,12 @@ static tqp_status set_value(const char *cmd, const tqp_opt *o, const char *v)
     char *end = NULL;
     errno = 0;
     switch (o->kind) {
-    case TQP_OPT_STRING: *(const char **)o->dest = v; return TQP_OK;
-    case TQP_OPT_FLAG: *(int *)o->dest = v ? atoi(v) : 1; return TQP_OK;
+    case TQP_OPT_STRING:
+        *(const char **)o->dest = v;
+        return TQP_OK;
+    case TQP_OPT_FLAG:
+        *(int *)o->dest = v ? atoi(v) : 1;
+        return TQP_OK;
     case TQP_OPT_INT: {
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < -2147483647L || x > 2147483647L)
@@ -44,8 +48,10 @@ static tqp_status apply_defaults(const tqp_cmd_spec *s)
 {
     for (int i = 0; i < s->n_opts; i++) {
         const tqp_opt *o = &s->opts[i];
-        if (o->kind == TQP_OPT_FLAG) *(int *)o->dest = 0;
-        else if (o->kind == TQP_OPT_STRING) *(const char **)o->dest = o->def;
+        if (o->kind == TQP_OPT_FLAG)
+            *(int *)o->dest = 0;
+        else if (o->kind == TQP_OPT_STRING)
+            *(const char **)o->dest = o->def;
         if (o->def && o->kind != TQP_OPT_STRING) TQP_CHECK(set_value(s->name, o, o->def));
     }
     return TQP_OK;
@@ -65,17 +71,22 @@ tqp_status tqp_opts_parse(const tqp_cmd_spec *s, int argc, char **argv, int *hel
             *help = 1;
             break;
         }
-        const tqp_opt *o = strncmp(a, "--", 2) ? NULL : find(s, a, eq ? (size_t)(eq - a) : strlen(a));
+        const tqp_opt *o =
+            strncmp(a, "--", 2) ? NULL : find(s, a, eq ? (size_t)(eq - a) : strlen(a));
         if (!o) {
             st = tqp_error_set(TQP_EUSAGE, "tqp %s: unknown argument '%s' (see tqp %s --help)",
                                s->name, a, s->name);
             break;
         }
         seen[o - s->opts] = 1;
-        if (o->kind == TQP_OPT_FLAG && !eq) st = set_value(s->name, o, NULL);
-        else if (eq) st = set_value(s->name, o, eq + 1);
-        else if (i + 1 < argc) st = set_value(s->name, o, argv[++i]);
-        else st = tqp_error_set(TQP_EUSAGE, "tqp %s: %s needs a value", s->name, o->name);
+        if (o->kind == TQP_OPT_FLAG && !eq)
+            st = set_value(s->name, o, NULL);
+        else if (eq)
+            st = set_value(s->name, o, eq + 1);
+        else if (i + 1 < argc)
+            st = set_value(s->name, o, argv[++i]);
+        else
+            st = tqp_error_set(TQP_EUSAGE, "tqp %s: %s needs a value", s->name, o->name);
     }
     for (int i = 0; i < s->n_opts && st == TQP_OK && !*help; i++)
         if (s->opts[i].required && !seen[i])
@@ -95,9 +106,12 @@ void tqp_opts_usage(const tqp_cmd_spec *s, FILE *out)
         char left[64];
         snprintf(left, sizeof left, "%s%s%s", o->name, o->meta ? " " : "", o->meta ? o->meta : "");
         fprintf(out, "  %-24s %s", left, o->help);
-        if (o->required) fprintf(out, " (required)");
-        else if (o->def) fprintf(out, " (default: %s)", o->def);
-        else if (o->kind == TQP_OPT_FLAG) fprintf(out, " (default: off)");
+        if (o->required)
+            fprintf(out, " (required)");
+        else if (o->def)
+            fprintf(out, " (default: %s)", o->def);
+        else if (o->kind == TQP_OPT_FLAG)
+            fprintf(out, " (default: off)");
         fputc('\n', out);
     }
     fprintf(out, "  %-24s %s\n", "--help", "print this help and exit");

@@ -14,8 +14,12 @@ double tqp_now(void)
 void tqp_progress_init(tqp_progress *p, const char *what, double total, const char *unit,
                        int enabled)
 {
-    *p = (tqp_progress){.what = what, .total = total, .unit = unit, .enabled = enabled,
-                        .tty = isatty(STDERR_FILENO), .start = tqp_now()};
+    *p = (tqp_progress){.what = what,
+                        .total = total,
+                        .unit = unit,
+                        .enabled = enabled,
+                        .tty = isatty(STDERR_FILENO),
+                        .start = tqp_now()};
     p->last_print = p->start;
     p->min_interval = p->tty ? 0.2 : 5.0;
 }

@@ -11,10 +11,14 @@
 
 static int parse_dtype(const char *s, tqp_dtype *d)
 {
-    if (!strcmp(s, "F32")) *d = TQP_DTYPE_F32;
-    else if (!strcmp(s, "F16")) *d = TQP_DTYPE_F16;
-    else if (!strcmp(s, "BF16")) *d = TQP_DTYPE_BF16;
-    else return 0;
+    if (!strcmp(s, "F32"))
+        *d = TQP_DTYPE_F32;
+    else if (!strcmp(s, "F16"))
+        *d = TQP_DTYPE_F16;
+    else if (!strcmp(s, "BF16"))
+        *d = TQP_DTYPE_BF16;
+    else
+        return 0;
     return 1;
 }
 
@@ -39,8 +43,10 @@ static tqp_status parse_entry(const char *path, const cJSON *item, uint64_t data
         return tqp_error_set(TQP_EINPUT, "%s: tensor %s: needs dtype, shape and two data_offsets",
                              path, name);
     if (!parse_dtype(dt->valuestring, &e->dtype))
-        return tqp_error_set(TQP_EINPUT, "%s: tensor %s: dtype %s is not supported (F32, F16, "
-                             "BF16)", path, name, dt->valuestring);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: tensor %s: dtype %s is not supported (F32, F16, "
+                             "BF16)",
+                             path, name, dt->valuestring);
     e->ndim = cJSON_GetArraySize(shape);
     if (e->ndim < 0 || e->ndim > 4)
         return tqp_error_set(TQP_EINPUT, "%s: tensor %s: %d dimensions", path, name, e->ndim);
@@ -56,13 +62,16 @@ static tqp_status parse_entry(const char *path, const cJSON *item, uint64_t data
     }
     int64_t b = json_u53(cJSON_GetArrayItem(offs, 0)), en = json_u53(cJSON_GetArrayItem(offs, 1));
     if (b < 0 || en < b || (uint64_t)en > data_len)
-        return tqp_error_set(TQP_EINPUT, "%s: tensor %s: data_offsets [%lld, %lld] outside the "
-                             "%llu-byte data section", path, name, (long long)b, (long long)en,
-                             (unsigned long long)data_len);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: tensor %s: data_offsets [%lld, %lld] outside the "
+                             "%llu-byte data section",
+                             path, name, (long long)b, (long long)en, (unsigned long long)data_len);
     if ((uint64_t)(en - b) != numel * tqp_dtype_size(e->dtype))
-        return tqp_error_set(TQP_EINPUT, "%s: tensor %s: %lld bytes for a shape of %llu %s "
-                             "elements", path, name, (long long)(en - b),
-                             (unsigned long long)numel, tqp_dtype_name(e->dtype));
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: tensor %s: %lld bytes for a shape of %llu %s "
+                             "elements",
+                             path, name, (long long)(en - b), (unsigned long long)numel,
+                             tqp_dtype_name(e->dtype));
     e->begin = (uint64_t)b;
     e->end = (uint64_t)en;
     e->name = strdup(name);
@@ -72,20 +81,23 @@ static tqp_status parse_entry(const char *path, const cJSON *item, uint64_t data
 static int by_begin(const void *a, const void *b)
 {
     const tqp_st_entry *x = *(tqp_st_entry *const *)a, *y = *(tqp_st_entry *const *)b;
-    return x->begin < y->begin ? -1 : x->begin > y->begin ? 1 : (x->end > y->end) - (x->end < y->end);
+    return x->begin < y->begin   ? -1
+           : x->begin > y->begin ? 1
+                                 : (x->end > y->end) - (x->end < y->end);
 }
 
 static tqp_status check_overlap(const char *path, tqp_st_entry *e, int n)
 {
     tqp_st_entry **order = tqp_malloc(sizeof *order * (size_t)(n ? n : 1));
     if (!order) return TQP_ENOMEM;
-    for (int i = 0; i < n; i++) order[i] = &e[i];
+    for (int i = 0; i < n; i++)
+        order[i] = &e[i];
     qsort(order, (size_t)n, sizeof *order, by_begin);
     tqp_status s = TQP_OK;
     for (int i = 1; i < n && s == TQP_OK; i++)
         if (order[i]->begin < order[i - 1]->end)
-            s = tqp_error_set(TQP_EINPUT, "%s: tensors %s and %s overlap", path,
-                              order[i - 1]->name, order[i]->name);
+            s = tqp_error_set(TQP_EINPUT, "%s: tensors %s and %s overlap", path, order[i - 1]->name,
+                              order[i]->name);
     free(order);
     return s;
 }
@@ -130,10 +142,13 @@ tqp_status tqp_safetensors_parse(const tqp_mmap *map, tqp_st_entry **entries, in
         return tqp_error_set(TQP_EINPUT, "%s: truncated: %zu bytes, no safetensors header", path,
                              map->size);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | map->data[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | map->data[i];
     if (hlen > map->size - 8)
-        return tqp_error_set(TQP_EINPUT, "%s: header length %llu is longer than the file (%zu "
-                             "bytes)", path, (unsigned long long)hlen, map->size);
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: header length %llu is longer than the file (%zu "
+                             "bytes)",
+                             path, (unsigned long long)hlen, map->size);
     cJSON *root = cJSON_ParseWithLength((const char *)map->data + 8, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -148,7 +163,8 @@ tqp_status tqp_safetensors_parse(const tqp_mmap *map, tqp_st_entry **entries, in
 void tqp_safetensors_free(tqp_st_entry *e, int n)
 {
     if (!e) return;
-    for (int i = 0; i < n; i++) free(e[i].name);
+    for (int i = 0; i < n; i++)
+        free(e[i].name);
     free(e);
 }
 
@@ -229,11 +245,14 @@ tqp_status tqp_safetensors_write(const char *path, const tqp_st_tensor *t, int n
         goto out;
     }
     uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len8[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(json, 1, jlen, f) == jlen;
-    for (size_t i = jlen; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
+    for (size_t i = jlen; ok && i < padded; i++)
+        ok = fputc(' ', f) != EOF;
     if (!ok) s = tqp_error_set(TQP_EIO, "%s: write failed: %s", tmp, strerror(errno));
-    for (int i = 0; s == TQP_OK && i < n; i++) s = write_tensor(f, tmp, &t[i], scratch);
+    for (int i = 0; s == TQP_OK && i < n; i++)
+        s = write_tensor(f, tmp, &t[i], scratch);
     if (s == TQP_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
         s = tqp_error_set(TQP_EIO, "%s: write failed: %s", tmp, strerror(errno));
     if (fclose(f) != 0 && s == TQP_OK)

@@ -12,34 +12,34 @@
 
 static int check_passed_, check_failed_;
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (cond) {                                                                            \
-            check_passed_++;                                                                   \
-        } else {                                                                               \
-            check_failed_++;                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);           \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            check_passed_++;                                                                       \
+        } else {                                                                                   \
+            check_failed_++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                                   \
-    do {                                                                                       \
-        if (cond) {                                                                            \
-            check_passed_++;                                                                   \
-        } else {                                                                               \
-            check_failed_++;                                                                   \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);           \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            check_passed_++;                                                                       \
+        } else {                                                                                   \
+            check_failed_++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 /* |a - b| <= tol * max(1, |b|) */
-#define CHECK_NEAR(a, b, tol)                                                                  \
-    do {                                                                                       \
-        double ca_ = (a), cb_ = (b);                                                           \
-        double lim_ = (tol) * (fabs(cb_) > 1.0 ? fabs(cb_) : 1.0);                             \
-        CHECK_MSG(fabs(ca_ - cb_) <= lim_, "%.17g vs %.17g (tol %g)", ca_, cb_, (double)(tol)); \
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double ca_ = (a), cb_ = (b);                                                               \
+        double lim_ = (tol) * (fabs(cb_) > 1.0 ? fabs(cb_) : 1.0);                                 \
+        CHECK_MSG(fabs(ca_ - cb_) <= lim_, "%.17g vs %.17g (tol %g)", ca_, cb_, (double)(tol));    \
     } while (0)
 
 static inline int check_done(void)

@@ -1,7 +1,8 @@
 /* The forward pass against an independent float64 reference written here: token by token with
  * a KV cache, llama2.c style (adjacent-pair RoPE), on small random models with grouped-query
  * attention, shared and separate classifiers.  Also: the converted Hugging Face directory
- * (rotate-half RoPE, permuted q/k rows) gives the same logits in F32, and close ones in F16/BF16. */
+ * (rotate-half RoPE, permuted q/k rows) gives the same logits in F32, and close ones in F16/BF16.
+ */
 #include <math.h>
 
 #include "check.h"
@@ -13,9 +14,11 @@
 static void ref_rmsnorm(double *o, const double *x, const float *w, int n, double eps)
 {
     double ss = 0;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
     double sc = 1.0 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) o[i] = w[i] * x[i] * sc;
+    for (int i = 0; i < n; i++)
+        o[i] = w[i] * x[i] * sc;
 }
 
 /* o (rows) = W (rows, cols) x (cols) */
@@ -23,7 +26,8 @@ static void ref_matvec(double *o, const float *W, const double *x, int rows, int
 {
     for (int r = 0; r < rows; r++) {
         double s = 0;
-        for (int c = 0; c < cols; c++) s += (double)W[(size_t)r * cols + c] * x[c];
+        for (int c = 0; c < cols; c++)
+            s += (double)W[(size_t)r * cols + c] * x[c];
         o[r] = s;
     }
 }
@@ -50,7 +54,8 @@ static void ref_forward(const tu_model *m, const uint32_t *tok, int ntok, double
     double *kc = calloc((size_t)L * ntok * kvd, 8), *vc = calloc((size_t)L * ntok * kvd, 8);
     double *sc = calloc(ntok, 8);
     for (int p = 0; p < ntok; p++) {
-        for (int i = 0; i < d; i++) x[i] = m->embed[(size_t)tok[p] * d + i];
+        for (int i = 0; i < d; i++)
+            x[i] = m->embed[(size_t)tok[p] * d + i];
         for (int l = 0; l < L; l++) {
             double *k = kc + ((size_t)l * ntok + p) * kvd, *v = vc + ((size_t)l * ntok + p) * kvd;
             ref_rmsnorm(xb, x, m->rms_att + l * d, d, c->rms_eps);
@@ -65,11 +70,13 @@ static void ref_forward(const tu_model *m, const uint32_t *tok, int ntok, double
                 for (int j = 0; j <= p; j++) {
                     const double *kj = kc + ((size_t)l * ntok + j) * kvd + kh * hd;
                     double s = 0;
-                    for (int i = 0; i < hd; i++) s += q[h * hd + i] * kj[i];
+                    for (int i = 0; i < hd; i++)
+                        s += q[h * hd + i] * kj[i];
                     sc[j] = s / sqrt((double)hd);
                     mx = fmax(mx, sc[j]);
                 }
-                for (int j = 0; j <= p; j++) sum += (sc[j] = exp(sc[j] - mx));
+                for (int j = 0; j <= p; j++)
+                    sum += (sc[j] = exp(sc[j] - mx));
                 for (int i = 0; i < hd; i++) {
                     double o = 0;
                     for (int j = 0; j <= p; j++)
@@ -78,19 +85,23 @@ static void ref_forward(const tu_model *m, const uint32_t *tok, int ntok, double
                 }
             }
             ref_matvec(t, m->wo + (size_t)l * d * qd, att, d, qd);
-            for (int i = 0; i < d; i++) x[i] += t[i];
+            for (int i = 0; i < d; i++)
+                x[i] += t[i];
             ref_rmsnorm(xb, x, m->rms_ffn + l * d, d, c->rms_eps);
             ref_matvec(h1, m->w1 + (size_t)l * hid * d, xb, hid, d);
             ref_matvec(h3, m->w3 + (size_t)l * hid * d, xb, hid, d);
-            for (int i = 0; i < hid; i++) h1[i] = h1[i] / (1 + exp(-h1[i])) * h3[i];
+            for (int i = 0; i < hid; i++)
+                h1[i] = h1[i] / (1 + exp(-h1[i])) * h3[i];
             ref_matvec(t, m->w2 + (size_t)l * d * hid, h1, d, hid);
-            for (int i = 0; i < d; i++) x[i] += t[i];
+            for (int i = 0; i < d; i++)
+                x[i] += t[i];
         }
         ref_rmsnorm(xb, x, m->rms_final, d, c->rms_eps);
         ref_matvec(logits + (size_t)p * c->vocab_size, m->wcls, xb, c->vocab_size, d);
     }
     double *all[] = {x, xb, q, att, h1, h3, t, kc, vc, sc};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        free(all[i]);
 }
 
 /* max |a - b| / max |b| */
@@ -147,7 +158,8 @@ static void random_model_case(const tqp_config *c, int shared, uint64_t seed, in
     CHECK(tu_model_write_llama2c(&tm, bin) == 0);
     uint32_t *tok = malloc(sizeof *tok * ntok);
     uint64_t s = seed * 7 + 1;
-    for (int i = 0; i < ntok; i++) tok[i] = (uint32_t)(tu_next(&s) % c->vocab_size);
+    for (int i = 0; i < ntok; i++)
+        tok[i] = (uint32_t)(tu_next(&s) % c->vocab_size);
     double *ref = malloc(sizeof *ref * (size_t)ntok * c->vocab_size);
     ref_forward(&tm, tok, ntok, ref);
     int V = 0;
@@ -164,7 +176,8 @@ static void random_model_case(const tqp_config *c, int shared, uint64_t seed, in
         float *hg = model_logits(hf, tok, ntok, &V);
         if (hg) {
             double e = rel_diff_ff(hg, got, n);
-            CHECK_MSG(e <= tol[i], "HF %s logits vs .bin: rel diff %.3g", tqp_dtype_name(dts[i]), e);
+            CHECK_MSG(e <= tol[i], "HF %s logits vs .bin: rel diff %.3g", tqp_dtype_name(dts[i]),
+                      e);
         }
         free(hg);
     }
@@ -180,7 +193,8 @@ static void test_permutation(void)
 {
     int nh = 3, hd = 8, cols = 2;
     float w[3 * 8 * 2], tmp[8 * 2];
-    for (int i = 0; i < nh * hd * cols; i++) w[i] = (float)(i / cols);
+    for (int i = 0; i < nh * hd * cols; i++)
+        w[i] = (float)(i / cols);
     tqp_permute_rope_rows(w, nh, hd, cols, tmp);
     for (int h = 0; h < nh; h++)
         for (int p = 0; p < 2; p++)
@@ -190,9 +204,17 @@ static void test_permutation(void)
 
 int main(void)
 {
-    tqp_config c = {.dim = 48, .hidden_dim = 40, .n_layers = 2, .n_heads = 6, .n_kv_heads = 2,
-                    .head_dim = 8, .vocab_size = 37, .max_seq_len = 32, .rms_eps = 1e-5f,
-                    .rope_theta = 10000.0f, .rope = TQP_ROPE_ADJACENT};
+    tqp_config c = {.dim = 48,
+                    .hidden_dim = 40,
+                    .n_layers = 2,
+                    .n_heads = 6,
+                    .n_kv_heads = 2,
+                    .head_dim = 8,
+                    .vocab_size = 37,
+                    .max_seq_len = 32,
+                    .rms_eps = 1e-5f,
+                    .rope_theta = 10000.0f,
+                    .rope = TQP_ROPE_ADJACENT};
     test_permutation();
     random_model_case(&c, 1, 11, 32); /* GQA 6/2, shared classifier */
     random_model_case(&c, 0, 12, 17); /* separate classifier, odd length */

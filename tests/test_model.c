@@ -14,7 +14,8 @@ static void expect_fail(const char *path, tqp_status want, const char *needle)
     tqp_error_clear();
     tqp_status s = tqp_model_load(path, &m);
     const char *msg = tqp_error_message();
-    CHECK_MSG(s == want, "%s: status %s, want %s (%s)", path, tqp_strerror(s), tqp_strerror(want), msg);
+    CHECK_MSG(s == want, "%s: status %s, want %s (%s)", path, tqp_strerror(s), tqp_strerror(want),
+              msg);
     CHECK_MSG(strstr(msg, needle) != NULL, "message '%s' lacks '%s'", msg, needle);
     CHECK(strchr(msg, '\n') == NULL);
     CHECK(m == NULL);
@@ -56,8 +57,15 @@ static void test_f16_bf16(void)
 
 static tqp_config small_cfg(void)
 {
-    return (tqp_config){.dim = 8, .hidden_dim = 12, .n_layers = 2, .n_heads = 2, .n_kv_heads = 1,
-                        .head_dim = 4, .vocab_size = 5, .max_seq_len = 4, .rms_eps = 1e-5f,
+    return (tqp_config){.dim = 8,
+                        .hidden_dim = 12,
+                        .n_layers = 2,
+                        .n_heads = 2,
+                        .n_kv_heads = 1,
+                        .head_dim = 4,
+                        .vocab_size = 5,
+                        .max_seq_len = 4,
+                        .rms_eps = 1e-5f,
                         .rope_theta = 10000.0f};
 }
 
@@ -130,12 +138,12 @@ static void test_llama2c_bad(const char *dir)
 /* ---- Hugging Face ---- */
 
 typedef struct {
-    const char *drop;     // tensor to leave out
-    const char *mutate;   // tensor to change
-    const char *dtype;    // its dtype text
-    int64_t rows;         // its first dimension (0: keep)
-    long shift_begin;     // added to its begin offset
-    long extra_end;       // added to its end offset
+    const char *drop;   // tensor to leave out
+    const char *mutate; // tensor to change
+    const char *dtype;  // its dtype text
+    int64_t rows;       // its first dimension (0: keep)
+    long shift_begin;   // added to its begin offset
+    long extra_end;     // added to its end offset
 } st_case;
 
 /* Write a safetensors file for config small_cfg() (tied embeddings) with one mutation. */
@@ -144,11 +152,14 @@ static void write_hf(const char *dir, const st_case *k, const char *config_overr
     tqp_config c = small_cfg();
     char path[700], json[16384], *p = json;
     snprintf(path, sizeof path, "%s/config.json", dir);
-    const char *cfg = config_override ? config_override
-        : "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, "
-          "\"intermediate_size\": 12, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
-          "\"num_key_value_heads\": 1, \"vocab_size\": 5, \"rms_norm_eps\": 1e-5, "
-          "\"rope_theta\": 10000.0, \"max_position_embeddings\": 4, \"tie_word_embeddings\": true}";
+    const char *cfg =
+        config_override
+            ? config_override
+            : "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, "
+              "\"intermediate_size\": 12, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, "
+              "\"num_key_value_heads\": 1, \"vocab_size\": 5, \"rms_norm_eps\": 1e-5, "
+              "\"rope_theta\": 10000.0, \"max_position_embeddings\": 4, \"tie_word_embeddings\": "
+              "true}";
     tu_write_file(path, cfg, strlen(cfg));
     p += sprintf(p, "{");
     long off = 0;
@@ -172,10 +183,13 @@ static void write_hf(const char *dir, const st_case *k, const char *config_overr
         long len = (long)(r * cc) * 4, b = off + (mut ? k->shift_begin : 0);
         long e = off + len + (mut ? k->extra_end : 0);
         if (r == 1)
-            p += sprintf(p, "%s\"%s\": {\"dtype\": \"%s\", \"shape\": [%lld], \"data_offsets\": [%ld, %ld]}",
-                         p == json + 1 ? "" : ", ", name, dt, (long long)cc, b, e);
+            p += sprintf(
+                p, "%s\"%s\": {\"dtype\": \"%s\", \"shape\": [%lld], \"data_offsets\": [%ld, %ld]}",
+                p == json + 1 ? "" : ", ", name, dt, (long long)cc, b, e);
         else
-            p += sprintf(p, "%s\"%s\": {\"dtype\": \"%s\", \"shape\": [%lld, %lld], \"data_offsets\": [%ld, %ld]}",
+            p += sprintf(p,
+                         "%s\"%s\": {\"dtype\": \"%s\", \"shape\": [%lld, %lld], \"data_offsets\": "
+                         "[%ld, %ld]}",
                          p == json + 1 ? "" : ", ", name, dt, (long long)r, (long long)cc, b, e);
         off += len;
     }
@@ -183,10 +197,12 @@ static void write_hf(const char *dir, const st_case *k, const char *config_overr
     size_t hl = strlen(json);
     size_t total = 8 + hl + (size_t)off;
     uint8_t *buf = calloc(total, 1);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(hl >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)(hl >> (8 * i));
     memcpy(buf + 8, json, hl);
     float one = 1.0f;
-    for (size_t i = 8 + hl; i + 4 <= total; i += 4) memcpy(buf + i, &one, 4);
+    for (size_t i = 8 + hl; i + 4 <= total; i += 4)
+        memcpy(buf + i, &one, 4);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     tu_write_file(path, buf, total);
     free(buf);
@@ -219,7 +235,8 @@ static void test_hf_bad(const char *dir)
     hf_case(dir, &dtype, NULL, TQP_EINPUT, "dtype I8");
     st_case dsize = {.mutate = q0, .dtype = "F16"}; /* F32-sized range for an F16 tensor */
     hf_case(dir, &dsize, NULL, TQP_EINPUT, "bytes for a shape");
-    st_case oob = {.mutate = "model.layers.1.mlp.down_proj.weight", .shift_begin = 4, .extra_end = 4};
+    st_case oob = {
+        .mutate = "model.layers.1.mlp.down_proj.weight", .shift_begin = 4, .extra_end = 4};
     hf_case(dir, &oob, NULL, TQP_EINPUT, "outside");
     st_case overlap = {.mutate = q0, .shift_begin = -4, .extra_end = -4};
     hf_case(dir, &overlap, NULL, TQP_EINPUT, "overlap");
@@ -236,13 +253,18 @@ static void test_hf_bad(const char *dir)
     expect_fail(dir, TQP_EINPUT, "truncated");
 
     /* config.json problems */
-    hf_case(dir, &ok, "{\"intermediate_size\": 12, \"num_hidden_layers\": 2, "
-            "\"num_attention_heads\": 2, \"vocab_size\": 5}", TQP_EINPUT, "missing field hidden_size");
-    hf_case(dir, &ok, "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 2, "
-            "\"num_attention_heads\": 0, \"vocab_size\": 5}", TQP_EINPUT, "config.json");
-    hf_case(dir, &ok, "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 2, "
-            "\"num_attention_heads\": 2, \"vocab_size\": 5, \"rms_norm_eps\": 7}", TQP_EINPUT,
-            "rms_norm_eps");
+    hf_case(dir, &ok,
+            "{\"intermediate_size\": 12, \"num_hidden_layers\": 2, "
+            "\"num_attention_heads\": 2, \"vocab_size\": 5}",
+            TQP_EINPUT, "missing field hidden_size");
+    hf_case(dir, &ok,
+            "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 2, "
+            "\"num_attention_heads\": 0, \"vocab_size\": 5}",
+            TQP_EINPUT, "config.json");
+    hf_case(dir, &ok,
+            "{\"hidden_size\": 8, \"intermediate_size\": 12, \"num_hidden_layers\": 2, "
+            "\"num_attention_heads\": 2, \"vocab_size\": 5, \"rms_norm_eps\": 7}",
+            TQP_EINPUT, "rms_norm_eps");
     hf_case(dir, &ok, "{\"hidden_size\": \"big\", \"intermediate_size\": 12}", TQP_EINPUT,
             "not an integer");
     hf_case(dir, &ok, "{\"hidden_size\": 8,", TQP_EINPUT, "not a valid JSON");
@@ -283,7 +305,8 @@ static void test_hf_index(const char *dir)
     tqp_model *m = NULL;
     tqp_status s = tqp_model_load(dir, &m);
     CHECK_MSG(s == TQP_OK, "%s", tqp_error_message());
-    CHECK(m && m->n_maps == 1 && m->cfg.tied_embeddings && m->global[TQP_G_OUTPUT].data == m->global[TQP_G_EMBED].data);
+    CHECK(m && m->n_maps == 1 && m->cfg.tied_embeddings &&
+          m->global[TQP_G_OUTPUT].data == m->global[TQP_G_EMBED].data);
     tqp_model_destroy(&m);
     unlink(path);
 }

@@ -20,7 +20,10 @@ static inline uint64_t tu_next(uint64_t *s)
     *s ^= *s >> 27;
     return *s * 2685821657736338717ull;
 }
-static inline double tu_uniform(uint64_t *s) { return (double)(tu_next(s) >> 11) / 9007199254740992.0; }
+static inline double tu_uniform(uint64_t *s)
+{
+    return (double)(tu_next(s) >> 11) / 9007199254740992.0;
+}
 static inline double tu_normal(uint64_t *s)
 {
     double u = tu_uniform(s) + 1e-300, v = tu_uniform(s);
@@ -63,7 +66,8 @@ typedef struct {
 static inline float *tu_fill(uint64_t *s, size_t n, double scale, double mean)
 {
     float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(mean + scale * tu_normal(s));
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)(mean + scale * tu_normal(s));
     return p;
 }
 
@@ -91,9 +95,10 @@ static inline void tu_model_random(tu_model *m, const tqp_config *c, int shared,
 
 static inline void tu_model_free(tu_model *m)
 {
-    float *p[] = {m->embed, m->rms_att, m->wq, m->wk, m->wv, m->wo, m->rms_ffn, m->w1, m->w2,
-                  m->w3, m->rms_final};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
+    float *p[] = {m->embed,   m->rms_att, m->wq, m->wk, m->wv,       m->wo,
+                  m->rms_ffn, m->w1,      m->w2, m->w3, m->rms_final};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        free(p[i]);
     if (!m->shared) free(m->wcls);
 }
 
@@ -103,16 +108,21 @@ static inline int tu_model_write_llama2c(const tu_model *m, const char *path)
     const tqp_config *c = &m->cfg;
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
-    int32_t hdr[7] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-                      m->shared ? c->vocab_size : -c->vocab_size, c->max_seq_len};
+    int32_t hdr[7] = {c->dim,        c->hidden_dim, c->n_layers,
+                      c->n_heads,    c->n_kv_heads, m->shared ? c->vocab_size : -c->vocab_size,
+                      c->max_seq_len};
     fwrite(hdr, 4, 7, f);
     size_t L = c->n_layers, d = c->dim, qd = (size_t)c->n_heads * c->head_dim;
     size_t kvd = (size_t)c->n_kv_heads * c->head_dim, h = c->hidden_dim, V = c->vocab_size;
-    struct { const float *p; size_t n; } parts[] = {
-        {m->embed, V * d}, {m->rms_att, L * d}, {m->wq, L * qd * d}, {m->wk, L * kvd * d},
-        {m->wv, L * kvd * d}, {m->wo, L * d * qd}, {m->rms_ffn, L * d}, {m->w1, L * h * d},
-        {m->w2, L * d * h}, {m->w3, L * h * d}, {m->rms_final, d}};
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) fwrite(parts[i].p, 4, parts[i].n, f);
+    struct {
+        const float *p;
+        size_t n;
+    } parts[] = {{m->embed, V * d},    {m->rms_att, L * d},  {m->wq, L * qd * d},
+                 {m->wk, L * kvd * d}, {m->wv, L * kvd * d}, {m->wo, L * d * qd},
+                 {m->rms_ffn, L * d},  {m->w1, L * h * d},   {m->w2, L * d * h},
+                 {m->w3, L * h * d},   {m->rms_final, d}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        fwrite(parts[i].p, 4, parts[i].n, f);
     size_t nf = (size_t)c->max_seq_len * c->head_dim;
     float *zeros = calloc(nf, sizeof *zeros);
     fwrite(zeros, 4, nf, f);
@@ -140,7 +150,8 @@ static inline tqp_status tu_logits(const tqp_model *m, const uint32_t *tokens, i
         tqp_layer_weights_release(&lw);
     }
     if (s == TQP_OK) tqp_forward_logits(fw, norm, head, x, ntok, logits);
-    for (int i = 0; i < 3; i++) free(own[i]);
+    for (int i = 0; i < 3; i++)
+        free(own[i]);
     free(x);
     tqp_forward_destroy(&fw);
     return s;

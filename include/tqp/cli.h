@@ -26,9 +26,9 @@ typedef struct {
 } tqp_opt;
 
 typedef struct {
-    const char *name;     // "eval"
-    const char *summary;  // one line
-    const char *details;  // paragraph printed under the usage, may be NULL
+    const char *name;    // "eval"
+    const char *summary; // one line
+    const char *details; // paragraph printed under the usage, may be NULL
     tqp_opt *opts;
     int n_opts;
 } tqp_cmd_spec;
@@ -42,8 +42,8 @@ void tqp_opts_usage(const tqp_cmd_spec *spec, FILE *out);
  * the one found beside the model when NULL) or the pre-tokenized `tokens_path`, and broadcasts
  * the ids.  *sha gets the SHA-256 of the file read. */
 tqp_status tqp_load_token_stream(MPI_Comm comm, const tqp_model *m, const char *tokenizer_path,
-                                 const char *text_path, const char *tokens_path,
-                                 uint32_t **tokens, size_t *ntokens, char sha[65]);
+                                 const char *text_path, const char *tokens_path, uint32_t **tokens,
+                                 size_t *ntokens, char sha[65]);
 
 /* The tokenizer beside a model: <dir>/tokenizer.bin, else <dir>/tok<vocab>.bin.  Returns a
  * malloc'd path or NULL (with an error message) if neither exists. */

@@ -12,18 +12,18 @@
 #include <stddef.h>
 
 /* X(name, exit_code, text).  Exit code 2 = bad input or usage, 1 = any other failure. */
-#define TQP_STATUS_TABLE(X)                                                                   \
-    X(TQP_OK, 0, "ok")                                                                         \
-    X(TQP_EUSAGE, 2, "bad usage")                                                              \
-    X(TQP_EINPUT, 2, "bad input")                                                              \
-    X(TQP_ENOENT, 2, "no such file")                                                           \
-    X(TQP_EMISMATCH, 2, "inputs do not match")                                                 \
-    X(TQP_ENONFINITE, 2, "non-finite value")                                                   \
-    X(TQP_EIO, 1, "I/O error")                                                                 \
-    X(TQP_ENOMEM, 1, "out of memory")                                                          \
-    X(TQP_EMPI, 1, "MPI error")                                                                \
-    X(TQP_EHDF5, 1, "HDF5 error")                                                              \
-    X(TQP_ENUMERIC, 1, "numerical failure")                                                    \
+#define TQP_STATUS_TABLE(X)                                                                        \
+    X(TQP_OK, 0, "ok")                                                                             \
+    X(TQP_EUSAGE, 2, "bad usage")                                                                  \
+    X(TQP_EINPUT, 2, "bad input")                                                                  \
+    X(TQP_ENOENT, 2, "no such file")                                                               \
+    X(TQP_EMISMATCH, 2, "inputs do not match")                                                     \
+    X(TQP_ENONFINITE, 2, "non-finite value")                                                       \
+    X(TQP_EIO, 1, "I/O error")                                                                     \
+    X(TQP_ENOMEM, 1, "out of memory")                                                              \
+    X(TQP_EMPI, 1, "MPI error")                                                                    \
+    X(TQP_EHDF5, 1, "HDF5 error")                                                                  \
+    X(TQP_ENUMERIC, 1, "numerical failure")                                                        \
     X(TQP_EINTERNAL, 1, "internal error")
 
 typedef enum {
@@ -47,18 +47,18 @@ const char *tqp_error_message(void);
 void tqp_error_clear(void);
 
 /* Return early from the enclosing function if `call` fails. */
-#define TQP_CHECK(call)                                                                        \
-    do {                                                                                       \
-        tqp_status tqp_check_s_ = (call);                                                      \
-        if (tqp_check_s_ != TQP_OK) return tqp_check_s_;                                       \
+#define TQP_CHECK(call)                                                                            \
+    do {                                                                                           \
+        tqp_status tqp_check_s_ = (call);                                                          \
+        if (tqp_check_s_ != TQP_OK) return tqp_check_s_;                                           \
     } while (0)
 
 /* Jump to `label` with `st` set if `call` fails (for functions that clean up through one
  * goto label). */
-#define TQP_TRY(st, call, label)                                                               \
-    do {                                                                                       \
-        (st) = (call);                                                                         \
-        if ((st) != TQP_OK) goto label;                                                        \
+#define TQP_TRY(st, call, label)                                                                   \
+    do {                                                                                           \
+        (st) = (call);                                                                             \
+        if ((st) != TQP_OK) goto label;                                                            \
     } while (0)
 
 /* Allocation helpers: return NULL after recording TQP_ENOMEM with the size requested. */

@@ -17,14 +17,14 @@
 #include "tqp/model.h"
 
 typedef struct {
-    int ctx;          // window length in tokens
-    int half_window;  // score only tokens ctx/2+1 .. ctx-1 of each window
-    int progress;     // print progress lines (rank 0)
+    int ctx;         // window length in tokens
+    int half_window; // score only tokens ctx/2+1 .. ctx-1 of each window
+    int progress;    // print progress lines (rank 0)
 } tqp_eval_options;
 
 typedef struct {
-    double ppl, nll;      // perplexity and mean NLL per scored token
-    double nll_sum;       // float64 sum over scored tokens
+    double ppl, nll; // perplexity and mean NLL per scored token
+    double nll_sum;  // float64 sum over scored tokens
     int64_t windows;
     int64_t tokens_scored;
     int64_t tokens_total; // tokens in the stream
@@ -40,8 +40,8 @@ typedef struct tqp_weight_source {
 
 /* Collective on comm.  Every rank passes the same token stream. */
 tqp_status tqp_eval_perplexity(MPI_Comm comm, const tqp_model *m, const tqp_weight_source *src,
-                               const uint32_t *tokens, size_t ntokens,
-                               const tqp_eval_options *opt, tqp_eval_result *res);
+                               const uint32_t *tokens, size_t ntokens, const tqp_eval_options *opt,
+                               tqp_eval_result *res);
 
 /* First scored token index within a window. */
 int tqp_eval_first_scored(const tqp_eval_options *opt);

@@ -25,8 +25,14 @@ tqp_status tqp_file_read_all(const char *path, char **buf, size_t *len);
  * place, fsync the directory.  A crash leaves either the old file or the new one. */
 tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len);
 
+/* Check before long work that `path` can be created: its directory exists and is writable. */
+tqp_status tqp_check_writable(const char *path);
+
 /* Hex SHA-256 (64 characters + NUL) of a buffer. */
 void tqp_sha256_hex(const void *data, size_t len, char hex[65]);
+/* Check before long work that `path` can be created: its directory exists and is writable. */
+tqp_status tqp_check_writable(const char *path);
+
 /* Hex SHA-256 of a file's contents. */
 tqp_status tqp_sha256_file(const char *path, char hex[65]);
 

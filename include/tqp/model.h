@@ -20,12 +20,12 @@
 typedef enum { TQP_ROPE_ADJACENT, TQP_ROPE_HALF } tqp_rope_layout;
 
 typedef struct {
-    int dim;          // hidden size
-    int hidden_dim;   // FFN intermediate size
+    int dim;        // hidden size
+    int hidden_dim; // FFN intermediate size
     int n_layers;
     int n_heads;
     int n_kv_heads;
-    int head_dim;     // dim / n_heads
+    int head_dim; // dim / n_heads
     int vocab_size;
     int max_seq_len;
     float rms_eps;
@@ -71,8 +71,8 @@ typedef enum { TQP_FORMAT_LLAMA2C, TQP_FORMAT_HF } tqp_model_format;
 typedef struct tqp_model {
     tqp_config cfg;
     tqp_model_format format;
-    char *path;        // owned: the .bin file or the HF directory
-    tqp_mmap *maps;    // (n_maps) owned
+    char *path;     // owned: the .bin file or the HF directory
+    tqp_mmap *maps; // (n_maps) owned
     int n_maps;
     tqp_tensor_ref global[TQP_G_COUNT];
     tqp_tensor_ref *layer; // (n_layers, TQP_T_LAYER_COUNT) owned

@@ -8,12 +8,12 @@
 #include "tqp/error.h"
 
 /* Wrap an MPI call: on failure record TQP_EMPI with the call's text and return. */
-#define TQP_MPI_CHECK(call)                                                                    \
-    do {                                                                                       \
-        int tqp_mpi_rc_ = (call);                                                              \
-        if (tqp_mpi_rc_ != MPI_SUCCESS)                                                        \
-            return tqp_error_set(TQP_EMPI, "%s:%d: %s failed (code %d)", __FILE__, __LINE__,   \
-                                 #call, tqp_mpi_rc_);                                          \
+#define TQP_MPI_CHECK(call)                                                                        \
+    do {                                                                                           \
+        int tqp_mpi_rc_ = (call);                                                                  \
+        if (tqp_mpi_rc_ != MPI_SUCCESS)                                                            \
+            return tqp_error_set(TQP_EMPI, "%s:%d: %s failed (code %d)", __FILE__, __LINE__,       \
+                                 #call, tqp_mpi_rc_);                                              \
     } while (0)
 
 /* Collective.  Every rank passes its local status; all ranks return the status of the lowest

@@ -1,0 +1,33 @@
+# Helpers for the shell tests: pass/fail counting, JSON field extraction, MPI launch.
+# Usage: source tests/lib.sh "$TQP" (the path of the tqp binary).
+set -u
+TQP=${1:?usage: $0 path/to/tqp}
+DATA=${TQP_DATA_DIR:-${TQP_DEFAULT_DATA_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}}
+MODEL=$DATA/models/stories260K/stories260K.bin
+EVAL_TEXT=$DATA/text/tinystories_eval.txt
+CALIB_TEXT=$DATA/text/tinystories_calib.txt
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tqp-sh-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+fail() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+check() { # check "description" command...
+  local what=$1; shift
+  if "$@"; then ok; else fail "$what"; fi
+}
+done_tests() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; }
+
+# json FILE KEY: the value of a top-level number or string field.
+json() { awk -v k="\"$2\"" '{ sub(/^[ \t]+/, "") } index($0, k ":") == 1 {
+  v = substr($0, length(k) + 2); gsub(/^[ \t]+|[ \t]*,?$|"/, "", v); print v; exit }' "$1"; }
+
+# near A B RELTOL: |A - B| <= RELTOL * |B|
+near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d;
+  m = b < 0 ? -b : b; exit !(d <= t * m) }'; }
+
+# run_mpi N args...: tqp on N ranks, with a time limit so that a hang fails the test.
+run_mpi() { local n=$1; shift; timeout 300 mpiexec -n "$n" "$TQP" "$@"; }
