@@ -1,9 +1,11 @@
 /* Status table, per-thread error message and checked allocation.  See include/tqp/error.h. */
 #include "tqp/error.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static _Thread_local char last_message[1024];
 
@@ -74,4 +76,10 @@ void *tqp_malloc_aligned(size_t bytes)
         return NULL;
     }
     return p;
+}
+
+void tqp_crash_point(const char *point)
+{
+    const char *at = getenv("TQP_CRASH_AT");
+    if (at && !strcmp(at, point)) raise(SIGKILL);
 }

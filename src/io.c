@@ -3,6 +3,7 @@
  * leaves either the old file or the new one. */
 #include "tqp/io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -147,6 +148,39 @@ tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
     if (s != TQP_OK) unlink(tmp);
 out:
     free(tmp);
+    return s;
+}
+
+tqp_status tqp_fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return write_error(path, "open for fsync");
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? TQP_OK : write_error(path, "fsync");
+}
+
+tqp_status tqp_rename_durable(const char *from, const char *to)
+{
+    TQP_CHECK(tqp_fsync_path(from));
+    if (rename(from, to) != 0) return write_error(to, "rename");
+    return fsync_parent(to);
+}
+
+tqp_status tqp_remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? TQP_OK : write_error(dir, "opendir");
+    struct dirent *e;
+    char path[4096];
+    tqp_status s = TQP_OK;
+    while ((e = readdir(d)) && s == TQP_OK) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) s = write_error(path, "unlink");
+    }
+    closedir(d);
+    if (s == TQP_OK && rmdir(dir) != 0) s = write_error(dir, "rmdir");
     return s;
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tqp/cli.h"
+#include "tqp/h5util.h"
 
 typedef struct {
     const char *name;
@@ -17,6 +18,7 @@ typedef struct {
 static const command commands[] = {
     {"eval", tqp_cmd_eval, "perplexity of a model on a text (stream-windows protocol)"},
     {"convert", tqp_cmd_convert, "write a checkpoint as a Hugging Face directory"},
+    {"hessian", tqp_cmd_hessian, "collect per-layer Hessians from calibration text into HDF5"},
     {"tokenize", tqp_cmd_tokenize, "write a text's token ids as a pre-tokenized file"},
 };
 
@@ -43,6 +45,7 @@ static int finish(int rank, const char *cmd, tqp_status s)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
+    tqp_h5_quiet();
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

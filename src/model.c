@@ -4,6 +4,8 @@
 #include "tqp/model.h"
 
 #include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -272,4 +274,38 @@ void tqp_model_destroy(tqp_model **pm)
     free(m->path);
     free(m);
     *pm = NULL;
+}
+
+tqp_status tqp_model_fingerprint(const tqp_model *m, char hex[65])
+{
+    /* config, then per file: size and the first and last MiB (the whole file when smaller) */
+    const size_t edge = (size_t)1 << 20;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx) return tqp_error_set(TQP_ENOMEM, "out of memory");
+    const tqp_config *c = &m->cfg;
+    char cfg[512];
+    int len =
+        snprintf(cfg, sizeof cfg, "%d %d %d %d %d %d %d %.9g %.9g %d %d", c->dim, c->hidden_dim,
+                 c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->max_seq_len,
+                 (double)c->rms_eps, (double)c->rope_theta, c->tied_embeddings, (int)c->rope);
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestUpdate(ctx, cfg, (size_t)len);
+    for (int i = 0; i < m->n_maps; i++) {
+        const tqp_mmap *mp = &m->maps[i];
+        uint64_t size = mp->size;
+        EVP_DigestUpdate(ctx, &size, sizeof size);
+        if (mp->size <= 2 * edge) {
+            if (mp->size) EVP_DigestUpdate(ctx, mp->data, mp->size);
+        } else {
+            EVP_DigestUpdate(ctx, mp->data, edge);
+            EVP_DigestUpdate(ctx, mp->data + mp->size - edge, edge);
+        }
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_DigestFinal_ex(ctx, md, &n);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return TQP_OK;
 }

@@ -1,7 +1,8 @@
 # Helpers for the shell tests: pass/fail counting, JSON field extraction, MPI launch.
 # Usage: source tests/lib.sh "$TQP" (the path of the tqp binary).
 set -u
-TQP=${1:?usage: $0 path/to/tqp}
+TQP=${1:?usage: $0 path/to/tqp [test-binary-dir]}
+TESTBIN=${2:-$(dirname "$TQP")/tests}
 DATA=${TQP_DATA_DIR:-${TQP_DEFAULT_DATA_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}}
 MODEL=$DATA/models/stories260K/stories260K.bin
 EVAL_TEXT=$DATA/text/tinystories_eval.txt
@@ -30,4 +31,8 @@ near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d
   m = b < 0 ? -b : b; exit !(d <= t * m) }'; }
 
 # run_mpi N args...: tqp on N ranks, with a time limit so that a hang fails the test.
-run_mpi() { local n=$1; shift; timeout 300 mpiexec -n "$n" "$TQP" "$@"; }
+run_mpi() { # run_mpi N [program] args...: tqp (or a program given by path) on N ranks
+  local n=$1; shift
+  if [ -x "${1:-}" ] && [ "${1#/}" != "$1" ]; then timeout 300 mpiexec -n "$n" "$@"
+  else timeout 300 mpiexec -n "$n" "$TQP" "$@"; fi
+}

@@ -56,5 +56,6 @@ tqp_status tqp_json_write(const char *path, const cJSON *doc);
 tqp_status tqp_cmd_eval(int argc, char **argv);
 tqp_status tqp_cmd_convert(int argc, char **argv);
 tqp_status tqp_cmd_tokenize(int argc, char **argv);
+tqp_status tqp_cmd_hessian(int argc, char **argv);
 
 #endif

@@ -67,4 +67,8 @@ void *tqp_calloc(size_t n, size_t size);
 /* 64-byte aligned allocation for SIMD/BLAS buffers; free with free(). */
 void *tqp_malloc_aligned(size_t bytes);
 
+/* Crash-test hook: if the environment variable TQP_CRASH_AT equals `point`, the process kills
+ * itself with SIGKILL here.  Used by the restart tests; a no-op otherwise. */
+void tqp_crash_point(const char *point);
+
 #endif

@@ -119,6 +119,10 @@ uint16_t tqp_f32_to_bf16(float f);
 size_t tqp_dtype_size(tqp_dtype dtype);
 const char *tqp_dtype_name(tqp_dtype dtype); // "F32", "F16", "BF16"
 
+/* A quick identity of a checkpoint: SHA-256 over its configuration and, for each file, its
+ * size and its first and last MiB (the whole file when it is at most 2 MiB). */
+tqp_status tqp_model_fingerprint(const tqp_model *m, char hex[65]);
+
 /* Internal to the loaders (model_llama2c.c, model_hf.c). */
 tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m);
 tqp_status tqp_model_load_hf(const char *dir, tqp_model *m);

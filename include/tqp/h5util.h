@@ -1,0 +1,32 @@
+/* Small HDF5 helpers: checked calls, attributes, and deterministic object creation (no
+ * modification times, so the same data give the same bytes). */
+#ifndef TQP_H5UTIL_H
+#define TQP_H5UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+
+/* Wrap an HDF5 call returning a negative value on failure; `what` names the file. */
+#define TQP_H5_CHECK(what, call)                                                                   \
+    do {                                                                                           \
+        if ((call) < 0)                                                                            \
+            return tqp_error_set(TQP_EHDF5, "%s: HDF5 call failed: %s", (what), #call);            \
+    } while (0)
+
+/* Silence HDF5's own error printing (TQP reports errors itself). */
+void tqp_h5_quiet(void);
+
+tqp_status tqp_h5_attr_str(hid_t obj, const char *name, const char *value);
+tqp_status tqp_h5_attr_i64(hid_t obj, const char *name, int64_t value);
+tqp_status tqp_h5_attr_f64(hid_t obj, const char *name, double value);
+/* Read a string attribute into a malloc'd buffer (NULL if absent or not a string). */
+char *tqp_h5_attr_read_str(hid_t obj, const char *name);
+tqp_status tqp_h5_attr_read_i64(hid_t obj, const char *name, int64_t *value);
+
+/* Group and dataset creation property lists without time tracking. */
+hid_t tqp_h5_gcpl(void);
+hid_t tqp_h5_dcpl(void);
+
+#endif

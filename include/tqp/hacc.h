@@ -1,0 +1,59 @@
+/* Exact, rank-count-invariant accumulation of H = sum over tokens of x x^T, distributed by rows.
+ *
+ * Invariants (why the result is bit-identical for any number of ranks and any arrival order):
+ *  1. The unit of rounding is one window: each window's contribution to a row panel is one
+ *     dgemm of a fixed shape (TQP_HACC_PANEL rows x ctx x panel end), the same whatever rank
+ *     computes it.
+ *  2. That contribution is rounded once to fixed point, value * 2^64, in a 128-bit integer.
+ *  3. Integer addition is associative and commutative, so summing the windows in any order, in
+ *     any grouping and with any MPI reduction tree gives the same integers.
+ *  4. Converting the final integers to float64 is a deterministic function.
+ * The fixed point covers |H_ij| < 2^63 with a resolution of 2^-64; a sum that could leave that
+ * range is an error (checked per batch from the windows' diagonal maxima), never a wrap-around.
+ *
+ * Layout: rows are split over the ranks in contiguous blocks of whole panels (a ScaLAPACK P x 1
+ * block-row layout); a rank holds only its rows, columns 0 .. end of its block, so memory per
+ * rank for the result is about n^2 / P.  The lower triangle is authoritative; the full
+ * symmetric matrix is produced on output.
+ */
+#ifndef TQP_HACC_H
+#define TQP_HACC_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+
+enum { TQP_HACC_PANEL = 256, TQP_HACC_FRAC_BITS = 64 };
+
+typedef struct tqp_hacc tqp_hacc;
+
+/* Collective.  An accumulator for n x n sums; windows of up to `max_batch_tokens` tokens in
+ * total are staged between flushes. */
+tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, tqp_hacc **out);
+void tqp_hacc_destroy(tqp_hacc **h);
+
+/* Local.  Stage one window's inputs x (ntok, n) row-major fp32 for the next flush.  `what`
+ * names the matrix in errors (a non-finite value is TQP_ENONFINITE). */
+tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *what);
+
+/* Collective.  Add every rank's staged windows to the distributed sums and clear the stage.
+ * Every rank must call it the same number of times (with nothing staged if need be). */
+tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what);
+
+/* Collective.  Convert to float64: afterwards tqp_hacc_rows and tqp_hacc_colsum are valid. */
+tqp_status tqp_hacc_finalize(tqp_hacc *h);
+
+/* This rank's rows [*r0, *r1) of H, each with columns 0 .. *r1 - 1 (row-major, borrowed);
+ * the block [r0, r1) x [r0, r1) is exactly symmetric. */
+const double *tqp_hacc_rows(const tqp_hacc *h, int64_t *r0, int64_t *r1);
+/* Sum over all tokens of x (n), and the token count, on every rank (borrowed). */
+const double *tqp_hacc_colsum(const tqp_hacc *h);
+int64_t tqp_hacc_count(const tqp_hacc *h);
+/* Floating-point operations spent in the accumulation products so far on this rank. */
+double tqp_hacc_flops(const tqp_hacc *h);
+
+/* Rows [r0, r1) owned by `rank` of P for an n x n matrix (whole panels, contiguous). */
+void tqp_hacc_owner_rows(int n, int P, int rank, int64_t *r0, int64_t *r1);
+
+#endif

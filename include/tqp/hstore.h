@@ -1,0 +1,61 @@
+/* The Hessian file: a small index HDF5 file (--out) plus one HDF5 file per committed layer in
+ * the directory <out>.layers/, reached from the index through external links.
+ *
+ * Commit protocol (restart state machine), one layer at a time:
+ *
+ *     [absent] --write_layer()--> layer_NNN.h5.tmp --fsync + rename--> layer_NNN.h5 [committed]
+ *                                                  \--write_index()--> index lists the layer
+ *
+ * Invariants:
+ *  1. layer_NNN.h5 exists only once its data are complete and fsynced: the rename is the commit.
+ *  2. The index (--out) is rewritten atomically (temporary file, fsync, rename) before the first
+ *     layer and after every commit; it holds the run's identity (model fingerprint, text
+ *     SHA-256, nsamples, ctx, seed, window mode, accumulation constants).
+ *  3. On resume, layers 0 .. k-1 are kept where k is the first layer without a committed file;
+ *     every later layer is recomputed.  Because the accumulation is exact and deterministic, a
+ *     resumed run ends with the same bytes as an uninterrupted one.
+ *  4. An existing index with another identity is never overwritten unless --force is given.
+ */
+#ifndef TQP_HSTORE_H
+#define TQP_HSTORE_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+#include "tqp/hacc.h"
+
+typedef struct {
+    const char *model, *model_fingerprint, *text, *text_sha256;
+    int nsamples, ctx, random, sequential;
+    uint64_t seed;
+    int n_layers;
+    int width[4]; // input width of each group (qkv, o, gate_up, down)
+} tqp_hessian_meta;
+
+typedef enum {
+    TQP_RESUME_AUTO,    // resume if the output exists with the same identity, else start
+    TQP_RESUME_REQUIRE, // --resume: the output must exist with the same identity
+    TQP_RESUME_FORCE    // --force: discard any existing output
+} tqp_resume_mode;
+
+typedef struct {
+    char *out, *dir; // owned paths: the index file and the layer directory
+    char *identity;  // owned JSON text
+    tqp_hessian_meta meta;
+    int committed; // layers [0, committed) are on disk
+} tqp_hstore;
+
+/* Collective.  Check or create the output and find the first uncommitted layer. */
+tqp_status tqp_hstore_open(MPI_Comm comm, const char *out, const tqp_hessian_meta *meta,
+                           tqp_resume_mode mode, tqp_hstore *st);
+/* Collective.  Write layer `layer` from the four finalized accumulators with collective MPI-IO,
+ * commit it, and update the index. */
+tqp_status tqp_hstore_commit_layer(MPI_Comm comm, tqp_hstore *st, int layer,
+                                   tqp_hacc *const acc[4]);
+void tqp_hstore_close(tqp_hstore *st);
+
+/* Layer file path: <out>.layers/layer_NNN.h5 (malloc'd). */
+char *tqp_hstore_layer_path(const tqp_hstore *st, int layer);
+
+#endif

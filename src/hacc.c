@@ -1,0 +1,276 @@
+/* Exact distributed Hessian accumulation in 128-bit fixed point (see include/tqp/hacc.h for the
+ * invariants).  Staging converts windows to float64; a flush computes, for each owner's rows,
+ * every staged window's panel products with dgemm, rounds them to fixed point, and reduces
+ * them to the owner with an exact integer sum. */
+#include "tqp/hacc.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tqp/mpiutil.h"
+
+typedef __int128 fix;
+#define FIX_ONE   18446744073709551616.0 /* 2^64 */
+#define FIX_LIMIT 9223372036854775808.0  /* 2^63: largest |value| representable */
+
+struct tqp_hacc {
+    MPI_Comm comm;
+    int P, rank, n;
+    int64_t r0, r1;   // my rows
+    fix *acc;         // (r1 - r0, r1) my rows' running sums
+    fix *colsum;      // (n) local column sums
+    double *rows;     // (r1 - r0, r1) float64 result after finalize
+    double *colsum_d; // (n) global column sums after finalize
+    int64_t count, count_global;
+    double bound_global; // upper bound on every |H_ij| so far (sum of window diagonal maxima)
+    double flops;
+    /* staging */
+    double *stage; // (max_batch_tokens, n) float64 copies of staged windows
+    int64_t max_tokens, staged_tokens;
+    int *win_len; // (max windows) token count of each staged window
+    int n_win, max_win;
+    double bound_local; // sum over staged windows of their diagonal maxima
+    fix *send;          // (max owner rows, n) fixed-point contributions for one owner
+    double *prod;       // (TQP_HACC_PANEL, n) one window's panel product
+    MPI_Datatype t128;
+    MPI_Op add;
+};
+
+void tqp_hacc_owner_rows(int n, int P, int rank, int64_t *r0, int64_t *r1)
+{
+    long panels = (n + TQP_HACC_PANEL - 1) / TQP_HACC_PANEL, p0, p1;
+    tqp_partition(panels, P, rank, &p0, &p1);
+    *r0 = p0 * TQP_HACC_PANEL;
+    *r1 = p1 * TQP_HACC_PANEL < n ? p1 * TQP_HACC_PANEL : n;
+    if (*r0 > n) *r0 = n;
+}
+
+/* MPI reduction: exact 128-bit sum (unsigned arithmetic, so overflow is defined; the range is
+ * guarded separately). */
+static void add128(void *in, void *inout, int *len, MPI_Datatype *t)
+{
+    const unsigned __int128 *a = in;
+    unsigned __int128 *b = inout;
+    for (int i = 0; i < *len; i++)
+        b[i] += a[i];
+}
+
+static int64_t max_owner_rows(int n, int P)
+{
+    int64_t most = 0, r0, r1;
+    for (int r = 0; r < P; r++) {
+        tqp_hacc_owner_rows(n, P, r, &r0, &r1);
+        if (r1 - r0 > most) most = r1 - r0;
+    }
+    return most;
+}
+
+static tqp_status alloc_buffers(tqp_hacc *h)
+{
+    int64_t mine = (h->r1 - h->r0) * h->r1, most = max_owner_rows(h->n, h->P) * h->n;
+    h->acc = tqp_calloc((size_t)(mine ? mine : 1), sizeof(fix));
+    h->colsum = tqp_calloc((size_t)h->n, sizeof(fix));
+    h->colsum_d = tqp_calloc((size_t)h->n, sizeof(double));
+    h->stage = tqp_malloc_aligned((size_t)(h->max_tokens * h->n) * sizeof(double));
+    h->send = tqp_malloc_aligned((size_t)(most ? most : 1) * sizeof(fix));
+    h->prod = tqp_malloc_aligned((size_t)TQP_HACC_PANEL * h->n * sizeof(double));
+    h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
+    h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
+    return h->acc && h->colsum && h->colsum_d && h->stage && h->send && h->prod && h->win_len
+               ? TQP_OK
+               : TQP_ENOMEM;
+}
+
+tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, tqp_hacc **out)
+{
+    *out = NULL;
+    tqp_hacc *h = tqp_calloc(1, sizeof *h);
+    if (!h) return TQP_ENOMEM;
+    h->comm = comm;
+    MPI_Comm_size(comm, &h->P);
+    MPI_Comm_rank(comm, &h->rank);
+    h->n = n;
+    h->max_tokens = max_batch_tokens;
+    tqp_hacc_owner_rows(n, h->P, h->rank, &h->r0, &h->r1);
+    tqp_status s = alloc_buffers(h);
+    if (s == TQP_OK && (MPI_Type_contiguous(16, MPI_BYTE, &h->t128) != MPI_SUCCESS ||
+                        MPI_Type_commit(&h->t128) != MPI_SUCCESS ||
+                        MPI_Op_create(add128, 1, &h->add) != MPI_SUCCESS))
+        s = tqp_error_set(TQP_EMPI, "cannot create the 128-bit MPI sum");
+    if (s != TQP_OK) {
+        tqp_hacc_destroy(&h);
+        return s;
+    }
+    *out = h;
+    return TQP_OK;
+}
+
+void tqp_hacc_destroy(tqp_hacc **ph)
+{
+    tqp_hacc *h = *ph;
+    if (!h) return;
+    if (h->add != MPI_OP_NULL && h->add) MPI_Op_free(&h->add);
+    if (h->t128 != MPI_DATATYPE_NULL && h->t128) MPI_Type_free(&h->t128);
+    void *bufs[] = {h->acc,   h->colsum,  h->rows, h->colsum_d,
+                    h->stage, h->win_len, h->send, h->prod};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    free(h);
+    *ph = NULL;
+}
+
+/* round(v * 2^64) for |v| < 2^63, ties to even, without library calls: split |v| into its
+ * integer part and the fraction f = |v| - trunc(|v|) in [0, 1), which is exact for a positive
+ * |v|; f * 2^64 is exact and rounds to below 2^64. */
+static inline fix to_fix(double v)
+{
+    double a = fabs(v);
+    uint64_t hi = (uint64_t)a;
+    double f = (a - (double)hi) * FIX_ONE;
+    const double two52 = 4503599627370496.0; /* adding it rounds to an integer, ties to even */
+    uint64_t lo = (uint64_t)(f < two52 ? (f + two52) - two52 : f);
+    unsigned __int128 r = ((unsigned __int128)hi << 64) + lo;
+    return v < 0 ? -(fix)r : (fix)r;
+}
+
+fix tqp_hacc_to_fix_for_test(double v);
+fix tqp_hacc_to_fix_for_test(double v)
+{
+    return to_fix(v);
+}
+
+tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *what)
+{
+    if (h->staged_tokens + ntok > h->max_tokens || h->n_win == h->max_win)
+        return tqp_error_set(TQP_EINTERNAL, "%s: Hessian stage full", what);
+    int n = h->n;
+    double *dst = h->stage + h->staged_tokens * n, dmax = 0;
+    for (int j = 0; j < n; j++) {
+        double d = 0, c = 0; /* diagonal entry and column sum of this window, token order */
+        for (int t = 0; t < ntok; t++) {
+            double v = x[(size_t)t * n + j];
+            if (!isfinite(v))
+                return tqp_error_set(TQP_ENONFINITE,
+                                     "%s: non-finite activation %g (token %d of "
+                                     "a window, input %d)",
+                                     what, v, t, j);
+            dst[(size_t)t * n + j] = v;
+            d += v * v;
+            c += v;
+        }
+        dmax = d > dmax ? d : dmax;
+        h->colsum[j] += to_fix(c);
+    }
+    h->bound_local += dmax;
+    h->count += ntok;
+    h->staged_tokens += ntok;
+    h->win_len[h->n_win++] = ntok;
+    return TQP_OK;
+}
+
+/* send (rows [r0, r1) x cols [0, r1)) = fixed-point sum over staged windows of X^T X. */
+static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
+{
+    int n = h->n;
+    int64_t w = r1;
+    memset(h->send, 0, sizeof(fix) * (size_t)((r1 - r0) * w));
+    const double *x = h->stage;
+    for (int k = 0; k < h->n_win; x += (size_t)h->win_len[k] * n, k++) {
+        int T = h->win_len[k];
+        for (int64_t i0 = r0; i0 < r1; i0 += TQP_HACC_PANEL) {
+            int64_t i1 = i0 + TQP_HACC_PANEL < r1 ? i0 + TQP_HACC_PANEL : r1;
+            /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1]: one fixed shape per panel */
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i1, T, 1.0,
+                        x + i0, n, x, n, 0.0, h->prod, (int)i1);
+            h->flops += 2.0 * (double)(i1 - i0) * (double)i1 * T;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = 0; j <= i; j++)
+                    h->send[(i - r0) * w + j] += to_fix(h->prod[(i - i0) * i1 + j]);
+        }
+    }
+}
+
+static tqp_status check_range(tqp_hacc *h, const char *what)
+{
+    double b = 0;
+    TQP_MPI_CHECK(MPI_Allreduce(&h->bound_local, &b, 1, MPI_DOUBLE, MPI_SUM, h->comm));
+    h->bound_global += b;
+    if (h->bound_global >= FIX_LIMIT / 2)
+        return tqp_error_set(TQP_ENUMERIC,
+                             "%s: Hessian entries may reach %.3g, beyond the exact "
+                             "fixed-point range (2^62)",
+                             what, h->bound_global);
+    return TQP_OK;
+}
+
+tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what)
+{
+    TQP_CHECK(check_range(h, what));
+    int64_t mine = (h->r1 - h->r0) * h->r1;
+    for (int owner = 0; owner < h->P; owner++) {
+        int64_t r0, r1;
+        tqp_hacc_owner_rows(h->n, h->P, owner, &r0, &r1);
+        if (r1 <= r0) continue;
+        owner_contribution(h, r0, r1);
+        int cnt = (int)((r1 - r0) * r1);
+        void *sb = owner == h->rank ? MPI_IN_PLACE : (void *)h->send;
+        TQP_MPI_CHECK(MPI_Reduce(sb, h->send, cnt, h->t128, h->add, owner, h->comm));
+        if (owner == h->rank)
+            for (int64_t i = 0; i < mine; i++)
+                h->acc[i] = (fix)((unsigned __int128)h->acc[i] + (unsigned __int128)h->send[i]);
+    }
+    h->staged_tokens = 0;
+    h->n_win = 0;
+    h->bound_local = 0;
+    return TQP_OK;
+}
+
+tqp_status tqp_hacc_finalize(tqp_hacc *h)
+{
+    int64_t nr = h->r1 - h->r0, w = h->r1;
+    if (h->n_win) return tqp_error_set(TQP_EINTERNAL, "finalize with staged windows");
+    size_t cells = (size_t)(nr * w) + 1;
+    free(h->rows);
+    h->rows = tqp_malloc_aligned(sizeof(double) * cells);
+    TQP_CHECK(tqp_mpi_agree(h->comm, h->rows ? TQP_OK : TQP_ENOMEM));
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t j = 0; j < w; j++) {
+            int64_t gi = h->r0 + i;
+            /* the lower triangle is authoritative: mirror it inside the owner's block */
+            fix v = j <= gi ? h->acc[i * w + j] : h->acc[(j - h->r0) * w + gi];
+            h->rows[i * w + j] = (double)v / FIX_ONE;
+        }
+    fix *cs = tqp_malloc(sizeof(fix) * (size_t)h->n);
+    TQP_CHECK(tqp_mpi_agree(h->comm, cs ? TQP_OK : TQP_ENOMEM));
+    memcpy(cs, h->colsum, sizeof(fix) * (size_t)h->n);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, cs, h->n, h->t128, h->add, h->comm);
+    for (int j = 0; j < h->n; j++)
+        h->colsum_d[j] = (double)cs[j] / FIX_ONE;
+    free(cs);
+    long long c = h->count, g = 0;
+    if (rc == MPI_SUCCESS) rc = MPI_Allreduce(&c, &g, 1, MPI_LONG_LONG, MPI_SUM, h->comm);
+    h->count_global = g;
+    return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "Hessian reduction failed");
+}
+
+const double *tqp_hacc_rows(const tqp_hacc *h, int64_t *r0, int64_t *r1)
+{
+    *r0 = h->r0;
+    *r1 = h->r1;
+    return h->rows;
+}
+
+const double *tqp_hacc_colsum(const tqp_hacc *h)
+{
+    return h->colsum_d;
+}
+int64_t tqp_hacc_count(const tqp_hacc *h)
+{
+    return h->count_global;
+}
+double tqp_hacc_flops(const tqp_hacc *h)
+{
+    return h->flops;
+}
