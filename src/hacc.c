@@ -31,9 +31,10 @@ struct tqp_hacc {
     int64_t max_tokens, staged_tokens;
     int *win_len; // (max windows) token count of each staged window
     int n_win, max_win;
-    double bound_local; // sum over staged windows of their diagonal maxima
-    fix *send;          // (max owner rows, n) fixed-point contributions for one owner
-    double *prod;       // (TQP_HACC_PANEL, n) one window's panel product
+    double bound_local;   // sum over staged windows of their diagonal maxima
+    fix *send;            // one owner's contributions, packed like acc
+    double *prod;         // (TQP_HACC_PANEL, n) one window's panel product
+    double *wdiag, *wsum; // (n) one window's diagonal and column sums while staging
     MPI_Datatype t128;
     MPI_Op add;
 };
@@ -57,28 +58,47 @@ static void add128(void *in, void *inout, int *len, MPI_Datatype *t)
         b[i] += a[i];
 }
 
-static int64_t max_owner_rows(int n, int P)
+/* Elements of rows [0, i) of a packed lower triangle. */
+static int64_t tri(int64_t i)
+{
+    return i * (i + 1) / 2;
+}
+
+/* The largest packed block any owner has. */
+static int64_t max_owner_cells(int n, int P)
 {
     int64_t most = 0, r0, r1;
     for (int r = 0; r < P; r++) {
         tqp_hacc_owner_rows(n, P, r, &r0, &r1);
-        if (r1 - r0 > most) most = r1 - r0;
+        if (tri(r1) - tri(r0) > most) most = tri(r1) - tri(r0);
     }
     return most;
 }
 
+/* malloc and touch every page now, so that page faults do not land in the timed work. */
+static void *alloc_touched(size_t bytes)
+{
+    void *p = tqp_malloc_aligned(bytes ? bytes : 1);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
 static tqp_status alloc_buffers(tqp_hacc *h)
 {
-    int64_t mine = (h->r1 - h->r0) * h->r1, most = max_owner_rows(h->n, h->P) * h->n;
-    h->acc = tqp_calloc((size_t)(mine ? mine : 1), sizeof(fix));
+    int64_t mine = tri(h->r1) - tri(h->r0), most = max_owner_cells(h->n, h->P);
+    h->acc = alloc_touched((size_t)mine * sizeof(fix));
     h->colsum = tqp_calloc((size_t)h->n, sizeof(fix));
     h->colsum_d = tqp_calloc((size_t)h->n, sizeof(double));
-    h->stage = tqp_malloc_aligned((size_t)(h->max_tokens * h->n) * sizeof(double));
-    h->send = tqp_malloc_aligned((size_t)(most ? most : 1) * sizeof(fix));
-    h->prod = tqp_malloc_aligned((size_t)TQP_HACC_PANEL * h->n * sizeof(double));
+    h->stage = alloc_touched((size_t)(h->max_tokens * h->n) * sizeof(double));
+    h->rows = alloc_touched((size_t)((h->r1 - h->r0) * h->r1) * sizeof(double));
+    h->wdiag = tqp_malloc(sizeof(double) * (size_t)h->n);
+    h->wsum = tqp_malloc(sizeof(double) * (size_t)h->n);
+    h->send = alloc_touched((size_t)most * sizeof(fix));
+    h->prod = alloc_touched((size_t)TQP_HACC_PANEL * h->n * sizeof(double));
     h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
     h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
-    return h->acc && h->colsum && h->colsum_d && h->stage && h->send && h->prod && h->win_len
+    return h->acc && h->colsum && h->colsum_d && h->stage && h->send && h->prod && h->win_len &&
+                   h->rows && h->wdiag && h->wsum
                ? TQP_OK
                : TQP_ENOMEM;
 }
@@ -113,8 +133,8 @@ void tqp_hacc_destroy(tqp_hacc **ph)
     if (!h) return;
     if (h->add != MPI_OP_NULL && h->add) MPI_Op_free(&h->add);
     if (h->t128 != MPI_DATATYPE_NULL && h->t128) MPI_Type_free(&h->t128);
-    void *bufs[] = {h->acc,   h->colsum,  h->rows, h->colsum_d,
-                    h->stage, h->win_len, h->send, h->prod};
+    void *bufs[] = {h->acc,     h->colsum, h->rows, h->colsum_d, h->stage,
+                    h->win_len, h->send,   h->prod, h->wdiag,    h->wsum};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(h);
@@ -147,21 +167,29 @@ tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *wha
         return tqp_error_set(TQP_EINTERNAL, "%s: Hessian stage full", what);
     int n = h->n;
     double *dst = h->stage + h->staged_tokens * n, dmax = 0;
-    for (int j = 0; j < n; j++) {
-        double d = 0, c = 0; /* diagonal entry and column sum of this window, token order */
-        for (int t = 0; t < ntok; t++) {
-            double v = x[(size_t)t * n + j];
-            if (!isfinite(v))
+    memset(h->wdiag, 0, sizeof(double) * (size_t)n);
+    memset(h->wsum, 0, sizeof(double) * (size_t)n);
+    for (int t = 0; t < ntok; t++) { /* row by row; sums per input in token order */
+        const float *xr = x + (size_t)t * n;
+        double *dr = dst + (size_t)t * n;
+        int bad = 0;
+        for (int j = 0; j < n; j++) {
+            double v = xr[j];
+            bad |= !isfinite(v);
+            dr[j] = v;
+            h->wdiag[j] += v * v;
+            h->wsum[j] += v;
+        }
+        for (int j = 0; bad && j < n; j++)
+            if (!isfinite(xr[j]))
                 return tqp_error_set(TQP_ENONFINITE,
                                      "%s: non-finite activation %g (token %d of "
                                      "a window, input %d)",
-                                     what, v, t, j);
-            dst[(size_t)t * n + j] = v;
-            d += v * v;
-            c += v;
-        }
-        dmax = d > dmax ? d : dmax;
-        h->colsum[j] += to_fix(c);
+                                     what, (double)xr[j], t, j);
+    }
+    for (int j = 0; j < n; j++) {
+        dmax = h->wdiag[j] > dmax ? h->wdiag[j] : dmax;
+        h->colsum[j] += to_fix(h->wsum[j]);
     }
     h->bound_local += dmax;
     h->count += ntok;
@@ -170,12 +198,13 @@ tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *wha
     return TQP_OK;
 }
 
-/* send (rows [r0, r1) x cols [0, r1)) = fixed-point sum over staged windows of X^T X. */
+/* send (rows [r0, r1), packed lower triangle) = fixed-point sum over staged windows of X^T X.
+ * The first window assigns, later ones add. */
 static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
 {
     int n = h->n;
-    int64_t w = r1;
-    memset(h->send, 0, sizeof(fix) * (size_t)((r1 - r0) * w));
+    int64_t base = tri(r0);
+    if (h->n_win == 0) memset(h->send, 0, sizeof(fix) * (size_t)(tri(r1) - base));
     const double *x = h->stage;
     for (int k = 0; k < h->n_win; x += (size_t)h->win_len[k] * n, k++) {
         int T = h->win_len[k];
@@ -185,9 +214,16 @@ static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i1, T, 1.0,
                         x + i0, n, x, n, 0.0, h->prod, (int)i1);
             h->flops += 2.0 * (double)(i1 - i0) * (double)i1 * T;
-            for (int64_t i = i0; i < i1; i++)
-                for (int64_t j = 0; j <= i; j++)
-                    h->send[(i - r0) * w + j] += to_fix(h->prod[(i - i0) * i1 + j]);
+            for (int64_t i = i0; i < i1; i++) {
+                fix *dst = h->send + tri(i) - base;
+                const double *src = h->prod + (i - i0) * i1;
+                if (k == 0)
+                    for (int64_t j = 0; j <= i; j++)
+                        dst[j] = to_fix(src[j]);
+                else
+                    for (int64_t j = 0; j <= i; j++)
+                        dst[j] += to_fix(src[j]);
+            }
         }
     }
 }
@@ -208,13 +244,13 @@ static tqp_status check_range(tqp_hacc *h, const char *what)
 tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what)
 {
     TQP_CHECK(check_range(h, what));
-    int64_t mine = (h->r1 - h->r0) * h->r1;
+    int64_t mine = tri(h->r1) - tri(h->r0);
     for (int owner = 0; owner < h->P; owner++) {
         int64_t r0, r1;
         tqp_hacc_owner_rows(h->n, h->P, owner, &r0, &r1);
         if (r1 <= r0) continue;
         owner_contribution(h, r0, r1);
-        int cnt = (int)((r1 - r0) * r1);
+        int cnt = (int)(tri(r1) - tri(r0));
         void *sb = owner == h->rank ? MPI_IN_PLACE : (void *)h->send;
         TQP_MPI_CHECK(MPI_Reduce(sb, h->send, cnt, h->t128, h->add, owner, h->comm));
         if (owner == h->rank)
@@ -231,15 +267,11 @@ tqp_status tqp_hacc_finalize(tqp_hacc *h)
 {
     int64_t nr = h->r1 - h->r0, w = h->r1;
     if (h->n_win) return tqp_error_set(TQP_EINTERNAL, "finalize with staged windows");
-    size_t cells = (size_t)(nr * w) + 1;
-    free(h->rows);
-    h->rows = tqp_malloc_aligned(sizeof(double) * cells);
-    TQP_CHECK(tqp_mpi_agree(h->comm, h->rows ? TQP_OK : TQP_ENOMEM));
     for (int64_t i = 0; i < nr; i++)
         for (int64_t j = 0; j < w; j++) {
             int64_t gi = h->r0 + i;
             /* the lower triangle is authoritative: mirror it inside the owner's block */
-            fix v = j <= gi ? h->acc[i * w + j] : h->acc[(j - h->r0) * w + gi];
+            fix v = j <= gi ? h->acc[tri(gi) - tri(h->r0) + j] : h->acc[tri(j) - tri(h->r0) + gi];
             h->rows[i * w + j] = (double)v / FIX_ONE;
         }
     fix *cs = tqp_malloc(sizeof(fix) * (size_t)h->n);

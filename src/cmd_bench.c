@@ -1,0 +1,191 @@
+/* `tqp bench`: benchmarks that print a table from one run.
+ *
+ * `tqp bench hessian`: the exact Hessian accumulation (hacc.c) against plain OpenBLAS dsyrk and
+ * sgemm on the same shapes, first on rank 0 alone and then on all ranks (the speed-up), for
+ * the bundled model's widths and synthetic 4096- and 8192-wide inputs.  Rates count n^2 * T
+ * useful flops for H = X^T X (n wide, T tokens), the work dsyrk does; sgemm computes the full
+ * square, 2 n^2 T flops, and its rate is reported as it is. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tqp/cli.h"
+#include "tqp/hacc.h"
+#include "tqp/mpiutil.h"
+#include "tqp/progress.h"
+
+typedef struct {
+    int n, windows, wtok;
+    double t_one, t_all, t_syrk, t_gemm; // seconds: hacc on 1 rank, on all ranks; BLAS on rank 0
+} bench_row;
+
+static void fill(float *x, size_t cnt, uint64_t seed)
+{
+    for (size_t i = 0; i < cnt; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(seed >> 11) / 9007199254740992.0 - 0.5);
+    }
+}
+
+/* Accumulate `windows` windows of `wtok` tokens over comm; returns the wall time. */
+static int bench_batch = 8;
+
+static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const float *x, double *t)
+{
+    int P, rank;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &rank);
+    long w0, w1;
+    tqp_partition(windows, P, rank, &w0, &w1);
+    int batch = bench_batch;
+    long most = (windows + P - 1) / P, nb = (most + batch - 1) / batch;
+    tqp_hacc *h = NULL;
+    TQP_CHECK(tqp_mpi_agree(comm, tqp_hacc_create(comm, n, (int64_t)batch * wtok, &h)));
+    MPI_Barrier(comm);
+    double t0 = tqp_now();
+    tqp_status s = TQP_OK;
+    for (long b = 0; b < nb && s == TQP_OK; b++) {
+        for (long w = w0 + b * batch; w < w1 && w < w0 + (b + 1) * batch && s == TQP_OK; w++)
+            s = tqp_hacc_stage(h, x + (size_t)w * wtok * n, wtok, "bench");
+        if (s == TQP_OK) s = tqp_hacc_flush(h, "bench");
+    }
+    if (s == TQP_OK) s = tqp_hacc_finalize(h);
+    MPI_Barrier(comm);
+    *t = tqp_now() - t0;
+    tqp_hacc_destroy(&h);
+    return s;
+}
+
+/* Plain BLAS on the same data: dsyrk over all tokens (float64 copy) and sgemm X^T X. */
+static tqp_status run_blas(int n, int T, const float *x, double *t_syrk, double *t_gemm)
+{
+    double *xd = tqp_malloc_aligned(sizeof(double) * (size_t)T * n);
+    double *c = tqp_malloc_aligned(sizeof(double) * (size_t)n * n);
+    float *cs = tqp_malloc_aligned(sizeof(float) * (size_t)n * n);
+    if (!xd || !c || !cs) {
+        free(xd), free(c), free(cs);
+        return TQP_ENOMEM;
+    }
+    for (size_t i = 0; i < (size_t)T * n; i++)
+        xd[i] = x[i];
+    double t0 = tqp_now();
+    cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, T, 1.0, xd, n, 0.0, c, n);
+    *t_syrk = tqp_now() - t0;
+    t0 = tqp_now();
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, T, 1.0f, x, n, x, n, 0.0f, cs, n);
+    *t_gemm = tqp_now() - t0;
+    free(xd), free(c), free(cs);
+    return TQP_OK;
+}
+
+static tqp_status bench_one(int n, int windows, int wtok, bench_row *row)
+{
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    *row = (bench_row){.n = n, .windows = windows, .wtok = wtok};
+    size_t cnt = (size_t)windows * wtok * n;
+    float *x = tqp_malloc_aligned(sizeof(float) * cnt);
+    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, x ? TQP_OK : TQP_ENOMEM));
+    fill(x, cnt, 42);
+    tqp_status s = TQP_OK;
+    if (rank == 0) {
+        s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, &row->t_one);
+        if (s == TQP_OK) s = run_blas(n, windows * wtok, x, &row->t_syrk, &row->t_gemm);
+    }
+    s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+    if (s == TQP_OK) s = run_hacc(MPI_COMM_WORLD, n, windows, wtok, x, &row->t_all);
+    free(x);
+    return s;
+}
+
+static void print_table(const bench_row *r, int nrows, int P)
+{
+    printf("| width n | tokens T | ranks | hacc 1 rank GFLOP/s | dsyrk GFLOP/s | hacc/dsyrk | "
+           "sgemm GFLOP/s | hacc %d ranks GFLOP/s | speed-up 1->%d |\n",
+           P, P);
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < nrows; i++) {
+        double f = (double)r[i].n * r[i].n * r[i].windows * r[i].wtok * 1e-9;
+        printf("| %d | %d | %d | %.2f | %.2f | %.0f%% | %.2f | %.2f | %.2fx |\n", r[i].n,
+               r[i].windows * r[i].wtok, P, f / r[i].t_one, f / r[i].t_syrk,
+               100.0 * r[i].t_syrk / r[i].t_one, 2 * f / r[i].t_gemm, f / r[i].t_all,
+               r[i].t_one / r[i].t_all);
+    }
+}
+
+static tqp_status write_json(const char *path, const bench_row *r, int nrows, int P)
+{
+    cJSON *d = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(d, "rows");
+    cJSON_AddStringToObject(d, "command", "bench hessian");
+    cJSON_AddNumberToObject(d, "ranks", P);
+    for (int i = 0; i < nrows; i++) {
+        double f = (double)r[i].n * r[i].n * r[i].windows * r[i].wtok * 1e-9;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "n", r[i].n);
+        cJSON_AddNumberToObject(o, "tokens", r[i].windows * r[i].wtok);
+        cJSON_AddNumberToObject(o, "gflops_hacc_1rank", f / r[i].t_one);
+        cJSON_AddNumberToObject(o, "gflops_dsyrk", f / r[i].t_syrk);
+        cJSON_AddNumberToObject(o, "gflops_sgemm", 2 * f / r[i].t_gemm);
+        cJSON_AddNumberToObject(o, "gflops_hacc_all_ranks", f / r[i].t_all);
+        cJSON_AddNumberToObject(o, "speedup", r[i].t_one / r[i].t_all);
+        cJSON_AddItemToArray(rows, o);
+    }
+    tqp_status s = tqp_json_write(path, d);
+    cJSON_Delete(d);
+    return s;
+}
+
+static tqp_status bench_hessian(int argc, char **argv)
+{
+    const char *widths, *json;
+    int tokens, wtok;
+    tqp_opt opts[] = {
+        {"--widths", TQP_OPT_STRING, &widths, "64,172,4096,8192", "N,N,...",
+         "input widths (64 and 172 are the bundled model's)"},
+        {"--tokens", TQP_OPT_INT, &tokens, "4096", "T", "tokens per width"},
+        {"--window", TQP_OPT_INT, &wtok, "512", "N", "tokens per window"},
+        {"--batch", TQP_OPT_INT, &bench_batch, "8", "N", "windows staged per reduction"},
+        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the rows as JSON"},
+    };
+    tqp_cmd_spec spec = {"bench hessian", "Hessian accumulation rate vs plain OpenBLAS.",
+                         "Run under mpiexec: every width is accumulated on rank 0 alone, then on "
+                         "all ranks, with dsyrk and sgemm timed on rank 0 on the same data.",
+                         opts, (int)(sizeof opts / sizeof opts[0])};
+    int help, P, rank;
+    TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
+    if (help) return TQP_OK;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (tokens < wtok || wtok < 1 || bench_batch < 1)
+        return tqp_error_set(TQP_EUSAGE, "tqp bench hessian: need --tokens >= --window >= 1");
+    bench_row rows[16];
+    int nrows = 0;
+    char *copy = strdup(widths), *save = NULL;
+    tqp_status s = TQP_OK;
+    for (char *tok = strtok_r(copy, ",", &save); tok && nrows < 16 && s == TQP_OK;
+         tok = strtok_r(NULL, ",", &save)) {
+        int n = atoi(tok);
+        if (n < 1)
+            s = tqp_error_set(TQP_EUSAGE, "tqp bench hessian: bad width '%s'", tok);
+        else
+            s = bench_one(n, tokens / wtok, wtok, &rows[nrows++]);
+    }
+    free(copy);
+    if (s == TQP_OK && rank == 0) {
+        print_table(rows, nrows, P);
+        if (json) s = write_json(json, rows, nrows, P);
+    }
+    return tqp_mpi_agree(MPI_COMM_WORLD, s);
+}
+
+tqp_status tqp_cmd_bench(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "hessian")) return bench_hessian(argc - 1, argv + 1);
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: tqp bench <name> [options]\n\nbenchmarks:\n  hessian   Hessian "
+               "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n");
+        return TQP_OK;
+    }
+    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian); see tqp bench --help");
+}
