@@ -39,13 +39,24 @@ struct tqp_hacc {
     MPI_Op add;
 };
 
+/* First panel of `rank`: the smallest p with p^2 * P >= rank * NP^2, so that every rank owns
+ * about the same number of lower-triangle cells (rows near the end are longer). */
+static int64_t first_panel(int64_t np, int P, int rank)
+{
+    int64_t p = (int64_t)((double)np * sqrt((double)rank / P));
+    while (p > 0 && (p - 1) * (p - 1) * P >= (int64_t)rank * np * np)
+        p--;
+    while (p * p * P < (int64_t)rank * np * np)
+        p++;
+    return p;
+}
+
 void tqp_hacc_owner_rows(int n, int P, int rank, int64_t *r0, int64_t *r1)
 {
-    long panels = (n + TQP_HACC_PANEL - 1) / TQP_HACC_PANEL, p0, p1;
-    tqp_partition(panels, P, rank, &p0, &p1);
-    *r0 = p0 * TQP_HACC_PANEL;
+    int64_t np = (n + TQP_HACC_PANEL - 1) / TQP_HACC_PANEL;
+    int64_t p0 = first_panel(np, P, rank), p1 = first_panel(np, P, rank + 1);
+    *r0 = p0 * TQP_HACC_PANEL < n ? p0 * TQP_HACC_PANEL : n;
     *r1 = p1 * TQP_HACC_PANEL < n ? p1 * TQP_HACC_PANEL : n;
-    if (*r0 > n) *r0 = n;
 }
 
 /* MPI reduction: exact 128-bit sum (unsigned arithmetic, so overflow is defined; the range is

@@ -76,7 +76,7 @@ expect 1 "/nonexistent-dir/r.json: cannot write" 2 eval --model "$MODEL" $E --js
 
 timeout 10 "$TQP" bogus > /dev/null 2>&1; check "unknown command exits 2" [ $? = 2 ]
 timeout 10 "$TQP" > /dev/null 2>&1; check "no command exits 2" [ $? = 2 ]
-for c in eval convert tokenize; do
+for c in eval convert tokenize hessian; do
   timeout 10 "$TQP" $c --help > "$WORK/help" 2>&1
   check "$c --help exits 0" [ $? = 0 ]
   check "$c --help lists --json" grep -q -- "--json" "$WORK/help"

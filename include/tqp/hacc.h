@@ -11,10 +11,10 @@
  * The fixed point covers |H_ij| < 2^63 with a resolution of 2^-64; a sum that could leave that
  * range is an error (checked per batch from the windows' diagonal maxima), never a wrap-around.
  *
- * Layout: rows are split over the ranks in contiguous blocks of whole panels (a ScaLAPACK P x 1
- * block-row layout); a rank holds only its rows, columns 0 .. end of its block, so memory per
- * rank for the result is about n^2 / P.  The lower triangle is authoritative; the full
- * symmetric matrix is produced on output.
+ * Layout: rows are split over the ranks in contiguous blocks of whole panels, sized so that each
+ * rank owns about the same number of lower-triangle cells; a rank holds only its rows, columns
+ * 0 .. end of its block, so memory per rank for the result is about n^2 / (2P) cells.  The lower
+ * triangle is authoritative; the full symmetric matrix is produced on output.
  */
 #ifndef TQP_HACC_H
 #define TQP_HACC_H
@@ -53,7 +53,8 @@ int64_t tqp_hacc_count(const tqp_hacc *h);
 /* Floating-point operations spent in the accumulation products so far on this rank. */
 double tqp_hacc_flops(const tqp_hacc *h);
 
-/* Rows [r0, r1) owned by `rank` of P for an n x n matrix (whole panels, contiguous). */
+/* Rows [r0, r1) owned by `rank` of P for an n x n matrix (whole panels, contiguous, about
+ * n^2 / (2P) lower-triangle cells each). */
 void tqp_hacc_owner_rows(int n, int P, int rank, int64_t *r0, int64_t *r1);
 
 #endif
