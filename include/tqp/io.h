@@ -37,15 +37,6 @@ tqp_status tqp_check_writable(const char *path);
 
 /* Hex SHA-256 (64 characters + NUL) of a buffer. */
 void tqp_sha256_hex(const void *data, size_t len, char hex[65]);
-/* fsync a file by name. */
-tqp_status tqp_fsync_path(const char *path);
-/* fsync `from`, rename it to `to`, fsync the directory: the commit point of a durable write. */
-tqp_status tqp_rename_durable(const char *from, const char *to);
-/* Remove a directory of plain files (no recursion into subdirectories); absent is fine. */
-tqp_status tqp_remove_tree(const char *dir);
-
-/* Check before long work that `path` can be created: its directory exists and is writable. */
-tqp_status tqp_check_writable(const char *path);
 
 /* Hex SHA-256 of a file's contents. */
 tqp_status tqp_sha256_file(const char *path, char hex[65]);

@@ -1,0 +1,229 @@
+/* Hadamard-type orthonormal transforms for any n (see include/tqp/had.h). */
+#include "tqp/had.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int is_prime(int q)
+{
+    if (q < 2) return 0;
+    for (int d = 2; (long)d * d <= q; d++)
+        if (q % d == 0) return 0;
+    return 1;
+}
+
+/* Quadratic character of a modulo the prime q: 0, 1 or -1. */
+static int chi(int a, int q, const int8_t *square)
+{
+    a %= q;
+    if (a < 0) a += q;
+    return a == 0 ? 0 : square[a] ? 1 : -1;
+}
+
+static int8_t *squares(int q)
+{
+    int8_t *sq = calloc((size_t)q, 1);
+    if (sq)
+        for (long x = 1; x < q; x++) sq[x * x % q] = 1;
+    return sq;
+}
+
+/* Paley I: order q + 1, H = I + S with S = [[0, 1^T], [-1, Q]], Q_ij = chi(j - i). */
+static int paley1(int q, int8_t *H)
+{
+    int b = q + 1;
+    int8_t *sq = squares(q);
+    if (!sq) return 0;
+    for (int i = 0; i < b; i++)
+        for (int j = 0; j < b; j++) {
+            int s = i == 0 ? (j == 0 ? 0 : 1) : j == 0 ? -1 : chi(j - i, q, sq);
+            H[i * b + j] = (int8_t)(s + (i == j));
+        }
+    free(sq);
+    return 1;
+}
+
+/* Paley II: order 2(q + 1) from the symmetric conference matrix C = [[0, 1^T], [1, Q]]: each 0
+ * becomes [[1, -1], [-1, -1]] and each ±1 becomes ±[[1, 1], [1, -1]]. */
+static int paley2(int q, int8_t *H)
+{
+    int c = q + 1, b = 2 * c;
+    int8_t *sq = squares(q);
+    if (!sq) return 0;
+    for (int i = 0; i < c; i++)
+        for (int j = 0; j < c; j++) {
+            int s = i == 0 ? (j == 0 ? 0 : 1) : j == 0 ? 1 : chi(j - i, q, sq);
+            static const int8_t zero[2][2] = {{1, -1}, {-1, -1}}, one[2][2] = {{1, 1}, {1, -1}};
+            for (int a = 0; a < 2; a++)
+                for (int d = 0; d < 2; d++)
+                    H[(2 * i + a) * b + 2 * j + d] = (int8_t)(s == 0 ? zero[a][d] : s * one[a][d]);
+        }
+    free(sq);
+    return 1;
+}
+
+int tqp_hadamard_base(int b, int8_t *H, int *q)
+{
+    *q = 0;
+    if (b == 1 || b == 2) {
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < b; j++) H[i * b + j] = (int8_t)(i & j ? -1 : 1);
+        return TQP_HAD_SYLVESTER;
+    }
+    if (b % 4 != 0) return -1;
+    if (is_prime(b - 1) && (b - 1) % 4 == 3 && paley1(b - 1, H)) {
+        *q = b - 1;
+        return TQP_HAD_PALEY1;
+    }
+    int c = b / 2 - 1;
+    if (is_prime(c) && c % 4 == 1 && paley2(c, H)) {
+        *q = c;
+        return TQP_HAD_PALEY2;
+    }
+    return -1;
+}
+
+static double gauss(uint64_t *s)
+{
+    uint64_t z1 = (*s += 0x9e3779b97f4a7c15ull), z2 = (*s += 0x9e3779b97f4a7c15ull);
+    z1 = (z1 ^ (z1 >> 30)) * 0xbf58476d1ce4e5b9ull, z1 = (z1 ^ (z1 >> 27)) * 0x94d049bb133111ebull;
+    z2 = (z2 ^ (z2 >> 30)) * 0xbf58476d1ce4e5b9ull, z2 = (z2 ^ (z2 >> 27)) * 0x94d049bb133111ebull;
+    double u = ((double)((z1 ^ (z1 >> 31)) >> 11) + 0.5) / 9007199254740992.0;
+    double v = (double)((z2 ^ (z2 >> 31)) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* A random orthogonal b x b matrix: rows of a Gaussian matrix orthonormalized by modified
+ * Gram-Schmidt, twice (deterministic, no BLAS threading involved). */
+static void random_orthogonal(int b, uint64_t seed, double *Q)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < b * b; i++) Q[i] = gauss(&s);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < b; i++) {
+            double *qi = Q + (size_t)i * b;
+            for (int j = 0; j < i; j++) {
+                const double *qj = Q + (size_t)j * b;
+                double d = 0;
+                for (int t = 0; t < b; t++) d += qi[t] * qj[t];
+                for (int t = 0; t < b; t++) qi[t] -= d * qj[t];
+            }
+            double nrm = 0;
+            for (int t = 0; t < b; t++) nrm += qi[t] * qi[t];
+            nrm = 1.0 / sqrt(nrm);
+            for (int t = 0; t < b; t++) qi[t] *= nrm;
+        }
+}
+
+static tqp_status make_base(tqp_had *h)
+{
+    h->base = tqp_malloc(sizeof(double) * (size_t)h->b * h->b);
+    if (!h->base) return TQP_ENOMEM;
+    if (h->kind == TQP_HAD_RANDOM) {
+        random_orthogonal(h->b, h->seed, h->base);
+        return TQP_OK;
+    }
+    int8_t *H = tqp_malloc((size_t)h->b * h->b);
+    if (!H) return TQP_ENOMEM;
+    int q;
+    tqp_hadamard_base(h->b, H, &q);
+    double sc = 1.0 / sqrt((double)h->b);
+    for (int i = 0; i < h->b * h->b; i++) h->base[i] = H[i] * sc;
+    free(H);
+    return TQP_OK;
+}
+
+tqp_status tqp_had_create(int n, uint64_t seed, tqp_had **out)
+{
+    *out = NULL;
+    if (n < 1) return tqp_error_set(TQP_EINPUT, "Hadamard order %d", n);
+    int tz = __builtin_ctz((unsigned)n), b = 0, k = -1, q = 0, kind = -1;
+    for (int kk = tz; kk >= 0 && kind < 0; kk--) {
+        int bb = n >> kk;
+        if (bb <= 2) { /* Sylvester: b = 1 (b = 2 only when n = 2) */
+            kind = TQP_HAD_SYLVESTER, b = 1, k = tz;
+            break;
+        }
+        if (bb % 4 == 0 && bb <= 4096) {
+            int8_t *H = tqp_malloc((size_t)bb * bb);
+            if (!H) return TQP_ENOMEM;
+            kind = tqp_hadamard_base(bb, H, &q);
+            free(H);
+            if (kind >= 0) b = bb, k = kk;
+        }
+    }
+    tqp_had *h = tqp_calloc(1, sizeof *h);
+    if (!h) return TQP_ENOMEM;
+    if (kind < 0) {
+        kind = TQP_HAD_RANDOM, b = n >> tz, k = tz, q = 0;
+        if (b > 4096) {
+            free(h);
+            return tqp_error_set(TQP_EINPUT, "no incoherence transform for n = %d: its odd part "
+                                 "%d is larger than 4096", n, b);
+        }
+    }
+    *h = (tqp_had){.n = n, .b = b, .k = k, .kind = (tqp_had_kind)kind, .q = q, .seed = seed};
+    tqp_status s = make_base(h);
+    if (s != TQP_OK) {
+        tqp_had_destroy(&h);
+        return s;
+    }
+    *out = h;
+    return TQP_OK;
+}
+
+void tqp_had_destroy(tqp_had **ph)
+{
+    if (!*ph) return;
+    free((*ph)->base);
+    free(*ph);
+    *ph = NULL;
+}
+
+/* In-place unnormalized Walsh-Hadamard transform of x (len, a power of two). */
+static void fwht(double *x, int64_t len)
+{
+    for (int64_t hlen = 1; hlen < len; hlen <<= 1)
+        for (int64_t i = 0; i < len; i += hlen << 1)
+            for (int64_t j = i; j < i + hlen; j++) {
+                double a = x[j], c = x[j + hlen];
+                x[j] = a + c;
+                x[j + hlen] = a - c;
+            }
+}
+
+void tqp_had_apply(const tqp_had *h, double *x, int transpose, double *scratch)
+{
+    int64_t m = (int64_t)1 << h->k;
+    for (int r = 0; r < h->b; r++) fwht(x + r * m, m);
+    double sc = 1.0 / sqrt((double)m);
+    if (h->b == 1) {
+        for (int64_t i = 0; i < m; i++) x[i] *= sc;
+        return;
+    }
+    /* (b, m) view: scratch = B X (or B^T X), then scale back into x */
+    cblas_dgemm(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, CblasNoTrans, h->b, (int)m,
+                h->b, sc, h->base, h->b, x, (int)m, 0.0, scratch, (int)m);
+    memcpy(x, scratch, sizeof(double) * (size_t)h->n);
+}
+
+void tqp_had_apply_rows(const tqp_had *h, double *X, int64_t rows, int transpose, double *scratch)
+{
+    for (int64_t r = 0; r < rows; r++) tqp_had_apply(h, X + r * h->n, transpose, scratch);
+}
+
+void tqp_had_describe(const tqp_had *h, char *buf, int cap)
+{
+    static const char *const names[] = {"Sylvester", "Paley I", "Paley II", "random orthogonal"};
+    if (h->kind == TQP_HAD_SYLVESTER)
+        snprintf(buf, (size_t)cap, "n=%d: Sylvester 2^%d", h->n, h->k);
+    else if (h->kind == TQP_HAD_RANDOM)
+        snprintf(buf, (size_t)cap, "n=%d: %s %d x %d (seed %llu) x Sylvester 2^%d (fallback)",
+                 h->n, names[h->kind], h->b, h->b, (unsigned long long)h->seed, h->k);
+    else
+        snprintf(buf, (size_t)cap, "n=%d: %s (q=%d, b=%d) x Sylvester 2^%d", h->n,
+                 names[h->kind], h->q, h->b, h->k);
+}
