@@ -10,15 +10,8 @@
 #include "tqp/cli.h"
 #include "tqp/io.h"
 #include "tqp/mpiutil.h"
+#include "tqp/rng.h"
 #include "tqp/tokenizer.h"
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 tqp_status tqp_calib_starts(int64_t ntok, int nsamples, int ctx, int random, uint64_t seed,
                             const char *what, int64_t *starts)
@@ -34,7 +27,7 @@ tqp_status tqp_calib_starts(int64_t ntok, int nsamples, int ctx, int random, uin
                              (long long)ntok, ctx);
     uint64_t s = seed, span = (uint64_t)(ntok - ctx + 1);
     for (int k = 0; k < nsamples; k++)
-        starts[k] = random ? (int64_t)(splitmix64(&s) % span) : (int64_t)k * ctx;
+        starts[k] = random ? (int64_t)(tqp_splitmix64(&s) % span) : (int64_t)k * ctx;
     return TQP_OK;
 }
 

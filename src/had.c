@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tqp/rng.h"
+
 static int is_prime(int q)
 {
     if (q < 2) return 0;
@@ -88,17 +90,15 @@ int tqp_hadamard_base(int b, int8_t *H, int *q)
 
 static double gauss(uint64_t *s)
 {
-    uint64_t z1 = (*s += 0x9e3779b97f4a7c15ull), z2 = (*s += 0x9e3779b97f4a7c15ull);
-    z1 = (z1 ^ (z1 >> 30)) * 0xbf58476d1ce4e5b9ull, z1 = (z1 ^ (z1 >> 27)) * 0x94d049bb133111ebull;
-    z2 = (z2 ^ (z2 >> 30)) * 0xbf58476d1ce4e5b9ull, z2 = (z2 ^ (z2 >> 27)) * 0x94d049bb133111ebull;
-    double u = ((double)((z1 ^ (z1 >> 31)) >> 11) + 0.5) / 9007199254740992.0;
-    double v = (double)((z2 ^ (z2 >> 31)) >> 11) / 9007199254740992.0;
+    uint64_t z1 = tqp_splitmix64(s), z2 = tqp_splitmix64(s);
+    double u = ((double)(z1 >> 11) + 0.5) / 9007199254740992.0;
+    double v = (double)(z2 >> 11) / 9007199254740992.0;
     return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
 /* A random orthogonal b x b matrix: rows of a Gaussian matrix orthonormalized by modified
  * Gram-Schmidt, twice (deterministic, no BLAS threading involved). */
-static void random_orthogonal(int b, uint64_t seed, double *Q)
+void tqp_random_orthogonal(int b, uint64_t seed, double *Q)
 {
     uint64_t s = seed;
     for (int i = 0; i < b * b; i++) Q[i] = gauss(&s);
@@ -123,7 +123,7 @@ static tqp_status make_base(tqp_had *h)
     h->base = tqp_malloc(sizeof(double) * (size_t)h->b * h->b);
     if (!h->base) return TQP_ENOMEM;
     if (h->kind == TQP_HAD_RANDOM) {
-        random_orthogonal(h->b, h->seed, h->base);
+        tqp_random_orthogonal(h->b, h->seed, h->base);
         return TQP_OK;
     }
     int8_t *H = tqp_malloc((size_t)h->b * h->b);

@@ -50,6 +50,10 @@ void tqp_had_apply_rows(const tqp_had *h, double *X, int64_t rows, int transpose
  * H (b, b) row-major.  Returns the kind, or -1 if no such construction exists for b. */
 int tqp_hadamard_base(int b, int8_t *H, int *q);
 
+/* A random orthogonal b x b matrix Q (row-major), a deterministic function of the seed: a
+ * Gaussian matrix from splitmix64 streams, rows orthonormalized by Gram-Schmidt twice. */
+void tqp_random_orthogonal(int b, uint64_t seed, double *Q);
+
 /* One line: "n=5120: Paley I (q=19, b=20) x Sylvester 2^8". */
 void tqp_had_describe(const tqp_had *h, char *buf, int cap);
 
