@@ -1,0 +1,64 @@
+/* The table of quantizers ("codebooks", ALGORITHMS.md section 5) and the two rounding rules
+ * that drive them: nearest (no feedback) and LDLQ (section 4).
+ *
+ * A codebook maps a value already divided by the matrix scale to a code of `bits` bits and
+ * back; ablations select entries by name.  Later codebooks (trellis, E8P) are further entries.
+ *
+ * LDLQ invariants (the tests check each):
+ *  1. Columns are processed from last to first; column k is rounded from
+ *     w_k + sum_{j>k} (w_j - ŵ_j) Lu_{j,k}, with the ORIGINAL w_j (ALGORITHMS.md section 4).
+ *  2. Hence ŵ - w = η Lu^{-1} with η the rounding errors, and the proxy loss with the factored
+ *     H is sum_k D_kk η_k^2.
+ *  3. Each row is processed on its own, by the same sequence of operations whatever rank or
+ *     batch holds it: results are identical for any distribution of rows.
+ */
+#ifndef TQP_QUANT_H
+#define TQP_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+
+typedef enum { TQP_CB_SCALAR, TQP_CB_COUNT } tqp_codebook_id;
+
+typedef struct {
+    const char *name;
+    int min_bits, max_bits;
+    /* RMS of the codebook's points (the scale divides it out). */
+    double (*rms)(int bits);
+    /* Default ρ: with it the scale puts the points where they minimize the MSE of a Gaussian. */
+    double (*default_rho)(int bits);
+    /* Code of the point nearest to x, and that point's value. */
+    uint32_t (*quantize)(double x, int bits, double *value);
+    double (*decode)(uint32_t code, int bits);
+} tqp_codebook;
+
+extern const tqp_codebook tqp_codebooks[TQP_CB_COUNT];
+/* NULL if unknown. */
+const tqp_codebook *tqp_codebook_find(const char *name);
+
+typedef enum { TQP_ROUND_NEAREST, TQP_ROUND_LDLQ, TQP_ROUND_COUNT } tqp_rounding;
+const char *tqp_rounding_name(tqp_rounding r);
+tqp_rounding tqp_rounding_parse(const char *name); // TQP_ROUND_COUNT if unknown
+
+/* Matrix scale s = RMS(W) / (RMS(codebook) * rho) for W (count values). */
+double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, int bits,
+                       double rho);
+
+/* Quantize one row w (n) of W / s.  Lu: (n, n) row-major unit lower triangular factor
+ * (ignored for nearest rounding).  Writes codes (n) and the reconstruction what (n), both in
+ * units of the scale.  scratch: 2 n doubles. */
+void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const double *Lu, int n,
+                   const double *w, uint32_t *codes, double *what, double *scratch);
+
+/* d H d^T for one row d (n) and a symmetric H (n, n) row-major.  scratch: n doubles. */
+double tqp_quad_form(const double *H, const double *d, int n, double *scratch);
+
+/* Bit packing: `count` codes of `bits` bits each into a little-endian bit stream of
+ * ceil(count * bits / 8) bytes; and back. */
+size_t tqp_pack_bytes(size_t count, int bits);
+void tqp_pack_codes(const uint32_t *codes, size_t count, int bits, uint8_t *out);
+void tqp_unpack_codes(const uint8_t *in, size_t count, int bits, uint32_t *codes);
+
+#endif

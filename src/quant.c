@@ -1,0 +1,143 @@
+/* Codebooks, scales, nearest and LDLQ rounding, bit packing (see include/tqp/quant.h). */
+#include "tqp/quant.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- scalar grid: 2^b uniform points at (code - (2^b - 1) / 2), QuIP's codebook ---- */
+
+static double scalar_rms(int bits)
+{
+    double L = (double)(1u << bits);
+    return sqrt((L * L - 1.0) / 12.0);
+}
+
+/* Step of the MSE-optimal uniform quantizer of a unit Gaussian with 2^b levels (Max, 1960). */
+static double gaussian_uniform_step(int bits)
+{
+    static const double step[] = {0, 1.5958, 0.9957, 0.5860, 0.3352, 0.1881, 0.1041, 0.0568,
+                                  0.0308};
+    return step[bits];
+}
+
+static double scalar_default_rho(int bits)
+{
+    return 1.0 / (scalar_rms(bits) * gaussian_uniform_step(bits));
+}
+
+static uint32_t scalar_quantize(double x, int bits, double *value)
+{
+    double top = (double)((1u << bits) - 1), c = 0.5 * top;
+    double q = nearbyint(x + c);
+    q = q < 0 ? 0 : q > top ? top : q;
+    *value = q - c;
+    return (uint32_t)q;
+}
+
+static double scalar_decode(uint32_t code, int bits)
+{
+    return (double)code - 0.5 * (double)((1u << bits) - 1);
+}
+
+const tqp_codebook tqp_codebooks[TQP_CB_COUNT] = {
+    [TQP_CB_SCALAR] = {.name = "scalar",
+                       .min_bits = 1,
+                       .max_bits = 8,
+                       .rms = scalar_rms,
+                       .default_rho = scalar_default_rho,
+                       .quantize = scalar_quantize,
+                       .decode = scalar_decode},
+};
+
+const tqp_codebook *tqp_codebook_find(const char *name)
+{
+    for (int i = 0; i < TQP_CB_COUNT; i++)
+        if (!strcmp(name, tqp_codebooks[i].name)) return &tqp_codebooks[i];
+    return NULL;
+}
+
+static const char *const round_names[TQP_ROUND_COUNT] = {"nearest", "ldlq"};
+
+const char *tqp_rounding_name(tqp_rounding r)
+{
+    return r >= 0 && r < TQP_ROUND_COUNT ? round_names[r] : "?";
+}
+
+tqp_rounding tqp_rounding_parse(const char *name)
+{
+    for (int i = 0; i < TQP_ROUND_COUNT; i++)
+        if (!strcmp(name, round_names[i])) return (tqp_rounding)i;
+    return TQP_ROUND_COUNT;
+}
+
+double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, int bits, double rho)
+{
+    double ss = 0;
+    for (size_t i = 0; i < count; i++) ss += W[i] * W[i];
+    double rms = count ? sqrt(ss / (double)count) : 0;
+    double s = rms / (cb->rms(bits) * rho);
+    return s > 0 && isfinite(s) ? s : 1.0; /* an all-zero matrix codes to the middle points */
+}
+
+enum { PANEL = 64 }; /* columns between the level-2 updates of earlier columns */
+
+/* LDLQ on one row: a (n) accumulates the feedback, e (n) holds w - ŵ of finished columns. */
+static void ldlq_row(const tqp_codebook *cb, int bits, const double *Lu, int n, const double *w,
+                     uint32_t *codes, double *what, double *a, double *e)
+{
+    memcpy(a, w, sizeof(double) * (size_t)n);
+    for (int k1 = n; k1 > 0; k1 -= PANEL) {
+        int k0 = k1 > PANEL ? k1 - PANEL : 0;
+        for (int k = k1 - 1; k >= k0; k--) {
+            codes[k] = cb->quantize(a[k], bits, &what[k]);
+            e[k] = w[k] - what[k];
+            const double *lk = Lu + (size_t)k * n;
+            for (int t = k0; t < k; t++) a[t] += e[k] * lk[t];
+        }
+        /* a[0 .. k0) += sum over k in [k0, k1) of e_k Lu[k, 0 .. k0) */
+        if (k0 > 0)
+            cblas_dgemv(CblasRowMajor, CblasTrans, k1 - k0, k0, 1.0, Lu + (size_t)k0 * n, n,
+                        e + k0, 1, 1.0, a, 1);
+    }
+}
+
+void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const double *Lu, int n,
+                   const double *w, uint32_t *codes, double *what, double *scratch)
+{
+    if (rnd == TQP_ROUND_LDLQ) {
+        ldlq_row(cb, bits, Lu, n, w, codes, what, scratch, scratch + n);
+        return;
+    }
+    for (int k = 0; k < n; k++) codes[k] = cb->quantize(w[k], bits, &what[k]);
+}
+
+double tqp_quad_form(const double *H, const double *d, int n, double *scratch)
+{
+    cblas_dsymv(CblasRowMajor, CblasLower, n, 1.0, H, n, d, 1, 0.0, scratch, 1);
+    return cblas_ddot(n, d, 1, scratch, 1);
+}
+
+size_t tqp_pack_bytes(size_t count, int bits)
+{
+    return (count * (size_t)bits + 7) / 8;
+}
+
+void tqp_pack_codes(const uint32_t *codes, size_t count, int bits, uint8_t *out)
+{
+    memset(out, 0, tqp_pack_bytes(count, bits));
+    size_t pos = 0;
+    for (size_t i = 0; i < count; i++)
+        for (int b = 0; b < bits; b++, pos++)
+            if (codes[i] >> b & 1u) out[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+}
+
+void tqp_unpack_codes(const uint8_t *in, size_t count, int bits, uint32_t *codes)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t c = 0;
+        for (int b = 0; b < bits; b++, pos++) c |= (uint32_t)(in[pos >> 3] >> (pos & 7) & 1u) << b;
+        codes[i] = c;
+    }
+}
