@@ -5,14 +5,16 @@
 #include "tqp/cli.h"
 #include "tqp/eval.h"
 #include "tqp/mpiutil.h"
+#include "tqp/qfile.h"
 
 typedef struct {
-    const char *model, *tokenizer, *text, *tokens, *json;
+    const char *model, *tokenizer, *text, *tokens, *json, *quantized;
     int ctx, half_window, quiet;
 } eval_args;
 
 static void print_result(const eval_args *a, const tqp_eval_result *r, const char *sha)
 {
+    if (a->quantized) printf("quantized model %s\n", a->quantized);
     printf("perplexity %.6f  (mean NLL %.6f over %lld tokens in %lld windows of %d%s)\n", r->ppl,
            r->nll, (long long)r->tokens_scored, (long long)r->windows, a->ctx,
            a->half_window ? ", second halves only" : "");
@@ -29,6 +31,7 @@ static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_e
     cJSON_AddStringToObject(d, "command", "eval");
     cJSON_AddStringToObject(d, "tqp_version", TQP_VERSION);
     cJSON_AddStringToObject(d, "model", a->model);
+    if (a->quantized) cJSON_AddStringToObject(d, "quantized", a->quantized);
     cJSON_AddStringToObject(d, "text", a->tokens ? a->tokens : a->text);
     cJSON_AddStringToObject(d, "text_sha256", sha);
     cJSON_AddNumberToObject(d, "ppl", r->ppl);
@@ -59,6 +62,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
         {"--text", TQP_OPT_STRING, &a.text, NULL, "PATH", "text file to score"},
         {"--tokens", TQP_OPT_STRING, &a.tokens, NULL, "PATH",
          "pre-tokenized input instead of --text: raw little-endian uint32 ids"},
+        {"--quantized", TQP_OPT_STRING, &a.quantized, NULL, "FILE.h5",
+         "evaluate the quantized model in FILE.h5 (from tqp quantize of --model)"},
         {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens"},
         {"--half-window", TQP_OPT_FLAG, &a.half_window, NULL, NULL,
          "score only the second half of each window (llama.cpp's convention)"},
@@ -90,13 +95,23 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     char sha[65] = "";
     tqp_eval_options eo = {.ctx = a.ctx, .half_window = a.half_window, .progress = !a.quiet};
     tqp_eval_result r;
-    s = tqp_load_token_stream(MPI_COMM_WORLD, m, a.tokenizer, a.text, a.tokens, &tokens, &n, sha);
-    if (s == TQP_OK) s = tqp_eval_perplexity(MPI_COMM_WORLD, m, NULL, tokens, n, &eo, &r);
+    tqp_qfile *qf = NULL;
+    tqp_weight_source src;
+    if (a.quantized) {
+        s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_qfile_open(a.quantized, m, &qf));
+        if (s == TQP_OK) src = tqp_qfile_source(qf);
+    }
+    if (s == TQP_OK)
+        s = tqp_load_token_stream(MPI_COMM_WORLD, m, a.tokenizer, a.text, a.tokens, &tokens, &n,
+                                  sha);
+    if (s == TQP_OK)
+        s = tqp_eval_perplexity(MPI_COMM_WORLD, m, qf ? &src : NULL, tokens, n, &eo, &r);
     if (s == TQP_OK && rank == 0) {
         print_result(&a, &r, sha);
         if (a.json) s = write_json(&a, m, &r, sha);
     }
     free(tokens);
+    tqp_qfile_close(&qf);
     tqp_model_destroy(&m);
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }

@@ -62,40 +62,23 @@ static tqp_status run(hess_args *a, int rank, int P)
         tqp_mpi_agree(MPI_COMM_WORLD, a->json && rank == 0 ? tqp_check_writable(a->json) : TQP_OK));
     tqp_model *m = NULL;
     tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a->model, &m));
-    tqp_calib cal = {0};
-    if (s == TQP_OK)
-        s = tqp_calib_load(MPI_COMM_WORLD, m, a->tokenizer, a->text, a->tokens, a->nsamples, a->ctx,
-                           a->seed != NULL, seed, &cal);
-    char fp[65] = "";
-    if (s == TQP_OK) s = tqp_model_fingerprint(m, fp);
     tqp_hstore st = {0};
-    if (s == TQP_OK) {
-        tqp_hessian_meta meta = {.model = a->model,
-                                 .model_fingerprint = fp,
-                                 .text = a->tokens ? a->tokens : a->text,
-                                 .text_sha256 = cal.sha256,
-                                 .nsamples = a->nsamples,
-                                 .ctx = a->ctx,
-                                 .random = a->seed != NULL,
-                                 .seed = seed,
-                                 .n_layers = m->cfg.n_layers};
-        for (int g = 0; g < TQP_GROUP_COUNT; g++)
-            meta.width[g] = tqp_group_width(&m->cfg, (tqp_group)g);
-        tqp_resume_mode mode = a->force    ? TQP_RESUME_FORCE
-                               : a->resume ? TQP_RESUME_REQUIRE
-                                           : TQP_RESUME_AUTO;
-        s = tqp_hstore_open(MPI_COMM_WORLD, a->out, &meta, mode, &st);
-    }
     tqp_hessian_result r = {0};
-    if (s == TQP_OK && rank == 0 && st.committed > 0 && !a->quiet)
-        fprintf(stderr, "hessian: resuming %s: layers 0..%d already committed\n", a->out,
-                st.committed - 1);
-    if (s == TQP_OK) {
-        tqp_hessian_options o = {
-            .batch_windows = a->batch > 0 ? a->batch : tqp_hessian_default_batch(&m->cfg, a->ctx),
-            .progress = !a->quiet};
-        s = tqp_hessian_run(MPI_COMM_WORLD, m, &cal, &st, &o, &r);
-    }
+    tqp_hessian_job job = {.model = a->model,
+                           .tokenizer = a->tokenizer,
+                           .text = a->text,
+                           .tokens = a->tokens,
+                           .out = a->out,
+                           .nsamples = a->nsamples,
+                           .ctx = a->ctx,
+                           .random = a->seed != NULL,
+                           .seed = seed,
+                           .mode = a->force    ? TQP_RESUME_FORCE
+                                   : a->resume ? TQP_RESUME_REQUIRE
+                                               : TQP_RESUME_AUTO,
+                           .batch = a->batch,
+                           .quiet = a->quiet};
+    if (s == TQP_OK) s = tqp_hessian_collect(MPI_COMM_WORLD, m, &job, &st, &r);
     if (s == TQP_OK && rank == 0) {
         printf("hessians for %d layers x 4 groups (%lld tokens each) in %s, layer files in %s\n",
                m->cfg.n_layers, (long long)r.tokens, a->out, st.dir);
@@ -105,7 +88,6 @@ static tqp_status run(hess_args *a, int rank, int P)
         if (a->json) s = write_json(a, &st, &r, P);
     }
     tqp_hstore_close(&st);
-    tqp_calib_free(&cal);
     tqp_model_destroy(&m);
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }

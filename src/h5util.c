@@ -80,3 +80,67 @@ hid_t tqp_h5_dcpl(void)
     H5Pset_obj_track_times(p, 0);
     return p;
 }
+
+tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value)
+{
+    if (H5Aexists(obj, name) <= 0) return tqp_error_set(TQP_EINPUT, "no attribute %s", name);
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_DOUBLE, value);
+    if (a >= 0) H5Aclose(a);
+    return rc < 0 ? tqp_error_set(TQP_EINPUT, "cannot read attribute %s", name) : TQP_OK;
+}
+
+tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                        const hsize_t *dims, const void *data)
+{
+    hsize_t chunk[2], cells = 1;
+    for (int i = 0; i < rank; i++) cells *= dims[i];
+    /* chunks of at most 1 MiElements, whole rows for 2-D datasets */
+    if (rank == 1) {
+        chunk[0] = dims[0] < (1u << 20) ? dims[0] : (1u << 20);
+    } else {
+        chunk[1] = dims[1];
+        hsize_t rows = (1u << 20) / (dims[1] ? dims[1] : 1);
+        chunk[0] = rows < 1 ? 1 : rows > dims[0] ? dims[0] : rows;
+    }
+    for (int i = 0; i < rank; i++)
+        if (chunk[i] == 0) chunk[i] = 1;
+    hid_t dcpl = tqp_h5_dcpl(), sp = H5Screate_simple(rank, dims, NULL);
+    if (cells > 0) {
+        H5Pset_chunk(dcpl, rank, chunk);
+        H5Pset_fletcher32(dcpl);
+    }
+    hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : cells ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    H5Pclose(dcpl);
+    return rc < 0 ? tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name) : TQP_OK;
+}
+
+tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,
+                       void *data)
+{
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
+        return tqp_error_set(TQP_EINPUT, "no dataset %s", name);
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return tqp_error_set(TQP_EINPUT, "cannot open dataset %s", name);
+    hid_t sp = H5Dget_space(d);
+    hsize_t got[8] = {0};
+    int r = H5Sget_simple_extent_ndims(sp);
+    int ok = r == rank && H5Sget_simple_extent_dims(sp, got, NULL) == r;
+    for (int i = 0; ok && i < rank; i++) ok = got[i] == dims[i];
+    H5Sclose(sp);
+    if (!ok) {
+        H5Dclose(d);
+        if (r == 2 && rank == 2)
+            return tqp_error_set(TQP_EINPUT, "dataset %s has shape (%llu, %llu), expected (%llu, %llu)",
+                                 name, (unsigned long long)got[0], (unsigned long long)got[1],
+                                 (unsigned long long)dims[0], (unsigned long long)dims[1]);
+        return tqp_error_set(TQP_EINPUT, "dataset %s has the wrong shape", name);
+    }
+    herr_t rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    return rc < 0 ? tqp_error_set(TQP_EINPUT, "cannot read dataset %s (checksum or I/O error)", name)
+                  : TQP_OK;
+}

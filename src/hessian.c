@@ -162,3 +162,41 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
     free(rs.x);
     return s;
 }
+
+tqp_status tqp_hessian_collect(MPI_Comm comm, const tqp_model *m, const tqp_hessian_job *job,
+                               tqp_hstore *st, tqp_hessian_result *r)
+{
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    tqp_calib cal = {0};
+    tqp_status s = tqp_calib_load(comm, m, job->tokenizer, job->text, job->tokens, job->nsamples,
+                                  job->ctx, job->random, job->seed, &cal);
+    char fp[65] = "";
+    if (s == TQP_OK) s = tqp_model_fingerprint(m, fp);
+    if (s == TQP_OK) {
+        tqp_hessian_meta meta = {.model = job->model,
+                                 .model_fingerprint = fp,
+                                 .text = job->tokens ? job->tokens : job->text,
+                                 .text_sha256 = cal.sha256,
+                                 .nsamples = job->nsamples,
+                                 .ctx = job->ctx,
+                                 .random = job->random,
+                                 .seed = job->seed,
+                                 .n_layers = m->cfg.n_layers};
+        for (int g = 0; g < TQP_GROUP_COUNT; g++)
+            meta.width[g] = tqp_group_width(&m->cfg, (tqp_group)g);
+        s = tqp_hstore_open(comm, job->out, &meta, job->mode, st);
+    }
+    if (s == TQP_OK && rank == 0 && st->committed > 0 && !job->quiet)
+        fprintf(stderr, "hessian: resuming %s: layers 0..%d already committed\n", job->out,
+                st->committed - 1);
+    if (s == TQP_OK) {
+        tqp_hessian_options o = {.batch_windows = job->batch > 0
+                                                      ? job->batch
+                                                      : tqp_hessian_default_batch(&m->cfg, job->ctx),
+                                 .progress = !job->quiet};
+        s = tqp_hessian_run(comm, m, &cal, st, &o, r);
+    }
+    tqp_calib_free(&cal);
+    return s;
+}

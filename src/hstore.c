@@ -355,3 +355,79 @@ void tqp_hstore_close(tqp_hstore *st)
     free(st->identity);
     memset(st, 0, sizeof *st);
 }
+
+/* ---- reading ---- */
+
+tqp_status tqp_hfile_open(const char *path, const char *fingerprint, int n_layers, tqp_hfile *hf)
+{
+    memset(hf, 0, sizeof *hf);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        struct stat sb;
+        return tqp_error_set(stat(path, &sb) ? TQP_ENOENT : TQP_EINPUT, "%s: %s", path,
+                             stat(path, &sb) ? "no such file" : "not a readable HDF5 file");
+    }
+    char *fmt = tqp_h5_attr_read_str(f, "format");
+    int64_t layers = -1, complete = 0;
+    tqp_h5_attr_read_i64(f, "n_layers", &layers);
+    tqp_h5_attr_read_i64(f, "complete", &complete);
+    hf->model_fingerprint = tqp_h5_attr_read_str(f, "model_fingerprint");
+    hf->identity = tqp_h5_attr_read_str(f, "identity");
+    H5Fclose(f);
+    tqp_status s = TQP_OK;
+    if (!fmt || strcmp(fmt, "tqp-hessians") || !hf->model_fingerprint || !hf->identity)
+        s = tqp_error_set(TQP_EINPUT, "%s: not a TQP Hessian file", path);
+    else if (strcmp(hf->model_fingerprint, fingerprint))
+        s = tqp_error_set(TQP_EMISMATCH,
+                          "%s: Hessians of another model (fingerprint %.12s..., this model "
+                          "%.12s...)",
+                          path, hf->model_fingerprint, fingerprint);
+    else if (layers != n_layers)
+        s = tqp_error_set(TQP_EMISMATCH, "%s: has %lld layers, the model %d", path,
+                          (long long)layers, n_layers);
+    else if (!complete)
+        s = tqp_error_set(TQP_EINPUT,
+                          "%s: incomplete (a Hessian run that did not finish); rerun tqp hessian "
+                          "with the same options to resume it",
+                          path);
+    free(fmt);
+    hf->n_layers = (int)layers;
+    hf->path = strdup(path);
+    size_t n = strlen(path) + 16;
+    hf->dir = malloc(n);
+    if (hf->dir) snprintf(hf->dir, n, "%s.layers", path);
+    if (s == TQP_OK && (!hf->path || !hf->dir)) s = TQP_ENOMEM;
+    if (s != TQP_OK) tqp_hfile_close(hf);
+    return s;
+}
+
+tqp_status tqp_hfile_read(const tqp_hfile *hf, int layer, int group, int n, double *H,
+                          int64_t *count)
+{
+    char path[4200], name[64];
+    snprintf(path, sizeof path, "%s/layer_%03d.h5", hf->dir, layer);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return tqp_error_set(TQP_EINPUT, "%s: missing or unreadable layer file", path);
+    const char *gname = tqp_group_name((tqp_group)group);
+    hsize_t dims[2] = {(hsize_t)n, (hsize_t)n};
+    snprintf(name, sizeof name, "%s/H", gname);
+    tqp_status s = tqp_h5_read(f, name, H5T_NATIVE_DOUBLE, 2, dims, H);
+    snprintf(name, sizeof name, "%s/count", gname);
+    if (s == TQP_OK) s = tqp_h5_read(f, name, H5T_NATIVE_INT64, 0, dims, count);
+    H5Fclose(f);
+    if (s != TQP_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", tqp_error_message());
+        return tqp_error_set(s, "%s: layer %d %s: %s", path, layer, gname, msg);
+    }
+    return TQP_OK;
+}
+
+void tqp_hfile_close(tqp_hfile *hf)
+{
+    free(hf->path);
+    free(hf->dir);
+    free(hf->model_fingerprint);
+    free(hf->identity);
+    memset(hf, 0, sizeof *hf);
+}

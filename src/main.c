@@ -19,6 +19,7 @@ static const command commands[] = {
     {"eval", tqp_cmd_eval, "perplexity of a model on a text (stream-windows protocol)"},
     {"convert", tqp_cmd_convert, "write a checkpoint as a Hugging Face directory"},
     {"hessian", tqp_cmd_hessian, "collect per-layer Hessians from calibration text into HDF5"},
+    {"quantize", tqp_cmd_quantize, "quantize a model to 2-4 bits per weight into HDF5"},
     {"bench", tqp_cmd_bench, "benchmarks that print a table (tqp bench --help)"},
     {"tokenize", tqp_cmd_tokenize, "write a text's token ids as a pre-tokenized file"},
 };

@@ -25,6 +25,17 @@ tqp_status tqp_h5_attr_f64(hid_t obj, const char *name, double value);
 char *tqp_h5_attr_read_str(hid_t obj, const char *name);
 tqp_status tqp_h5_attr_read_i64(hid_t obj, const char *name, int64_t *value);
 
+tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value);
+
+/* Serial dataset write: chunked, with Fletcher-32 checksums, no time tracking.  rank 1 or 2. */
+tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                        const hsize_t *dims, const void *data);
+/* Serial dataset read; the dataset must have exactly the shape `dims` (else TQP_EINPUT naming
+ * the dataset and both shapes).  A checksum failure is a read error.  Messages name the
+ * dataset only: callers prefix the file. */
+tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,
+                       void *data);
+
 /* Group and dataset creation property lists without time tracking. */
 hid_t tqp_h5_gcpl(void);
 hid_t tqp_h5_dcpl(void);

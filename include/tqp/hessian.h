@@ -32,6 +32,21 @@ typedef struct {
 tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *cal, tqp_hstore *st,
                            const tqp_hessian_options *o, tqp_hessian_result *r);
 
+/* A whole Hessian phase as the command line describes it. */
+typedef struct {
+    const char *model, *tokenizer, *text, *tokens, *out; // exactly one of text, tokens
+    int nsamples, ctx, random;
+    uint64_t seed;
+    tqp_resume_mode mode;
+    int batch; // windows per flush, 0: default
+    int quiet;
+} tqp_hessian_job;
+
+/* Collective.  Load the calibration windows, open (or resume) the output, compute the layers
+ * not yet committed.  *st stays open for the caller (tqp_hstore_close). */
+tqp_status tqp_hessian_collect(MPI_Comm comm, const tqp_model *m, const tqp_hessian_job *job,
+                               tqp_hstore *st, tqp_hessian_result *r);
+
 /* Default windows per flush: about 256 MiB of float64 staging for the widest group. */
 int tqp_hessian_default_batch(const tqp_config *cfg, int ctx);
 

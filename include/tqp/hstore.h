@@ -58,4 +58,21 @@ void tqp_hstore_close(tqp_hstore *st);
 /* Layer file path: <out>.layers/layer_NNN.h5 (malloc'd). */
 char *tqp_hstore_layer_path(const tqp_hstore *st, int layer);
 
+/* A finished Hessian file opened for reading (any rank, serial HDF5, read-only). */
+typedef struct {
+    char *path, *dir;                    // owned: index file and layer directory
+    char *model_fingerprint, *identity; // owned, from the index
+    int n_layers;
+} tqp_hfile;
+
+/* Open and check an index: format, completeness (every layer committed), and that it was made
+ * from the model with fingerprint `fingerprint` (TQP_EMISMATCH otherwise).  Errors name the
+ * file. */
+tqp_status tqp_hfile_open(const char *path, const char *fingerprint, int n_layers, tqp_hfile *hf);
+/* H (n, n) row-major, the sum over tokens, and the token count of one layer and group.  A
+ * stored matrix of another width is TQP_EINPUT naming the file, layer and group. */
+tqp_status tqp_hfile_read(const tqp_hfile *hf, int layer, int group, int n, double *H,
+                          int64_t *count);
+void tqp_hfile_close(tqp_hfile *hf);
+
 #endif

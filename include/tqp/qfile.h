@@ -1,0 +1,88 @@
+/* The quantized model file: one HDF5 file holding, per layer and linear matrix, the packed
+ * codes and everything a decoder needs (scale, codebook, bits, rotation kind and seeds, sign
+ * vectors), the proxy loss and bits per weight, plus the unquantized tensors (embeddings,
+ * norms, output head) so that the file and the model configuration rebuild the model.
+ * Layout (docs/quantized-format.md):
+ *
+ *   /                      attributes: format "tqp-quantized", format_version, tqp_version,
+ *                          options (JSON), config (JSON), model, model_fingerprint,
+ *                          hessians, hessian_identity, summary figures, complete
+ *   /embed, /norm[, /output]            fp32, unquantized
+ *   /layer_NNN/attn_norm, ffn_norm      fp32, unquantized
+ *   /layer_NNN/<q|k|v|o|gate|up|down>/  codes (uint8, packed little-endian bit stream),
+ *                          sign_out, sign_in (rht: packed bits, 1 = -1), attributes
+ *
+ * The writer is serial (rank 0) and writes a temporary file that is renamed into place only
+ * when complete: a crash leaves no partial output under the final name.  Every dataset carries
+ * a Fletcher-32 checksum.
+ */
+#ifndef TQP_QFILE_H
+#define TQP_QFILE_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+#include "tqp/eval.h"
+#include "tqp/model.h"
+#include "tqp/quant.h"
+#include "tqp/rot.h"
+
+enum { TQP_QMATS = 7 }; /* q, k, v, o, gate, up, down */
+
+/* Matrix i of a layer: its tensor, input group and short name. */
+tqp_layer_tensor tqp_qmat_tensor(int i);
+int tqp_qmat_group(int i);
+const char *tqp_qmat_name(int i);
+
+/* What is stored with one quantized matrix. */
+typedef struct {
+    int rows, cols, bits;
+    const tqp_codebook *cb;
+    tqp_rot_kind rotation;
+    tqp_rounding rounding;
+    uint64_t seed_out, seed_in;
+    double scale, rho;
+    double damp;         // final relative damping σ
+    int damp_retries;    // factorization retries
+    double proxy_rel;    // relative proxy loss
+    double code_bits, total_bits; // per weight
+} tqp_qmat_info;
+
+/* Total bits of one matrix: codes, the fp64 scale, both seeds and the sign vectors (rht). */
+double tqp_qmat_total_bits(const tqp_qmat_info *q);
+
+/* ---- writing (one rank) ---- */
+typedef struct {
+    hid_t f;
+    char *path, *tmp; // owned
+} tqp_qwriter;
+
+/* Create <path>.tmp.<pid>; the root attributes are written by tqp_qwriter_finish. */
+tqp_status tqp_qwriter_open(const char *path, tqp_qwriter *w);
+/* Unquantized tensors: globals and the layers' norms, from the model. */
+tqp_status tqp_qwriter_plain(tqp_qwriter *w, const tqp_model *m);
+/* One matrix: codes (rows * cols, values < 2^bits) are packed here; signs from the rotation. */
+tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
+                              const uint32_t *codes, const tqp_rot *rot);
+/* Root attributes, close, fsync and rename into place.  `attrs` adds to the root: a JSON object
+ * whose string and number members become attributes. */
+tqp_status tqp_qwriter_finish(tqp_qwriter *w, const char *attrs_json);
+/* Close and remove the temporary file (after a failure). */
+void tqp_qwriter_abort(tqp_qwriter *w);
+
+/* ---- reading ---- */
+typedef struct tqp_qfile tqp_qfile;
+
+/* Open a quantized file for the model `m` (its fingerprint and shapes must match). */
+tqp_status tqp_qfile_open(const char *path, const tqp_model *m, tqp_qfile **out);
+void tqp_qfile_close(tqp_qfile **q);
+/* A weight source (eval.h) that decodes each layer: codes -> values -> inverse rotation. */
+tqp_weight_source tqp_qfile_source(tqp_qfile *q);
+/* The matrix as stored and decoded: info and W (rows, cols) fp64 in the original basis. */
+tqp_status tqp_qfile_decode(const tqp_qfile *q, int layer, int mat, tqp_qmat_info *info,
+                            double *W);
+/* A root string attribute (malloc'd) or NULL. */
+char *tqp_qfile_attr(const tqp_qfile *q, const char *name);
+
+#endif

@@ -1,0 +1,250 @@
+/* `tqp quantize`: Hessians (read, or collected first) -> quantized HDF5 file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tqp/cli.h"
+#include "tqp/hessian.h"
+#include "tqp/mpiutil.h"
+#include "tqp/progress.h"
+#include "tqp/quantize.h"
+
+typedef struct {
+    const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
+    const char *codebook, *seed;
+    int nsamples, ctx, bits, quiet, force;
+    double damp, rho;
+} quant_args;
+
+static tqp_status parse(const quant_args *a, tqp_quant_options *o)
+{
+    char *end;
+    memset(o, 0, sizeof *o);
+    o->bits = a->bits;
+    o->rotation = tqp_rot_parse(a->rotation);
+    o->rounding = tqp_rounding_parse(a->rounding);
+    o->cb = tqp_codebook_find(a->codebook);
+    o->damp = a->damp;
+    o->rho = a->rho;
+    o->progress = !a->quiet;
+    o->seed = strtoull(a->seed, &end, 10);
+    if (!*a->seed || *end || a->seed[0] == '-')
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --seed expects a non-negative integer");
+    if (o->rotation == TQP_ROT_COUNT)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --rotation must be none, rht or kron");
+    if (o->rounding == TQP_ROUND_COUNT)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --rounding must be nearest or ldlq");
+    if (!o->cb)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: unknown --codebook '%s' (known: scalar)",
+                             a->codebook);
+    if (o->bits < 2 || o->bits > 4 || o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --bits must be 2, 3 or 4");
+    if (!(o->damp > 0) || o->damp > 10)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --damp must be in (0, 10]");
+    if (o->rho < 0 || o->rho > 10)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --scale-rho must be in [0, 10]");
+    if (!a->hessians == !(a->text || a->tokens))
+        return tqp_error_set(TQP_EUSAGE,
+                             "tqp quantize: give --hessians FILE, or --text/--tokens to collect "
+                             "them first");
+    if (a->text && a->tokens)
+        return tqp_error_set(TQP_EUSAGE, "tqp quantize: give only one of --text and --tokens");
+    return TQP_OK;
+}
+
+/* Options and provenance, as root attributes and in the JSON summary. */
+static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const char *hpath,
+                       const tqp_hfile *hf, const tqp_model *m, const char *fp)
+{
+    cJSON *d = cJSON_CreateObject();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    cJSON_AddStringToObject(d, "model", a->model);
+    cJSON_AddStringToObject(d, "model_fingerprint", fp);
+    cJSON_AddStringToObject(d, "hessians", hpath);
+    cJSON_AddStringToObject(d, "hessian_identity", hf->identity);
+    cJSON_AddNumberToObject(d, "bits", o->bits);
+    cJSON_AddStringToObject(d, "rotation", tqp_rot_name(o->rotation));
+    cJSON_AddStringToObject(d, "rounding", tqp_rounding_name(o->rounding));
+    cJSON_AddStringToObject(d, "codebook", o->cb->name);
+    cJSON_AddNumberToObject(d, "damp", o->damp);
+    cJSON_AddNumberToObject(d, "scale_rho", o->rho > 0 ? o->rho : o->cb->default_rho(o->bits));
+    cJSON_AddStringToObject(d, "seed", seed);
+    cJSON *c = cJSON_AddObjectToObject(d, "config");
+    const tqp_config *k = &m->cfg;
+    cJSON_AddNumberToObject(c, "dim", k->dim);
+    cJSON_AddNumberToObject(c, "hidden_dim", k->hidden_dim);
+    cJSON_AddNumberToObject(c, "n_layers", k->n_layers);
+    cJSON_AddNumberToObject(c, "n_heads", k->n_heads);
+    cJSON_AddNumberToObject(c, "n_kv_heads", k->n_kv_heads);
+    cJSON_AddNumberToObject(c, "vocab_size", k->vocab_size);
+    cJSON_AddNumberToObject(c, "max_seq_len", k->max_seq_len);
+    cJSON_AddNumberToObject(c, "rms_eps", k->rms_eps);
+    cJSON_AddNumberToObject(c, "rope_theta", k->rope_theta);
+    cJSON_AddBoolToObject(c, "tied_embeddings", k->tied_embeddings);
+    cJSON_AddStringToObject(c, "rope", k->rope == TQP_ROPE_ADJACENT ? "adjacent" : "half");
+    return d;
+}
+
+static void add_summary(cJSON *d, const tqp_quant_result *r)
+{
+    cJSON_AddNumberToObject(d, "bits_per_weight_code", r->bpw_code);
+    cJSON_AddNumberToObject(d, "bits_per_weight_total", r->bpw_total);
+    cJSON_AddNumberToObject(d, "proxy_loss_mean", r->proxy_mean);
+    cJSON_AddNumberToObject(d, "quantized_weights", (double)r->weights);
+    cJSON_AddNumberToObject(d, "unquantized_params", (double)r->plain_params);
+    cJSON_AddNumberToObject(d, "seconds", r->seconds);
+}
+
+static tqp_status write_json(const quant_args *a, cJSON *d, const tqp_quant_result *r, int P,
+                             double seconds)
+{
+    cJSON_AddStringToObject(d, "command", "quantize");
+    cJSON_AddStringToObject(d, "tqp_version", TQP_VERSION);
+    cJSON_AddStringToObject(d, "out", a->out);
+    cJSON_AddNumberToObject(d, "ranks", P);
+    cJSON_ReplaceItemInObject(d, "seconds", cJSON_CreateNumber(seconds));
+    cJSON *mats = cJSON_AddArrayToObject(d, "matrices");
+    for (int i = 0; i < r->n_mats; i++) {
+        const tqp_qmat_info *q = &r->mats[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e, "layer", i / TQP_QMATS);
+        cJSON_AddStringToObject(e, "matrix", tqp_qmat_name(i % TQP_QMATS));
+        cJSON_AddNumberToObject(e, "rows", q->rows);
+        cJSON_AddNumberToObject(e, "cols", q->cols);
+        cJSON_AddNumberToObject(e, "proxy_loss", q->proxy_rel);
+        cJSON_AddNumberToObject(e, "scale", q->scale);
+        cJSON_AddNumberToObject(e, "damp", q->damp);
+        cJSON_AddNumberToObject(e, "code_bits", q->code_bits);
+        cJSON_AddNumberToObject(e, "total_bits", q->total_bits);
+        cJSON_AddItemToArray(mats, e);
+    }
+    return tqp_json_write(a->json, d);
+}
+
+/* Collect Hessians into <out>.hessians.h5 first (resuming a previous collection). */
+static tqp_status collect(const quant_args *a, const tqp_model *m, char **hpath)
+{
+    size_t n = strlen(a->out) + 16;
+    *hpath = malloc(n);
+    if (!*hpath) return TQP_ENOMEM;
+    snprintf(*hpath, n, "%s.hessians.h5", a->out);
+    tqp_hessian_job job = {.model = a->model, .tokenizer = a->tokenizer, .text = a->text,
+                           .tokens = a->tokens, .out = *hpath, .nsamples = a->nsamples,
+                           .ctx = a->ctx, .mode = a->force ? TQP_RESUME_FORCE : TQP_RESUME_AUTO,
+                           .quiet = a->quiet};
+    tqp_hstore st = {0};
+    tqp_hessian_result r = {0};
+    tqp_status s = tqp_hessian_collect(MPI_COMM_WORLD, m, &job, &st, &r);
+    tqp_hstore_close(&st);
+    return s;
+}
+
+/* Rank 0: refuse to replace an existing output unless --force. */
+static tqp_status check_out(const quant_args *a)
+{
+    struct stat sb;
+    if (!a->force && stat(a->out, &sb) == 0)
+        return tqp_error_set(TQP_EUSAGE, "%s: exists; use --force to replace it", a->out);
+    TQP_CHECK(tqp_check_writable(a->out));
+    return a->json ? tqp_check_writable(a->json) : TQP_OK;
+}
+
+static void print_summary(const quant_args *a, const tqp_quant_options *o,
+                          const tqp_quant_result *r, int P)
+{
+    printf("quantized %lld weights in %d matrices to %s: %d-bit %s, rotation %s, rounding %s\n",
+           (long long)r->weights, r->n_mats, a->out, o->bits, o->cb->name,
+           tqp_rot_name(o->rotation), tqp_rounding_name(o->rounding));
+    printf("bits per weight: %.4f code, %.4f total; mean relative proxy loss %.6g; %lld "
+           "unquantized parameters; %d rank%s, %.2f s\n",
+           r->bpw_code, r->bpw_total, r->proxy_mean, (long long)r->plain_params, P,
+           P == 1 ? "" : "s", r->seconds);
+}
+
+static tqp_status run(const quant_args *a, const tqp_quant_options *o, int rank, int P)
+{
+    double t0 = tqp_now();
+    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? check_out(a) : TQP_OK));
+    tqp_model *m = NULL;
+    tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a->model, &m));
+    char *hpath = NULL, fp[65] = "";
+    if (s == TQP_OK && !a->hessians) s = collect(a, m, &hpath);
+    if (s == TQP_OK) s = tqp_model_fingerprint(m, fp);
+    tqp_hfile hf = {0};
+    const char *hp = a->hessians ? a->hessians : hpath;
+    if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_hfile_open(hp, fp, m->cfg.n_layers, &hf));
+    tqp_qwriter w = {.f = -1};
+    if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? tqp_qwriter_open(a->out, &w) : TQP_OK);
+    if (s == TQP_OK && rank == 0) s = tqp_qwriter_plain(&w, m);
+    s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+    tqp_quant_result r = {0};
+    if (s == TQP_OK) s = tqp_quantize_run(MPI_COMM_WORLD, m, &hf, o, &w, &r);
+    cJSON *d = s == TQP_OK ? describe(a, o, hp, &hf, m, fp) : NULL;
+    if (d) add_summary(d, &r);
+    if (s == TQP_OK && rank == 0) {
+        char *attrs = cJSON_PrintUnformatted(d);
+        s = attrs ? tqp_qwriter_finish(&w, attrs) : TQP_ENOMEM;
+        free(attrs);
+    }
+    if (s == TQP_OK && rank == 0) {
+        print_summary(a, o, &r, P);
+        if (a->json) s = write_json(a, d, &r, P, tqp_now() - t0);
+    }
+    if (rank == 0 && w.tmp) tqp_qwriter_abort(&w);
+    cJSON_Delete(d);
+    tqp_quant_result_free(&r);
+    tqp_hfile_close(&hf);
+    free(hpath);
+    tqp_model_destroy(&m);
+    return tqp_mpi_agree(MPI_COMM_WORLD, s);
+}
+
+tqp_status tqp_cmd_quantize(int argc, char **argv)
+{
+    quant_args a;
+    tqp_opt opts[] = {
+        {"--model", TQP_OPT_STRING, &a.model, NULL, "PATH",
+         "llama2.c .bin or Hugging Face directory", 1},
+        {"--tokenizer", TQP_OPT_STRING, &a.tokenizer, NULL, "PATH",
+         "llama2.c tokenizer.bin (default: beside the model)"},
+        {"--hessians", TQP_OPT_STRING, &a.hessians, NULL, "FILE.h5",
+         "Hessians from tqp hessian (else give --text or --tokens)"},
+        {"--text", TQP_OPT_STRING, &a.text, NULL, "PATH",
+         "calibration text: collect Hessians into OUT.hessians.h5 first"},
+        {"--tokens", TQP_OPT_STRING, &a.tokens, NULL, "PATH",
+         "pre-tokenized calibration input instead of --text"},
+        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows (with --text)"},
+        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per calibration window"},
+        {"--out", TQP_OPT_STRING, &a.out, NULL, "FILE.h5", "quantized model file", 1},
+        {"--bits", TQP_OPT_INT, &a.bits, "2", "B", "bits per weight: 2, 3 or 4"},
+        {"--rotation", TQP_OPT_STRING, &a.rotation, "rht", "R",
+         "incoherence processing: none, rht (randomized Hadamard) or kron (random Kronecker)"},
+        {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "nearest or ldlq"},
+        {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "quantizer: scalar"},
+        {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
+         "relative damping of H (doubled on each failed factorization)"},
+        {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
+         "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho"},
+        {"--seed", TQP_OPT_STRING, &a.seed, "0", "S", "run seed for signs and rotations"},
+        {"--force", TQP_OPT_FLAG, &a.force, NULL, NULL, "replace an existing output"},
+        {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
+        {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
+    };
+    tqp_cmd_spec spec = {
+        "quantize", "Quantize a model's linear layers to 2-4 bits per weight.",
+        "RTN = --rotation none --rounding nearest; GPTQ = --rotation none --rounding ldlq; "
+        "QuIP = --rotation rht --rounding ldlq --codebook scalar (the default). The output is "
+        "one HDF5 file, written under a temporary name and renamed when complete; it is "
+        "bit-identical for any rank count. Evaluate it with tqp eval --quantized.",
+        opts, (int)(sizeof opts / sizeof opts[0])};
+    int help, rank, P;
+    TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
+    if (help) return TQP_OK;
+    tqp_quant_options o;
+    TQP_CHECK(parse(&a, &o));
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    return run(&a, &o, rank, P);
+}

@@ -1,0 +1,430 @@
+/* The quantized model file: writer (one rank, temporary file renamed into place) and decoder
+ * (see include/tqp/qfile.h). */
+#include "tqp/qfile.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tqp/forward.h"
+#include "tqp/h5util.h"
+#include "tqp/io.h"
+
+static const tqp_layer_tensor mat_tensor[TQP_QMATS] = {TQP_T_Q,  TQP_T_K,    TQP_T_V,   TQP_T_O,
+                                                       TQP_T_GATE, TQP_T_UP, TQP_T_DOWN};
+static const int mat_group[TQP_QMATS] = {TQP_GROUP_QKV,    TQP_GROUP_QKV,    TQP_GROUP_QKV,
+                                         TQP_GROUP_O,      TQP_GROUP_GATEUP, TQP_GROUP_GATEUP,
+                                         TQP_GROUP_DOWN};
+static const char *const mat_name[TQP_QMATS] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+tqp_layer_tensor tqp_qmat_tensor(int i) { return mat_tensor[i]; }
+int tqp_qmat_group(int i) { return mat_group[i]; }
+const char *tqp_qmat_name(int i) { return mat_name[i]; }
+
+double tqp_qmat_total_bits(const tqp_qmat_info *q)
+{
+    double w = (double)q->rows * q->cols;
+    double extra = 64 + 2 * 64 + (q->rotation == TQP_ROT_RHT ? q->rows + q->cols : 0);
+    return (w * q->bits + extra) / w;
+}
+
+/* ---- writing ---- */
+
+tqp_status tqp_qwriter_open(const char *path, tqp_qwriter *w)
+{
+    memset(w, 0, sizeof *w);
+    w->f = -1;
+    size_t n = strlen(path) + 32;
+    w->path = strdup(path);
+    w->tmp = malloc(n);
+    if (!w->path || !w->tmp) return TQP_ENOMEM;
+    snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_link_creation_order(fcpl, 0);
+    w->f = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
+    if (w->f < 0) return tqp_error_set(TQP_EIO, "%s: cannot create", w->tmp);
+    return TQP_OK;
+}
+
+static tqp_status write_f32(hid_t loc, const char *name, const float *x, int64_t rows,
+                            int64_t cols)
+{
+    hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+    int rank = rows == 1 ? 1 : 2;
+    if (rank == 1) dims[0] = (hsize_t)cols;
+    return tqp_h5_write(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rank, dims, x);
+}
+
+static hid_t make_group(hid_t loc, const char *name)
+{
+    hid_t gcpl = tqp_h5_gcpl();
+    hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    H5Pclose(gcpl);
+    return g;
+}
+
+static hid_t open_or_make(hid_t loc, const char *name)
+{
+    if (H5Lexists(loc, name, H5P_DEFAULT) > 0) return H5Gopen2(loc, name, H5P_DEFAULT);
+    return make_group(loc, name);
+}
+
+tqp_status tqp_qwriter_plain(tqp_qwriter *w, const tqp_model *m)
+{
+    static const char *const gname[TQP_G_COUNT] = {"embed", "norm", "output"};
+    for (int t = 0; t < TQP_G_COUNT; t++) {
+        if (t == TQP_G_OUTPUT && m->cfg.tied_embeddings) continue;
+        const float *x;
+        float *owned = NULL;
+        int64_t r, c;
+        TQP_CHECK(tqp_model_global_load(m, (tqp_global_tensor)t, &x, &owned));
+        tqp_global_tensor_shape(&m->cfg, (tqp_global_tensor)t, &r, &c);
+        tqp_status s = write_f32(w->f, gname[t], x, r, c);
+        free(owned);
+        if (s != TQP_OK) return tqp_error_set(s, "%s: %s", w->tmp, tqp_error_message());
+    }
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        tqp_layer_weights lw;
+        TQP_CHECK(tqp_model_layer_load(m, l, &lw));
+        char name[32];
+        snprintf(name, sizeof name, "layer_%03d", l);
+        hid_t g = open_or_make(w->f, name);
+        tqp_status s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s", name) : TQP_OK;
+        if (s == TQP_OK) s = write_f32(g, "attn_norm", lw.w[TQP_T_ATTN_NORM], 1, m->cfg.dim);
+        if (s == TQP_OK) s = write_f32(g, "ffn_norm", lw.w[TQP_T_FFN_NORM], 1, m->cfg.dim);
+        if (g >= 0) H5Gclose(g);
+        tqp_layer_weights_release(&lw);
+        if (s != TQP_OK) return tqp_error_set(s, "%s: %s", w->tmp, tqp_error_message());
+    }
+    return TQP_OK;
+}
+
+static tqp_status write_signs(hid_t g, const char *name, const tqp_rot_side *side)
+{
+    size_t n = (size_t)side->n, bytes = tqp_pack_bytes(n, 1);
+    uint32_t *bits = tqp_malloc(sizeof(uint32_t) * (n ? n : 1));
+    uint8_t *packed = tqp_malloc(bytes ? bytes : 1);
+    tqp_status s = bits && packed ? TQP_OK : TQP_ENOMEM;
+    if (s == TQP_OK) {
+        for (size_t i = 0; i < n; i++) bits[i] = side->sign[i] < 0;
+        tqp_pack_codes(bits, n, 1, packed);
+        hsize_t dim = bytes;
+        s = tqp_h5_write(g, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, packed);
+    }
+    free(bits);
+    free(packed);
+    return s;
+}
+
+static tqp_status seed_attr(hid_t g, const char *name, uint64_t v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return tqp_h5_attr_str(g, name, buf);
+}
+
+static tqp_status matrix_attrs(hid_t g, const tqp_qmat_info *q)
+{
+    TQP_CHECK(tqp_h5_attr_i64(g, "rows", q->rows));
+    TQP_CHECK(tqp_h5_attr_i64(g, "cols", q->cols));
+    TQP_CHECK(tqp_h5_attr_i64(g, "bits", q->bits));
+    TQP_CHECK(tqp_h5_attr_str(g, "codebook", q->cb->name));
+    TQP_CHECK(tqp_h5_attr_str(g, "rotation", tqp_rot_name(q->rotation)));
+    TQP_CHECK(tqp_h5_attr_str(g, "rounding", tqp_rounding_name(q->rounding)));
+    TQP_CHECK(seed_attr(g, "seed_out", q->seed_out));
+    TQP_CHECK(seed_attr(g, "seed_in", q->seed_in));
+    TQP_CHECK(tqp_h5_attr_f64(g, "scale", q->scale));
+    TQP_CHECK(tqp_h5_attr_f64(g, "rho", q->rho));
+    TQP_CHECK(tqp_h5_attr_f64(g, "damp", q->damp));
+    TQP_CHECK(tqp_h5_attr_i64(g, "damp_retries", q->damp_retries));
+    TQP_CHECK(tqp_h5_attr_f64(g, "proxy_loss_rel", q->proxy_rel));
+    TQP_CHECK(tqp_h5_attr_f64(g, "code_bits", q->code_bits));
+    return tqp_h5_attr_f64(g, "total_bits", q->total_bits);
+}
+
+tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
+                              const uint32_t *codes, const tqp_rot *rot)
+{
+    char name[64];
+    snprintf(name, sizeof name, "layer_%03d", layer);
+    hid_t lg = open_or_make(w->f, name);
+    hid_t g = lg < 0 ? -1 : make_group(lg, mat_name[mat]);
+    tqp_status s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s/%s", name, mat_name[mat])
+                         : TQP_OK;
+    size_t count = (size_t)q->rows * q->cols, bytes = tqp_pack_bytes(count, q->bits);
+    uint8_t *packed = s == TQP_OK ? tqp_malloc(bytes ? bytes : 1) : NULL;
+    if (s == TQP_OK && !packed) s = TQP_ENOMEM;
+    if (s == TQP_OK) {
+        tqp_pack_codes(codes, count, q->bits, packed);
+        hsize_t dim = bytes;
+        s = tqp_h5_write(g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, packed);
+    }
+    if (s == TQP_OK) s = matrix_attrs(g, q);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_out", &rot->out);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_in", &rot->in);
+    free(packed);
+    if (g >= 0) H5Gclose(g);
+    if (lg >= 0) H5Gclose(lg);
+    return s == TQP_OK ? s : tqp_error_set(s, "%s: %s", w->tmp, tqp_error_message());
+}
+
+static tqp_status json_attrs(hid_t f, const char *json)
+{
+    cJSON *d = cJSON_Parse(json), *it;
+    if (!d) return tqp_error_set(TQP_EINTERNAL, "bad attribute JSON");
+    tqp_status s = TQP_OK;
+    cJSON_ArrayForEach(it, d)
+    {
+        if (s != TQP_OK) break;
+        if (cJSON_IsString(it)) s = tqp_h5_attr_str(f, it->string, it->valuestring);
+        else if (cJSON_IsNumber(it)) s = tqp_h5_attr_f64(f, it->string, it->valuedouble);
+        else {
+            char *txt = cJSON_PrintUnformatted(it);
+            s = tqp_h5_attr_str(f, it->string, txt ? txt : "");
+            free(txt);
+        }
+    }
+    cJSON_Delete(d);
+    return s;
+}
+
+tqp_status tqp_qwriter_finish(tqp_qwriter *w, const char *attrs_json)
+{
+    tqp_status s = tqp_h5_attr_str(w->f, "format", "tqp-quantized");
+    if (s == TQP_OK) s = tqp_h5_attr_i64(w->f, "format_version", 1);
+    if (s == TQP_OK) s = tqp_h5_attr_str(w->f, "tqp_version", TQP_VERSION);
+    if (s == TQP_OK) s = json_attrs(w->f, attrs_json);
+    if (s == TQP_OK) s = tqp_h5_attr_i64(w->f, "complete", 1);
+    herr_t rc = H5Fclose(w->f);
+    w->f = -1;
+    if (s == TQP_OK && rc < 0) s = tqp_error_set(TQP_EIO, "%s: cannot close", w->tmp);
+    tqp_crash_point("quantize-rename");
+    if (s == TQP_OK) s = tqp_rename_durable(w->tmp, w->path);
+    if (s != TQP_OK) tqp_qwriter_abort(w);
+    free(w->path);
+    free(w->tmp);
+    w->path = w->tmp = NULL;
+    return s;
+}
+
+void tqp_qwriter_abort(tqp_qwriter *w)
+{
+    if (w->f >= 0) H5Fclose(w->f);
+    w->f = -1;
+    if (w->tmp) unlink(w->tmp);
+    free(w->path);
+    free(w->tmp);
+    w->path = w->tmp = NULL;
+}
+
+/* ---- reading ---- */
+
+struct tqp_qfile {
+    hid_t f;
+    char *path;
+    const tqp_model *m; // borrowed
+};
+
+char *tqp_qfile_attr(const tqp_qfile *q, const char *name)
+{
+    return tqp_h5_attr_read_str(q->f, name);
+}
+
+tqp_status tqp_qfile_open(const char *path, const tqp_model *m, tqp_qfile **out)
+{
+    *out = NULL;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return tqp_error_set(access(path, F_OK) ? TQP_ENOENT : TQP_EINPUT, "%s: %s", path,
+                             access(path, F_OK) ? "no such file" : "not a readable HDF5 file");
+    char *fmt = tqp_h5_attr_read_str(f, "format"), *fp = tqp_h5_attr_read_str(f, "model_fingerprint");
+    char mine[65] = "";
+    tqp_status s = tqp_model_fingerprint(m, mine);
+    int64_t complete = 0;
+    tqp_h5_attr_read_i64(f, "complete", &complete);
+    if (s == TQP_OK && (!fmt || strcmp(fmt, "tqp-quantized") || !fp))
+        s = tqp_error_set(TQP_EINPUT, "%s: not a TQP quantized model file", path);
+    else if (s == TQP_OK && !complete)
+        s = tqp_error_set(TQP_EINPUT, "%s: incomplete quantized file", path);
+    else if (s == TQP_OK && strcmp(fp, mine))
+        s = tqp_error_set(TQP_EMISMATCH,
+                          "%s: quantized from another model (fingerprint %.12s..., --model has "
+                          "%.12s...)",
+                          path, fp, mine);
+    free(fmt);
+    free(fp);
+    tqp_qfile *q = s == TQP_OK ? tqp_calloc(1, sizeof *q) : NULL;
+    if (s == TQP_OK && !q) s = TQP_ENOMEM;
+    if (s != TQP_OK) {
+        H5Fclose(f);
+        return s;
+    }
+    q->f = f;
+    q->path = strdup(path);
+    q->m = m;
+    *out = q;
+    return TQP_OK;
+}
+
+void tqp_qfile_close(tqp_qfile **pq)
+{
+    if (!*pq) return;
+    H5Fclose((*pq)->f);
+    free((*pq)->path);
+    free(*pq);
+    *pq = NULL;
+}
+
+static tqp_status read_seed(hid_t g, const char *name, uint64_t *v)
+{
+    char *s = tqp_h5_attr_read_str(g, name), *end = NULL;
+    if (s) *v = strtoull(s, &end, 10);
+    int ok = s && *s && end && !*end;
+    free(s);
+    return ok ? TQP_OK : tqp_error_set(TQP_EINPUT, "bad or missing attribute %s", name);
+}
+
+static tqp_status read_info(hid_t g, tqp_qmat_info *q)
+{
+    int64_t v;
+    char *cb = NULL, *rot = NULL, *rnd = NULL;
+    memset(q, 0, sizeof *q);
+    TQP_CHECK(tqp_h5_attr_read_i64(g, "rows", &v));
+    q->rows = (int)v;
+    TQP_CHECK(tqp_h5_attr_read_i64(g, "cols", &v));
+    q->cols = (int)v;
+    TQP_CHECK(tqp_h5_attr_read_i64(g, "bits", &v));
+    q->bits = (int)v;
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "scale", &q->scale));
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "rho", &q->rho));
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "damp", &q->damp));
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "proxy_loss_rel", &q->proxy_rel));
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "code_bits", &q->code_bits));
+    TQP_CHECK(tqp_h5_attr_read_f64(g, "total_bits", &q->total_bits));
+    TQP_CHECK(read_seed(g, "seed_out", &q->seed_out));
+    TQP_CHECK(read_seed(g, "seed_in", &q->seed_in));
+    cb = tqp_h5_attr_read_str(g, "codebook");
+    rot = tqp_h5_attr_read_str(g, "rotation");
+    rnd = tqp_h5_attr_read_str(g, "rounding");
+    q->cb = cb ? tqp_codebook_find(cb) : NULL;
+    q->rotation = rot ? tqp_rot_parse(rot) : TQP_ROT_COUNT;
+    q->rounding = rnd ? tqp_rounding_parse(rnd) : TQP_ROUND_COUNT;
+    tqp_status s = TQP_OK;
+    if (!q->cb) s = tqp_error_set(TQP_EINPUT, "unknown codebook '%s'", cb ? cb : "");
+    else if (q->bits < q->cb->min_bits || q->bits > q->cb->max_bits)
+        s = tqp_error_set(TQP_EINPUT, "%d bits is out of range for codebook %s", q->bits, cb);
+    else if (q->rotation == TQP_ROT_COUNT)
+        s = tqp_error_set(TQP_EINPUT, "unknown rotation '%s'", rot ? rot : "");
+    else if (!(q->scale > 0) || !isfinite(q->scale))
+        s = tqp_error_set(TQP_EINPUT, "bad scale %g", q->scale);
+    free(cb), free(rot), free(rnd);
+    return s;
+}
+
+/* Stored sign vectors must be the ones the seeds regenerate. */
+static tqp_status check_signs(hid_t g, const char *name, const tqp_rot_side *side)
+{
+    size_t n = (size_t)side->n, bytes = tqp_pack_bytes(n, 1);
+    uint8_t *packed = tqp_malloc(bytes ? bytes : 1);
+    uint32_t *bits = tqp_malloc(sizeof(uint32_t) * (n ? n : 1));
+    hsize_t dim = bytes;
+    tqp_status s = packed && bits ? tqp_h5_read(g, name, H5T_NATIVE_UINT8, 1, &dim, packed)
+                                  : TQP_ENOMEM;
+    if (s == TQP_OK) {
+        tqp_unpack_codes(packed, n, 1, bits);
+        for (size_t i = 0; i < n && s == TQP_OK; i++)
+            if ((int)bits[i] != (side->sign[i] < 0))
+                s = tqp_error_set(TQP_EINPUT, "%s disagrees with the recorded seed", name);
+    }
+    free(packed);
+    free(bits);
+    return s;
+}
+
+static tqp_status decode_group(hid_t g, const tqp_model *m, int mat, tqp_qmat_info *q, double *W)
+{
+    TQP_CHECK(read_info(g, q));
+    int64_t er, ec;
+    tqp_layer_tensor_shape(&m->cfg, mat_tensor[mat], &er, &ec);
+    if (q->rows != er || q->cols != ec)
+        return tqp_error_set(TQP_EINPUT, "shape (%d, %d) but the model needs (%lld, %lld)",
+                             q->rows, q->cols, (long long)er, (long long)ec);
+    size_t count = (size_t)q->rows * q->cols, bytes = tqp_pack_bytes(count, q->bits);
+    uint8_t *packed = tqp_malloc(bytes);
+    uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
+    tqp_rot rot = {0};
+    hsize_t dim = bytes;
+    tqp_status s = packed && codes ? tqp_h5_read(g, "codes", H5T_NATIVE_UINT8, 1, &dim, packed)
+                                   : TQP_ENOMEM;
+    if (s == TQP_OK) s = tqp_rot_create(q->rotation, q->rows, q->cols, q->seed_out, q->seed_in, &rot);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_out", &rot.out);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_in", &rot.in);
+    if (s == TQP_OK) {
+        tqp_unpack_codes(packed, count, q->bits, codes);
+        for (size_t i = 0; i < count; i++) W[i] = q->cb->decode(codes[i], q->bits) * q->scale;
+        s = tqp_rot_weights(&rot, W, 1);
+    }
+    tqp_rot_destroy(&rot);
+    free(packed);
+    free(codes);
+    return s;
+}
+
+tqp_status tqp_qfile_decode(const tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W)
+{
+    char name[64];
+    snprintf(name, sizeof name, "layer_%03d/%s", layer, mat_name[mat]);
+    hid_t g = H5Lexists(q->f, name, H5P_DEFAULT) > 0 ? H5Gopen2(q->f, name, H5P_DEFAULT) : -1;
+    if (g < 0) return tqp_error_set(TQP_EINPUT, "%s: no group %s", q->path, name);
+    tqp_status s = decode_group(g, q->m, mat, info, W);
+    H5Gclose(g);
+    return s == TQP_OK ? s : tqp_error_set(s, "%s: %s: %s", q->path, name, tqp_error_message());
+}
+
+/* Weight source: every fp32 tensor of layer l in one owned buffer. */
+static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
+{
+    const tqp_qfile *q = ctx;
+    const tqp_config *c = &q->m->cfg;
+    size_t off[TQP_T_LAYER_COUNT], total = 0, maxw = 0;
+    for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {
+        int64_t r, cc;
+        tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &cc);
+        off[t] = total;
+        total += (size_t)(r * cc);
+        if ((size_t)(r * cc) > maxw) maxw = (size_t)(r * cc);
+    }
+    memset(lw, 0, sizeof *lw);
+    lw->owned = tqp_malloc(sizeof(float) * total);
+    double *W = tqp_malloc(sizeof(double) * maxw);
+    tqp_status s = lw->owned && W ? TQP_OK : TQP_ENOMEM;
+    char name[64];
+    static const char *const norms[2] = {"attn_norm", "ffn_norm"};
+    static const tqp_layer_tensor norm_t[2] = {TQP_T_ATTN_NORM, TQP_T_FFN_NORM};
+    for (int i = 0; i < 2 && s == TQP_OK; i++) {
+        hsize_t dim = (hsize_t)c->dim;
+        snprintf(name, sizeof name, "layer_%03d/%s", l, norms[i]);
+        s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, lw->owned + off[norm_t[i]]);
+        if (s != TQP_OK) s = tqp_error_set(s, "%s: %s", q->path, tqp_error_message());
+    }
+    for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
+        tqp_qmat_info info;
+        s = tqp_qfile_decode(q, l, i, &info, W);
+        float *dst = lw->owned + off[mat_tensor[i]];
+        for (size_t k = 0; s == TQP_OK && k < (size_t)info.rows * info.cols; k++)
+            dst[k] = (float)W[k];
+    }
+    free(W);
+    for (int t = 0; t < TQP_T_LAYER_COUNT && lw->owned; t++) lw->w[t] = lw->owned + off[t];
+    if (s != TQP_OK) tqp_layer_weights_release(lw);
+    return s;
+}
+
+tqp_weight_source tqp_qfile_source(tqp_qfile *q)
+{
+    return (tqp_weight_source){.layer = source_layer, .ctx = q};
+}

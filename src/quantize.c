@@ -1,0 +1,288 @@
+/* The quantization phase, layer by layer and matrix by matrix (see include/tqp/quantize.h). */
+#include "tqp/quantize.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tqp/chol.h"
+#include "tqp/forward.h"
+#include "tqp/mpiutil.h"
+#include "tqp/progress.h"
+#include "tqp/rng.h"
+
+tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
+{
+    double tr = 0;
+    for (int64_t i = 0; i < (int64_t)n * n; i++)
+        if (!isfinite(H[i])) return tqp_error_set(TQP_ENONFINITE, "non-finite Hessian entry");
+    for (int j = 0; j < n; j++) tr += H[(int64_t)j * n + j];
+    *mean_diag = tr / n;
+    if (!(*mean_diag > 0))
+        return tqp_error_set(TQP_EINPUT, "all-zero (or negative-trace) Hessian");
+    for (int j = 0; j < n; j++)
+        if (H[(int64_t)j * n + j] == 0) H[(int64_t)j * n + j] = 1.0; /* dead input */
+    return TQP_OK;
+}
+
+/* One input group's Hessian, ready for its matrices. */
+typedef struct {
+    int n, g;
+    uint64_t seed_in;
+    double *H0;    // (n, n) rotated mean Hessian, undamped: the proxy loss's H
+    double *Lu;    // (n, n) unit lower LDL factor of the damped, rotated H
+    double damp;   // final σ
+    int retries;
+} group_state;
+
+static void group_free(group_state *gs)
+{
+    free(gs->H0);
+    free(gs->Lu);
+    memset(gs, 0, sizeof *gs);
+}
+
+/* Cholesky of Hf + σ md I with σ doubling on failure; then Lu = C diag(C)^-1. */
+static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int n, double sigma,
+                                int verbose, const char *what, group_state *gs)
+{
+    int64_t nn = (int64_t)n * n;
+    double *A = tqp_malloc(sizeof(double) * (size_t)nn);
+    if (!A) return TQP_ENOMEM;
+    tqp_status s = TQP_ENUMERIC;
+    int info = 0;
+    for (gs->retries = 0; gs->retries <= TQP_DAMP_MAX_RETRIES; gs->retries++) {
+        memcpy(A, Hf, sizeof(double) * (size_t)nn);
+        for (int j = 0; j < n; j++) A[(int64_t)j * n + j] += sigma * md;
+        s = tqp_chol_factor(comm, n, A, gs->Lu, 0, &info);
+        if (s != TQP_ENUMERIC) break;
+        if (verbose)
+            fprintf(stderr,
+                    "quantize: %s: Cholesky failed with damping %g (leading minor %d is not "
+                    "positive definite); retrying with %g\n",
+                    what, sigma, info, 2 * sigma);
+        sigma *= 2;
+    }
+    free(A);
+    if (s == TQP_ENUMERIC)
+        return tqp_error_set(TQP_ENUMERIC,
+                             "%s: Hessian not positive definite even with damping %g after %d "
+                             "retries",
+                             what, sigma / 2, TQP_DAMP_MAX_RETRIES);
+    TQP_CHECK(s);
+    gs->damp = sigma;
+    for (int i = 0; i < n; i++)
+        for (int k = i; k >= 0; k--) gs->Lu[(int64_t)i * n + k] /= gs->Lu[(int64_t)k * n + k];
+    return TQP_OK;
+}
+
+static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int g, int n,
+                             const tqp_quant_options *o, int verbose, group_state *gs)
+{
+    char what[64];
+    snprintf(what, sizeof what, "layer %d %s", layer, tqp_group_name((tqp_group)g));
+    int64_t nn = (int64_t)n * n, count = 0;
+    gs->n = n, gs->g = g;
+    gs->seed_in = tqp_seed_derive(o->seed, (uint64_t)layer, (uint64_t)g);
+    gs->H0 = tqp_malloc(sizeof(double) * (size_t)nn);
+    gs->Lu = tqp_malloc(sizeof(double) * (size_t)nn);
+    double *Hf = tqp_malloc(sizeof(double) * (size_t)nn), md = 0;
+    tqp_rot rot = {0};
+    tqp_status s = gs->H0 && gs->Lu && Hf ? TQP_OK : TQP_ENOMEM;
+    if (s == TQP_OK) s = tqp_hfile_read(hf, layer, g, n, gs->H0, &count);
+    if (s == TQP_OK && count <= 0)
+        s = tqp_error_set(TQP_EINPUT, "%s: %s: token count %lld", hf->path, what, (long long)count);
+    if (s == TQP_OK) {
+        for (int64_t i = 0; i < nn; i++) gs->H0[i] /= (double)count;
+        memcpy(Hf, gs->H0, sizeof(double) * (size_t)nn);
+        s = tqp_hessian_prepare(Hf, n, &md);
+        if (s != TQP_OK) s = tqp_error_set(s, "%s: %s: %s", hf->path, what, tqp_error_message());
+    }
+    if (s == TQP_OK) s = tqp_rot_create(o->rotation, 1, n, 0, gs->seed_in, &rot);
+    if (s == TQP_OK) s = tqp_rot_hessian(&rot, gs->H0);
+    if (s == TQP_OK) s = tqp_rot_hessian(&rot, Hf);
+    if (s == TQP_OK && o->rounding == TQP_ROUND_LDLQ)
+        s = factor_damped(comm, Hf, md, n, o->damp, verbose, what, gs);
+    else
+        gs->damp = o->damp, gs->retries = 0;
+    tqp_rot_destroy(&rot);
+    free(Hf);
+    return s;
+}
+
+/* Rows [r0, r1) of the rotated W (scaled here): codes and, per row, the pair (proxy loss,
+ * w H w^T) in lb. */
+static void quantize_rows(const group_state *gs, const tqp_quant_options *o, const double *Wt,
+                          double scale, int64_t r0, int64_t r1, uint8_t *codes, double *lb,
+                          double *work)
+{
+    int n = gs->n;
+    double *x = work, *what = work + n, *d = work + 2 * n, *scratch = work + 3 * n;
+    uint32_t *c = (uint32_t *)(work + 5 * n);
+    for (int64_t r = r0; r < r1; r++) {
+        const double *wr = Wt + r * n;
+        for (int k = 0; k < n; k++) x[k] = wr[k] / scale;
+        tqp_quant_row(o->cb, o->bits, o->rounding, gs->Lu, n, x, c, what, scratch);
+        for (int k = 0; k < n; k++) {
+            codes[(r - r0) * n + k] = (uint8_t)c[k];
+            d[k] = (what[k] - x[k]) * scale;
+        }
+        lb[2 * (r - r0)] = tqp_quad_form(gs->H0, d, n, scratch);
+        lb[2 * (r - r0) + 1] = tqp_quad_form(gs->H0, wr, n, scratch);
+    }
+}
+
+typedef struct {
+    MPI_Comm comm;
+    int rank, P;
+    const tqp_model *m;
+    const tqp_quant_options *o;
+    tqp_qwriter *w;
+} qctx;
+
+/* Gather everyone's codes and losses to rank 0, in row order. */
+static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *codes,
+                              const double *lb, uint8_t *all_codes, double *all_lb)
+{
+    int *cnt = tqp_malloc(sizeof(int) * 4 * (size_t)q->P);
+    if (!cnt) return TQP_ENOMEM;
+    int *dsp = cnt + q->P, *cnt2 = cnt + 2 * q->P, *dsp2 = cnt + 3 * q->P;
+    for (int p = 0; p < q->P; p++) {
+        long b, e;
+        tqp_partition((long)m, q->P, p, &b, &e);
+        cnt[p] = (int)((e - b) * n), dsp[p] = (int)(b * n);
+        cnt2[p] = (int)(2 * (e - b)), dsp2[p] = (int)(2 * b);
+    }
+    int rc = MPI_Gatherv(codes, cnt[q->rank], MPI_UINT8_T, all_codes, cnt, dsp, MPI_UINT8_T, 0,
+                         q->comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Gatherv(lb, cnt2[q->rank], MPI_DOUBLE, all_lb, cnt2, dsp2, MPI_DOUBLE, 0, q->comm);
+    free(cnt);
+    return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
+}
+
+static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
+                                  const group_state *gs, tqp_qmat_info *info)
+{
+    const tqp_quant_options *o = q->o;
+    int64_t mr, nc;
+    tqp_layer_tensor_shape(&q->m->cfg, tqp_qmat_tensor(mat), &mr, &nc);
+    int n = (int)nc;
+    long r0, r1;
+    tqp_partition((long)mr, q->P, q->rank, &r0, &r1);
+    size_t mn = (size_t)(mr * nc), local = (size_t)(r1 - r0);
+    double *Wt = tqp_malloc(sizeof(double) * mn);
+    double *work = tqp_malloc(sizeof(double) * 6 * (size_t)n + sizeof(uint32_t) * (size_t)n);
+    uint8_t *codes = tqp_malloc(local * n + 1);
+    double *lb = tqp_malloc(sizeof(double) * (2 * local + 1));
+    uint8_t *all_codes = q->rank == 0 ? tqp_malloc(mn) : NULL;
+    double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
+    uint32_t *codes32 = q->rank == 0 ? tqp_malloc(sizeof(uint32_t) * mn) : NULL;
+    tqp_rot rot = {0};
+    tqp_status s = Wt && work && codes && lb && (q->rank || (all_codes && all_lb && codes32))
+                       ? TQP_OK
+                       : TQP_ENOMEM;
+    uint64_t seed_out = tqp_seed_derive(o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
+    if (s == TQP_OK) s = tqp_rot_create(o->rotation, (int)mr, n, seed_out, gs->seed_in, &rot);
+    double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
+    if (s == TQP_OK) {
+        const float *W = lw->w[tqp_qmat_tensor(mat)];
+        for (size_t i = 0; i < mn; i++) Wt[i] = W[i];
+        s = tqp_rot_weights(&rot, Wt, 0);
+        scale = tqp_quant_scale(Wt, mn, o->cb, o->bits, rho);
+    }
+    if (s == TQP_OK) quantize_rows(gs, o, Wt, scale, r0, r1, codes, lb, work);
+    s = tqp_mpi_agree(q->comm, s);
+    if (s == TQP_OK) s = gather_rows(q, mr, n, codes, lb, all_codes, all_lb);
+    if (s == TQP_OK && q->rank == 0) {
+        double L = 0, B = 0;
+        for (int64_t r = 0; r < mr; r++) L += all_lb[2 * r], B += all_lb[2 * r + 1];
+        *info = (tqp_qmat_info){.rows = (int)mr, .cols = n, .bits = o->bits, .cb = o->cb,
+                                .rotation = o->rotation, .rounding = o->rounding,
+                                .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
+                                .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
+                                .proxy_rel = B > 0 ? L / B : 0, .code_bits = o->bits};
+        info->total_bits = tqp_qmat_total_bits(info);
+        for (size_t i = 0; i < mn; i++) codes32[i] = all_codes[i];
+        s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
+    }
+    tqp_rot_destroy(&rot);
+    free(Wt), free(work), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
+    return tqp_mpi_agree(q->comm, s);
+}
+
+static int64_t plain_params(const tqp_config *c)
+{
+    int64_t p = (int64_t)c->vocab_size * c->dim * (c->tied_embeddings ? 1 : 2) + c->dim;
+    return p + (int64_t)c->n_layers * 2 * c->dim;
+}
+
+static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
+                                 tqp_qmat_info *infos, tqp_progress *pr, double *done)
+{
+    const tqp_config *c = &q->m->cfg;
+    tqp_layer_weights lw;
+    TQP_CHECK(tqp_mpi_agree(q->comm, tqp_model_layer_load(q->m, layer, &lw)));
+    tqp_status s = TQP_OK;
+    for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK; g++) {
+        group_state gs = {0};
+        int n = tqp_group_width(c, (tqp_group)g);
+        s = tqp_mpi_agree(q->comm, group_load(q->comm, hf, layer, g, n, q->o,
+                                               q->rank == 0 && q->o->progress, &gs));
+        for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
+            if (tqp_qmat_group(i) != g) continue;
+            s = quantize_matrix(q, &lw, layer, i, &gs, &infos[i]);
+            if (s != TQP_OK) break;
+            char extra[128];
+            snprintf(extra, sizeof extra, "layer %d %s: proxy %.4g", layer, tqp_qmat_name(i),
+                     q->rank == 0 ? infos[i].proxy_rel : 0.0);
+            *done += 1;
+            tqp_progress_update(pr, *done, extra);
+        }
+        group_free(&gs);
+    }
+    tqp_layer_weights_release(&lw);
+    return s;
+}
+
+tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
+                            const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r)
+{
+    memset(r, 0, sizeof *r);
+    qctx q = {.comm = comm, .m = m, .o = o, .w = w};
+    MPI_Comm_rank(comm, &q.rank);
+    MPI_Comm_size(comm, &q.P);
+    const tqp_config *c = &m->cfg;
+    r->n_mats = c->n_layers * TQP_QMATS;
+    r->mats = tqp_calloc((size_t)r->n_mats, sizeof *r->mats);
+    TQP_CHECK(tqp_mpi_agree(comm, r->mats ? TQP_OK : TQP_ENOMEM));
+    double t0 = tqp_now(), done = 0;
+    tqp_progress pr;
+    tqp_progress_init(&pr, "quantize", r->n_mats, "matrices", q.rank == 0 && o->progress);
+    tqp_status s = TQP_OK;
+    for (int l = 0; l < c->n_layers && s == TQP_OK; l++)
+        s = quantize_layer(&q, hf, l, r->mats + (size_t)l * TQP_QMATS, &pr, &done);
+    tqp_progress_finish(&pr, done, 0);
+    TQP_CHECK(s);
+    double bits_code = 0, bits_total = 0, proxy = 0;
+    for (int i = 0; i < r->n_mats; i++) {
+        double wts = (double)r->mats[i].rows * r->mats[i].cols;
+        r->weights += (int64_t)wts;
+        bits_code += wts * r->mats[i].code_bits;
+        bits_total += wts * r->mats[i].total_bits;
+        proxy += r->mats[i].proxy_rel;
+    }
+    r->bpw_code = r->weights ? bits_code / (double)r->weights : 0;
+    r->bpw_total = r->weights ? bits_total / (double)r->weights : 0;
+    r->proxy_mean = proxy / r->n_mats;
+    r->plain_params = plain_params(c);
+    r->seconds = tqp_now() - t0;
+    return TQP_OK;
+}
+
+void tqp_quant_result_free(tqp_quant_result *r)
+{
+    free(r->mats);
+    memset(r, 0, sizeof *r);
+}
