@@ -30,26 +30,26 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     o->progress = !a->quiet;
     o->seed = strtoull(a->seed, &end, 10);
     if (!*a->seed || *end || a->seed[0] == '-')
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --seed expects a non-negative integer");
+        return tqp_error_set(TQP_EUSAGE, "--seed expects a non-negative integer");
     if (o->rotation == TQP_ROT_COUNT)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --rotation must be none, rht or kron");
+        return tqp_error_set(TQP_EUSAGE, "--rotation must be none, rht or kron");
     if (o->rounding == TQP_ROUND_COUNT)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --rounding must be nearest or ldlq");
+        return tqp_error_set(TQP_EUSAGE, "--rounding must be nearest or ldlq");
     if (!o->cb)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: unknown --codebook '%s' (known: scalar)",
+        return tqp_error_set(TQP_EUSAGE, "unknown --codebook '%s' (known: scalar)",
                              a->codebook);
     if (o->bits < 2 || o->bits > 4 || o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --bits must be 2, 3 or 4");
+        return tqp_error_set(TQP_EUSAGE, "--bits must be 2, 3 or 4");
     if (!(o->damp > 0) || o->damp > 10)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --damp must be in (0, 10]");
+        return tqp_error_set(TQP_EUSAGE, "--damp must be in (0, 10]");
     if (o->rho < 0 || o->rho > 10)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: --scale-rho must be in [0, 10]");
+        return tqp_error_set(TQP_EUSAGE, "--scale-rho must be in [0, 10]");
     if (!a->hessians == !(a->text || a->tokens))
         return tqp_error_set(TQP_EUSAGE,
-                             "tqp quantize: give --hessians FILE, or --text/--tokens to collect "
+                             "give --hessians FILE, or --text/--tokens to collect "
                              "them first");
     if (a->text && a->tokens)
-        return tqp_error_set(TQP_EUSAGE, "tqp quantize: give only one of --text and --tokens");
+        return tqp_error_set(TQP_EUSAGE, "give only one of --text and --tokens");
     return TQP_OK;
 }
 
@@ -94,7 +94,6 @@ static void add_summary(cJSON *d, const tqp_quant_result *r)
     cJSON_AddNumberToObject(d, "proxy_loss_mean", r->proxy_mean);
     cJSON_AddNumberToObject(d, "quantized_weights", (double)r->weights);
     cJSON_AddNumberToObject(d, "unquantized_params", (double)r->plain_params);
-    cJSON_AddNumberToObject(d, "seconds", r->seconds);
 }
 
 static tqp_status write_json(const quant_args *a, cJSON *d, const tqp_quant_result *r, int P,
@@ -104,7 +103,8 @@ static tqp_status write_json(const quant_args *a, cJSON *d, const tqp_quant_resu
     cJSON_AddStringToObject(d, "tqp_version", TQP_VERSION);
     cJSON_AddStringToObject(d, "out", a->out);
     cJSON_AddNumberToObject(d, "ranks", P);
-    cJSON_ReplaceItemInObject(d, "seconds", cJSON_CreateNumber(seconds));
+    cJSON_AddNumberToObject(d, "seconds", seconds);
+    cJSON_AddNumberToObject(d, "seconds_quantize", r->seconds);
     cJSON *mats = cJSON_AddArrayToObject(d, "matrices");
     for (int i = 0; i < r->n_mats; i++) {
         const tqp_qmat_info *q = &r->mats[i];

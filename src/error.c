@@ -33,10 +33,14 @@ int tqp_exit_code(tqp_status s)
 
 tqp_status tqp_error_set(tqp_status s, const char *fmt, ...)
 {
+    /* Format into a scratch buffer first: callers may pass the current message as an argument
+     * to prefix it ("%s: %s", path, tqp_error_message()). */
+    static _Thread_local char scratch[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(scratch, sizeof scratch, fmt, ap);
     va_end(ap);
+    memcpy(last_message, scratch, sizeof last_message);
     /* Keep the message on one line whatever the caller formatted into it. */
     for (char *p = last_message; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';

@@ -1,0 +1,86 @@
+# tqp quantize on the bundled model: the same bytes for 1, 2 and 4 ranks; tqp eval --quantized
+# gives the same perplexity on any rank count, worse than full precision but sane; collecting
+# Hessians first (--text) gives the same file as a separate tqp hessian; bad input and a crash
+# before the rename leave no output; errors are one line and exit 2.
+source "$(dirname "$0")/lib.sh" "$@"
+
+run_mpi 2 hessian --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/h.h5" --quiet > /dev/null 2>&1
+check "hessians collected" [ $? = 0 ]
+Q="quantize --model $MODEL --hessians $WORK/h.h5 --quiet"
+
+run_mpi 2 $Q --out "$WORK/q2.h5" --json "$WORK/q2.json" > "$WORK/out" 2>&1
+check "quantize on 2 ranks runs" [ $? = 0 ]
+check "summary names the output" grep -q "to $WORK/q2.h5: 2-bit scalar, rotation rht, rounding ldlq" "$WORK/out"
+check "2 code bits per weight" [ "$(json "$WORK/q2.json" bits_per_weight_code)" = 2 ]
+check "total bits per weight just above 2" awk -v b="$(json "$WORK/q2.json" bits_per_weight_total)" 'BEGIN { exit !(b > 2 && b < 2.1) }'
+check "json has the proxy loss" [ -n "$(json "$WORK/q2.json" proxy_loss_mean)" ]
+check "json lists 35 matrices" [ "$(grep -c '"proxy_loss"' "$WORK/q2.json")" = 35 ]
+check "h5dump opens the file" h5dump -H "$WORK/q2.h5" > /dev/null
+check "codes have Fletcher-32" grep -q FLETCHER32 <(h5dump -p -H -d /layer_002/down/codes "$WORK/q2.h5")
+check "no temporary file left" [ -z "$(ls "$WORK" | grep tmp)" ]
+
+for n in 1 4; do
+  run_mpi $n $Q --out "$WORK/q$n.h5" > /dev/null 2>&1
+  check "byte-identical output on $n ranks" cmp -s "$WORK/q2.h5" "$WORK/q$n.h5"
+done
+run_mpi 1 $Q --rotation none --out "$WORK/g1.h5" > /dev/null 2>&1
+run_mpi 3 $Q --rotation none --out "$WORK/g3.h5" > /dev/null 2>&1
+check "GPTQ byte-identical on 1 and 3 ranks" cmp -s "$WORK/g1.h5" "$WORK/g3.h5"
+run_mpi 1 $Q --seed 5 --out "$WORK/s5.h5" > /dev/null 2>&1
+differ() { ! cmp -s "$1" "$2"; }
+check "another seed gives other codes" differ "$WORK/q2.h5" "$WORK/s5.h5"
+
+# Perplexity of the quantized model: identical on 1 and 2 ranks, worse than fp32 (5.59).
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/e2.json" > "$WORK/out" 2>&1
+check "eval --quantized runs" [ $? = 0 ]
+check "eval names the quantized file" grep -q "quantized model $WORK/q2.h5" "$WORK/out"
+run_mpi 1 eval --model "$MODEL" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/e1.json" > /dev/null 2>&1
+check "quantized nll_sum identical on 1 and 2 ranks" [ "$(json "$WORK/e1.json" nll_sum)" = "$(json "$WORK/e2.json" nll_sum)" ]
+check "2-bit ppl is above fp32 and finite" awk -v p="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(p > 5.6 && p < 1000) }'
+
+# Hessians collected by quantize itself: the same bytes as from tqp hessian.
+run_mpi 2 quantize --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/t.h5" --quiet > /dev/null 2>&1
+check "quantize --text runs" [ $? = 0 ]
+check "--text collects into OUT.hessians.h5" [ -f "$WORK/t.h5.hessians.h5" ]
+check "--text gives the same codes as --hessians" cmp -s <(h5dump -d /layer_004/down/codes "$WORK/t.h5" | tail -n +3) <(h5dump -d /layer_004/down/codes "$WORK/q2.h5" | tail -n +3)
+
+# Bad input: one line, exit 2, nothing written.
+cp "$WORK/q2.h5" "$WORK/keep.h5"
+run_mpi 2 $Q --out "$WORK/q2.h5" > /dev/null 2> "$WORK/err"
+check "existing output refused" [ $? = 2 ]
+check "existing output: message" grep -q "exists; use --force" "$WORK/err"
+check "existing output untouched" cmp -s "$WORK/q2.h5" "$WORK/keep.h5"
+for bad in "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
+  run_mpi 1 $Q $bad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+  check "$bad exits 2" [ $? = 2 ]
+  check "$bad: one error line" [ "$(grep -c "^tqp quantize: error: " "$WORK/err")" = 1 ]
+done
+"$TQP" convert --model "$MODEL" --out "$WORK/hf" > /dev/null
+run_mpi 2 quantize --model "$WORK/hf" --hessians "$WORK/h.h5" --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+check "Hessians of another model exit 2" [ $? = 2 ]
+check "Hessians of another model: message" grep -q "Hessians of another model" "$WORK/err"
+run_mpi 2 eval --model "$WORK/hf" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
+check "quantized file of another model exits 2" [ $? = 2 ]
+check "quantized file of another model: message" grep -q "quantized from another model" "$WORK/err"
+head -c 20000 "$WORK/q2.h5" > "$WORK/trunc.h5"
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/trunc.h5" --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
+check "truncated quantized file exits 2" [ $? = 2 ]
+check "truncated quantized file: names it" grep -q "trunc.h5" "$WORK/err"
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/h.h5" --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
+check "a Hessian file is not a quantized file" grep -q "not a TQP quantized model file" "$WORK/err"
+check "nothing written for bad input" [ ! -e "$WORK/bad.h5" ]
+
+# Non-finite weights: row 0 of layer 1's wq set to NaN.
+cp "$MODEL" "$WORK/nan.bin"
+WQ=$((28 + 4 * (512 * 64 + 5 * 64 + 64 * 64)))
+printf '\x00\x00\xc0\x7f' | dd of="$WORK/nan.bin" bs=1 seek=$WQ conv=notrunc status=none
+run_mpi 2 quantize --model "$WORK/nan.bin" --tokenizer "$DATA/models/stories260K/tok512.bin" --text "$CALIB_TEXT" --nsamples 4 --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+check "NaN weights exit 2" [ $? = 2 ]
+check "NaN weights: message names layer and tensor" grep -q "layer 1" "$WORK/err"
+
+# A crash just before the final rename leaves no output under the final name.
+TQP_CRASH_AT=quantize-rename run_mpi 2 $Q --out "$WORK/crash.h5" > /dev/null 2>&1
+check "killed run fails" [ $? != 0 ]
+check "killed run left no output" [ ! -e "$WORK/crash.h5" ]
+
+done_tests
