@@ -8,13 +8,15 @@
 #include "tqp/qfile.h"
 
 typedef struct {
-    const char *model, *tokenizer, *text, *tokens, *json, *quantized;
+    const char *model, *tokenizer, *text, *tokens, *json, *quantized, *only;
     int ctx, half_window, quiet;
 } eval_args;
 
 static void print_result(const eval_args *a, const tqp_eval_result *r, const char *sha)
 {
-    if (a->quantized) printf("quantized model %s\n", a->quantized);
+    if (a->quantized)
+        printf("quantized model %s%s%s\n", a->quantized, a->only ? ", only matrices " : "",
+               a->only ? a->only : "");
     printf("perplexity %.6f  (mean NLL %.6f over %lld tokens in %lld windows of %d%s)\n", r->ppl,
            r->nll, (long long)r->tokens_scored, (long long)r->windows, a->ctx,
            a->half_window ? ", second halves only" : "");
@@ -32,6 +34,7 @@ static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_e
     cJSON_AddStringToObject(d, "tqp_version", TQP_VERSION);
     cJSON_AddStringToObject(d, "model", a->model);
     if (a->quantized) cJSON_AddStringToObject(d, "quantized", a->quantized);
+    if (a->only) cJSON_AddStringToObject(d, "only", a->only);
     cJSON_AddStringToObject(d, "text", a->tokens ? a->tokens : a->text);
     cJSON_AddStringToObject(d, "text_sha256", sha);
     cJSON_AddNumberToObject(d, "ppl", r->ppl);
@@ -64,6 +67,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
          "pre-tokenized input instead of --text: raw little-endian uint32 ids"},
         {"--quantized", TQP_OPT_STRING, &a.quantized, NULL, "FILE.h5",
          "evaluate the quantized model in FILE.h5 (from tqp quantize of --model)"},
+        {"--only", TQP_OPT_STRING, &a.only, NULL, "LIST",
+         "with --quantized: decode only these matrices (e.g. q,k), the rest full precision"},
         {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens"},
         {"--half-window", TQP_OPT_FLAG, &a.half_window, NULL, NULL,
          "score only the second half of each window (llama.cpp's convention)"},
@@ -81,6 +86,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     if (help) return TQP_OK;
     if (!a.text == !a.tokens)
         return tqp_error_set(TQP_EUSAGE, "tqp eval: give exactly one of --text and --tokens");
+    if (a.only && !a.quantized)
+        return tqp_error_set(TQP_EUSAGE, "tqp eval: --only needs --quantized");
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     TQP_CHECK(
         tqp_mpi_agree(MPI_COMM_WORLD, a.json && rank == 0 ? tqp_check_writable(a.json) : TQP_OK));
@@ -99,6 +106,7 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     tqp_weight_source src;
     if (a.quantized) {
         s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_qfile_open(a.quantized, m, &qf));
+        if (s == TQP_OK && a.only) s = tqp_qfile_select(qf, a.only);
         if (s == TQP_OK) src = tqp_qfile_source(qf);
     }
     if (s == TQP_OK)

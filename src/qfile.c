@@ -227,6 +227,7 @@ struct tqp_qfile {
     hid_t f;
     char *path;
     const tqp_model *m; // borrowed
+    unsigned mask;      // bit i set: matrix i decoded from the file, else the model's
 };
 
 char *tqp_qfile_attr(const tqp_qfile *q, const char *name)
@@ -266,6 +267,7 @@ tqp_status tqp_qfile_open(const char *path, const tqp_model *m, tqp_qfile **out)
     q->f = f;
     q->path = strdup(path);
     q->m = m;
+    q->mask = (1u << TQP_QMATS) - 1;
     *out = q;
     return TQP_OK;
 }
@@ -411,17 +413,47 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
         s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, lw->owned + off[norm_t[i]]);
         if (s != TQP_OK) s = tqp_error_set(s, "%s: %s", q->path, tqp_error_message());
     }
+    tqp_layer_weights orig = {0};
+    if (s == TQP_OK && q->mask != (1u << TQP_QMATS) - 1) s = tqp_model_layer_load(q->m, l, &orig);
     for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
+        float *dst = lw->owned + off[mat_tensor[i]];
+        int64_t r, cc;
+        tqp_layer_tensor_shape(c, mat_tensor[i], &r, &cc);
+        if (!(q->mask >> i & 1)) {
+            memcpy(dst, orig.w[mat_tensor[i]], sizeof(float) * (size_t)(r * cc));
+            continue;
+        }
         tqp_qmat_info info;
         s = tqp_qfile_decode(q, l, i, &info, W);
-        float *dst = lw->owned + off[mat_tensor[i]];
-        for (size_t k = 0; s == TQP_OK && k < (size_t)info.rows * info.cols; k++)
-            dst[k] = (float)W[k];
+        for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++) dst[k] = (float)W[k];
     }
+    tqp_layer_weights_release(&orig);
     free(W);
     for (int t = 0; t < TQP_T_LAYER_COUNT && lw->owned; t++) lw->w[t] = lw->owned + off[t];
     if (s != TQP_OK) tqp_layer_weights_release(lw);
     return s;
+}
+
+tqp_status tqp_qfile_select(tqp_qfile *q, const char *list)
+{
+    unsigned mask = 0;
+    char *copy = strdup(list), *save = NULL;
+    if (!copy) return TQP_ENOMEM;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int i = 0; i < TQP_QMATS; i++)
+            if (!strcmp(t, mat_name[i])) found = i;
+        if (found < 0) {
+            tqp_error_set(TQP_EUSAGE, "unknown matrix '%s' (known: q,k,v,o,gate,up,down)", t);
+            free(copy);
+            return TQP_EUSAGE;
+        }
+        mask |= 1u << found;
+    }
+    free(copy);
+    if (!mask) return tqp_error_set(TQP_EUSAGE, "no matrix selected");
+    q->mask = mask;
+    return TQP_OK;
 }
 
 tqp_weight_source tqp_qfile_source(tqp_qfile *q)

@@ -38,6 +38,14 @@ run_mpi 1 eval --model "$MODEL" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" --
 check "quantized nll_sum identical on 1 and 2 ranks" [ "$(json "$WORK/e1.json" nll_sum)" = "$(json "$WORK/e2.json" nll_sum)" ]
 check "2-bit ppl is above fp32 and finite" awk -v p="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(p > 5.6 && p < 1000) }'
 
+# --only: the named matrices decoded, the others full precision.
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/q2.h5" --only q,k,v,o,gate,up,down --text "$EVAL_TEXT" --quiet --json "$WORK/all.json" > /dev/null 2>&1
+check "--only with every matrix = the whole file" [ "$(json "$WORK/all.json" nll_sum)" = "$(json "$WORK/e2.json" nll_sum)" ]
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/q2.h5" --only down --text "$EVAL_TEXT" --quiet --json "$WORK/down.json" > /dev/null 2>&1
+check "--only down lies between fp32 and all quantized" awk -v p="$(json "$WORK/down.json" ppl)" -v q="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(p > 5.6 && p < q) }'
+run_mpi 1 eval --model "$MODEL" --quantized "$WORK/q2.h5" --only qq --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
+check "--only with an unknown matrix exits 2" [ $? = 2 ]
+
 # Hessians collected by quantize itself: the same bytes as from tqp hessian.
 run_mpi 2 quantize --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/t.h5" --quiet > /dev/null 2>&1
 check "quantize --text runs" [ $? = 0 ]

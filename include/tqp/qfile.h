@@ -77,6 +77,9 @@ typedef struct tqp_qfile tqp_qfile;
 /* Open a quantized file for the model `m` (its fingerprint and shapes must match). */
 tqp_status tqp_qfile_open(const char *path, const tqp_model *m, tqp_qfile **out);
 void tqp_qfile_close(tqp_qfile **q);
+/* Decode only the matrices named in `list` ("q,k"; names as tqp_qmat_name) and take the
+ * others from the full-precision model: an ablation of which matrices cost perplexity. */
+tqp_status tqp_qfile_select(tqp_qfile *q, const char *list);
 /* A weight source (eval.h) that decodes each layer: codes -> values -> inverse rotation. */
 tqp_weight_source tqp_qfile_source(tqp_qfile *q);
 /* The matrix as stored and decoded: info and W (rows, cols) fp64 in the original basis. */
