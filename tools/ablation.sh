@@ -42,7 +42,17 @@ while read -r method bits opts; do
     "$(field "$WORK/q.json" seconds)" >> "$csv"
 done < "$JOBS"
 
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
 {
+  echo "# Ablation: stories260K, $(basename "$JOBS")"
+  echo
+  echo "Produced by \`tools/ablation.sh $JOBS $PREFIX\` at commit $commit on $(date -u +%Y-%m-%d),"
+  echo "$RANKS MPI ranks, $cpu. Hessians: 128 x 256 windows of tinystories_calib.txt;"
+  echo "perplexity: tinystories_eval.txt, ctx 256, 618 windows. Discussion:"
+  echo "results/ablation_stories260K_discussion.md."
+  echo
   echo "Full precision (fp32): perplexity $(printf %.6f "$fp")."
   echo
   echo "| method | bits | perplexity | mean relative proxy loss | code bits/weight | total bits/weight | quantize wall time (s) |"
