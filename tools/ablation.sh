@@ -19,6 +19,8 @@ MPI=(mpiexec -n "$RANKS")
 field() { awk -v k="\"$2\"" '{ sub(/^[ \t]+/, "") } index($0, k ":") == 1 {
   v = substr($0, length(k) + 2); gsub(/^[ \t]+|[ \t]*,?$|"/, "", v); print v; exit }' "$1"; }
 
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 echo "ablation: Hessians (128 x 256 windows) into $WORK/h.h5" >&2
 "${MPI[@]}" build/tqp hessian --model "$MODEL" --text "$DATA/text/tinystories_calib.txt" \
   --nsamples 128 --ctx 256 --out "$WORK/h.h5" --quiet > /dev/null
@@ -42,8 +44,6 @@ while read -r method bits opts; do
     "$(field "$WORK/q.json" seconds)" >> "$csv"
 done < "$JOBS"
 
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
 {
   echo "# Ablation: stories260K, $(basename "$JOBS")"
