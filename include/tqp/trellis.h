@@ -1,0 +1,82 @@
+/* The bitshift trellis of QTIP (ALGORITHMS.md section 6): codes, the tail-biting Viterbi
+ * encoder, packing and decoding of one sequence of T weights.
+ *
+ * A state is an L-bit integer; a step shifts in KV bits, s' = ((s << KV) | b) mod 2^L, and
+ * emits the V-vector c(s').  A sequence of T weights is N = T / V states.
+ *
+ * Invariants (tests/test_trellis.c checks each):
+ *  1. Costs are float32, cost(s) = sum over the V components of (x - c(s))^2, accumulated as
+ *     D_t(s) = min over predecessors + cost_t(s), in exactly this order of operations in every
+ *     implementation (compiled without floating-point contraction), so the reference and the
+ *     SIMD encoders choose identical paths.
+ *  2. Ties go to the lowest index: the lowest predecessor h in a group, the lowest final state.
+ *  3. The predecessors of s' are the 2^KV states (h << (L - KV)) | (s' >> KV): one minimum per
+ *     group g = s' >> KV serves all 2^KV states of the group, so a step costs O(2^L).
+ *  4. Tail-biting (QTIP): a free Viterbi pass over the sequence rotated by N/2 steps gives the
+ *     state at the original position 0; its high L - KV bits, the overlap, fix the start (s_0 >>
+ *     KV = overlap) and the end (s_{N-1} mod 2^(L-KV) = overlap) of a second, constrained pass.
+ *  5. The stored stream is the low KV bits of every state, N KV = T K bits: s_t is the last L
+ *     bits of the circular stream up to and including chunk t.
+ */
+#ifndef TQP_TRELLIS_H
+#define TQP_TRELLIS_H
+
+#include <stdint.h>
+
+#include "tqp/error.h"
+
+typedef enum { TQP_TCODE_1MAD, TQP_TCODE_3INST, TQP_TCODE_HYB, TQP_TCODE_LUT, TQP_TCODE_COUNT } tqp_tcode;
+
+enum { TQP_HYB_Q = 9, TQP_TRELLIS_MAX_L = 16 };
+
+typedef struct {
+    int L, K, V, T;   // state bits, bits per weight, weights per step, weights per sequence
+    tqp_tcode code;
+    int lut_bits;     // hyb: Q (9); lut: L; others 0
+    float *lut;       // (2^lut_bits, V) owned, hyb and lut only
+    float *table;     // (2^L, V) owned: c(s) for every state
+    float *comp[2];   // (2^L) owned: component v of c(s), for the SIMD encoders
+    double rms;       // RMS of the code over all states and components
+} tqp_trellis;
+
+const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut"
+tqp_tcode tqp_tcode_parse(const char *name); // TQP_TCODE_COUNT if unknown
+
+/* Check parameters: L <= 16, K in 1..4, V in {1, 2}, K V < L, T divisible by V, at least
+ * ceil(L / KV) steps, and a code that exists for V.  The message names the bad parameter. */
+tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code);
+
+/* lut: NULL for the default table (hyb: k-means centroids of a 2-D standard Gaussian from a
+ * fixed seed; lut: i.i.d. standard Gaussian values from a fixed seed), else (2^lut_bits, V)
+ * values, copied. */
+tqp_status tqp_trellis_create(int L, int K, int V, int T, tqp_tcode code, const float *lut,
+                              tqp_trellis **out);
+void tqp_trellis_destroy(tqp_trellis **t);
+/* Table size of a code's LUT in entries (0 for computed codes). */
+int tqp_trellis_lut_entries(tqp_tcode code, int L);
+
+/* The value(s) of state s under a computed code (V values); exposed for tests and kernels. */
+float tqp_code_1mad(uint32_t s);
+float tqp_code_3inst(uint32_t s);
+void tqp_code_hyb(uint32_t s, const float *lut, float out[2]);
+
+/* Bytes of one packed sequence: T K / 8 rounded up. */
+int tqp_trellis_packed_bytes(const tqp_trellis *t);
+
+/* Encode x (T) with the reference (plain C) tail-biting Viterbi: packed stream (packed_bytes)
+ * and the reconstruction xhat (T).  Returns the squared error. */
+double tqp_trellis_encode_ref(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat);
+/* The same with the fastest encoder this CPU has (bit-identical output). */
+double tqp_trellis_encode(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat);
+/* xhat (T) from a packed stream. */
+void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat);
+
+/* One Viterbi pass (reference): states (N) of the best path whose first state satisfies
+ * (s >> KV) == start (or any, start < 0) and whose last satisfies (s mod 2^(L-KV)) == end (or
+ * any).  Returns the path cost (float accumulation, invariant 1). */
+float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, int end,
+                              uint32_t *states);
+/* Name of the encoder tqp_trellis_encode uses ("avx512", "avx2" or "reference"). */
+const char *tqp_trellis_isa(void);
+
+#endif

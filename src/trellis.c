@@ -1,0 +1,292 @@
+/* The bitshift trellis: codes, reference Viterbi, tail-biting, packing and decoding (see
+ * include/tqp/trellis.h for the invariants).  Compiled without floating-point contraction. */
+#include "tqp/trellis.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tqp/model.h"
+#include "tqp/quant.h"
+#include "tqp/rng.h"
+
+static const char *const code_names[TQP_TCODE_COUNT] = {"1mad", "3inst", "hyb", "lut"};
+
+const char *tqp_tcode_name(tqp_tcode c)
+{
+    return c >= 0 && c < TQP_TCODE_COUNT ? code_names[c] : "?";
+}
+
+tqp_tcode tqp_tcode_parse(const char *name)
+{
+    for (int i = 0; i < TQP_TCODE_COUNT; i++)
+        if (!strcmp(name, code_names[i])) return (tqp_tcode)i;
+    return TQP_TCODE_COUNT;
+}
+
+float tqp_code_1mad(uint32_t s)
+{
+    uint32_t x = 34038481u * s + 76625530u;
+    int sum = (int)(x & 255) + (int)(x >> 8 & 255) + (int)(x >> 16 & 255) + (int)(x >> 24);
+    return (float)((sum - 510) / 147.800537109375);
+}
+
+float tqp_code_3inst(uint32_t s)
+{
+    uint32_t x = 89226354u * s + 64248484u;
+    uint32_t y = (x & 0x8FFF8FFFu) ^ 0x3B603B60u;
+    uint16_t h[2] = {(uint16_t)(y >> 16), (uint16_t)(y & 0xFFFF)};
+    float f[2];
+    tqp_dtype_to_f32(TQP_DTYPE_F16, h, f, 2);
+    return f[0] + f[1];
+}
+
+void tqp_code_hyb(uint32_t s, const float *lut, float out[2])
+{
+    uint32_t h = s * (s + 1u);
+    uint32_t idx = (h >> (15 - TQP_HYB_Q)) & ((1u << TQP_HYB_Q) - 1);
+    out[0] = (h >> 15 & 1) ? -lut[2 * idx] : lut[2 * idx];
+    out[1] = lut[2 * idx + 1];
+}
+
+int tqp_trellis_lut_entries(tqp_tcode code, int L)
+{
+    return code == TQP_TCODE_HYB ? 1 << TQP_HYB_Q : code == TQP_TCODE_LUT ? 1 << L : 0;
+}
+
+tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code)
+{
+    if (L < 2 || L > TQP_TRELLIS_MAX_L)
+        return tqp_error_set(TQP_EINPUT, "trellis: L = %d, must be 2..%d", L, TQP_TRELLIS_MAX_L);
+    if (K < 1 || K > 4) return tqp_error_set(TQP_EINPUT, "trellis: K = %d, must be 1..4", K);
+    if (V != 1 && V != 2) return tqp_error_set(TQP_EINPUT, "trellis: V = %d, must be 1 or 2", V);
+    if (K * V >= L)
+        return tqp_error_set(TQP_EINPUT, "trellis: K*V = %d must be less than L = %d", K * V, L);
+    if (T <= 0 || T % V)
+        return tqp_error_set(TQP_EINPUT, "trellis: T = %d is not a positive multiple of V = %d",
+                             T, V);
+    if ((T / V) * K * V < L)
+        return tqp_error_set(TQP_EINPUT, "trellis: T = %d is too short for L = %d", T, L);
+    if (code < 0 || code >= TQP_TCODE_COUNT)
+        return tqp_error_set(TQP_EINPUT, "trellis: unknown code");
+    if ((code == TQP_TCODE_1MAD || code == TQP_TCODE_3INST) && V != 1)
+        return tqp_error_set(TQP_EINPUT, "trellis: code %s needs V = 1", code_names[code]);
+    if (code == TQP_TCODE_HYB && V != 2)
+        return tqp_error_set(TQP_EINPUT, "trellis: code hyb needs V = 2");
+    return TQP_OK;
+}
+
+static double gaussian(uint64_t *s)
+{
+    double u = ((double)(tqp_splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+    double v = (double)(tqp_splitmix64(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* k-means (Lloyd, fixed iterations) of 2-D standard Gaussian samples from a fixed seed. */
+static void hyb_default_lut(float *lut)
+{
+    enum { C = 1 << TQP_HYB_Q, NS = 64 * C, ITERS = 25 };
+    double *x = malloc(sizeof(double) * 2 * NS), *c = malloc(sizeof(double) * 2 * C);
+    double *acc = malloc(sizeof(double) * 3 * C);
+    uint64_t seed = 0x51ed270b27a3f1c5ull;
+    for (int i = 0; i < 2 * NS; i++) x[i] = gaussian(&seed);
+    memcpy(c, x, sizeof(double) * 2 * C);
+    for (int it = 0; it < ITERS; it++) {
+        memset(acc, 0, sizeof(double) * 3 * C);
+        for (int i = 0; i < NS; i++) {
+            int best = 0;
+            double bd = DBL_MAX;
+            for (int k = 0; k < C; k++) {
+                double d0 = x[2 * i] - c[2 * k], d1 = x[2 * i + 1] - c[2 * k + 1];
+                double d = d0 * d0 + d1 * d1;
+                if (d < bd) bd = d, best = k;
+            }
+            acc[3 * best] += x[2 * i], acc[3 * best + 1] += x[2 * i + 1], acc[3 * best + 2] += 1;
+        }
+        for (int k = 0; k < C; k++)
+            if (acc[3 * k + 2] > 0) c[2 * k] = acc[3 * k] / acc[3 * k + 2], c[2 * k + 1] = acc[3 * k + 1] / acc[3 * k + 2];
+    }
+    for (int i = 0; i < 2 * C; i++) lut[i] = (float)c[i];
+    free(x), free(c), free(acc);
+}
+
+static void lut_default(float *lut, int entries, int V)
+{
+    uint64_t seed = 0x2545f4914f6cdd1dull;
+    for (int i = 0; i < entries * V; i++) lut[i] = (float)gaussian(&seed);
+}
+
+static void fill_table(tqp_trellis *t)
+{
+    uint32_t S = 1u << t->L;
+    double ss = 0;
+    for (uint32_t s = 0; s < S; s++) {
+        float *v = t->table + (size_t)s * t->V;
+        switch (t->code) {
+        case TQP_TCODE_1MAD: v[0] = tqp_code_1mad(s); break;
+        case TQP_TCODE_3INST: v[0] = tqp_code_3inst(s); break;
+        case TQP_TCODE_HYB: tqp_code_hyb(s, t->lut, v); break;
+        default:
+            for (int k = 0; k < t->V; k++) v[k] = t->lut[(size_t)s * t->V + k];
+        }
+        for (int k = 0; k < t->V; k++) ss += (double)v[k] * v[k], t->comp[k][s] = v[k];
+    }
+    t->rms = sqrt(ss / ((double)S * t->V));
+}
+
+tqp_status tqp_trellis_create(int L, int K, int V, int T, tqp_tcode code, const float *lut,
+                              tqp_trellis **out)
+{
+    *out = NULL;
+    TQP_CHECK(tqp_trellis_check(L, K, V, T, code));
+    tqp_trellis *t = tqp_calloc(1, sizeof *t);
+    if (!t) return TQP_ENOMEM;
+    *t = (tqp_trellis){.L = L, .K = K, .V = V, .T = T, .code = code};
+    int entries = tqp_trellis_lut_entries(code, L);
+    t->lut_bits = entries ? (code == TQP_TCODE_HYB ? TQP_HYB_Q : L) : 0;
+    t->table = tqp_malloc(sizeof(float) * ((size_t)V << L));
+    for (int k = 0; k < V; k++) t->comp[k] = tqp_malloc_aligned(sizeof(float) << L);
+    if (entries) t->lut = tqp_malloc(sizeof(float) * (size_t)entries * V);
+    if (!t->table || !t->comp[0] || (V == 2 && !t->comp[1]) || (entries && !t->lut)) {
+        tqp_trellis_destroy(&t);
+        return TQP_ENOMEM;
+    }
+    if (entries && lut) memcpy(t->lut, lut, sizeof(float) * (size_t)entries * V);
+    else if (code == TQP_TCODE_HYB) hyb_default_lut(t->lut);
+    else if (entries) lut_default(t->lut, entries, V);
+    fill_table(t);
+    *out = t;
+    return TQP_OK;
+}
+
+void tqp_trellis_destroy(tqp_trellis **pt)
+{
+    if (!*pt) return;
+    free((*pt)->lut);
+    free((*pt)->table);
+    free((*pt)->comp[0]);
+    free((*pt)->comp[1]);
+    free(*pt);
+    *pt = NULL;
+}
+
+int tqp_trellis_packed_bytes(const tqp_trellis *t)
+{
+    return (t->T * t->K + 7) / 8;
+}
+
+static inline float step_cost(const tqp_trellis *t, const float *x, uint32_t s)
+{
+    const float *c = t->table + (size_t)s * t->V;
+    float d = x[0] - c[0], e = d * d;
+    if (t->V == 2) {
+        float d1 = x[1] - c[1];
+        e = e + d1 * d1;
+    }
+    return e;
+}
+
+float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, int end,
+                              uint32_t *states)
+{
+    int KV = t->K * t->V, N = t->T / t->V, sh = t->L - KV;
+    uint32_t S = 1u << t->L, G = 1u << sh, H = 1u << KV;
+    float *D = malloc(sizeof(float) * S), *gm = malloc(sizeof(float) * G);
+    uint8_t *bp = malloc((size_t)N * G);
+    for (uint32_t s = 0; s < S; s++)
+        D[s] = start < 0 || (int)(s >> KV) == start ? step_cost(t, x, s) : INFINITY;
+    for (int i = 1; i < N; i++) {
+        const float *xi = x + (size_t)i * t->V;
+        for (uint32_t g = 0; g < G; g++) {
+            float m = D[g];
+            uint8_t arg = 0;
+            for (uint32_t h = 1; h < H; h++)
+                if (D[(h << sh) | g] < m) m = D[(h << sh) | g], arg = (uint8_t)h;
+            gm[g] = m;
+            bp[(size_t)i * G + g] = arg;
+        }
+        for (uint32_t s = 0; s < S; s++) D[s] = gm[s >> KV] + step_cost(t, xi, s);
+    }
+    uint32_t best = 0;
+    float bc = INFINITY;
+    for (uint32_t s = 0; s < S; s++)
+        if ((end < 0 || (int)(s & (G - 1)) == end) && D[s] < bc) bc = D[s], best = s;
+    states[N - 1] = best;
+    for (int i = N - 1; i > 0; i--) {
+        uint32_t g = states[i] >> KV;
+        states[i - 1] = ((uint32_t)bp[(size_t)i * G + g] << sh) | g;
+    }
+    free(D), free(gm), free(bp);
+    return bc;
+}
+
+typedef float (*viterbi_fn)(const tqp_trellis *, const float *, int, int, uint32_t *);
+
+/* Tail-biting encode with a given Viterbi pass (invariant 4), then pack (invariant 5). */
+static double encode_with(const tqp_trellis *t, viterbi_fn vit, const float *x, uint8_t *packed,
+                          float *xhat)
+{
+    int N = t->T / t->V, KV = t->K * t->V, half = N / 2;
+    float *xr = malloc(sizeof(float) * t->T);
+    uint32_t *st = malloc(sizeof(uint32_t) * N), *chunk = malloc(sizeof(uint32_t) * N);
+    memcpy(xr, x + (size_t)half * t->V, sizeof(float) * (size_t)(N - half) * t->V);
+    memcpy(xr + (size_t)(N - half) * t->V, x, sizeof(float) * (size_t)half * t->V);
+    vit(t, xr, -1, -1, st);
+    int overlap = (int)(st[N - half] >> KV); /* the state at original position 0 */
+    vit(t, x, overlap, overlap, st);
+    for (int i = 0; i < N; i++) chunk[i] = st[i] & ((1u << KV) - 1);
+    tqp_pack_codes(chunk, (size_t)N, KV, packed);
+    tqp_trellis_decode(t, packed, xhat);
+    double e = 0;
+    for (int i = 0; i < t->T; i++) e += (double)(x[i] - xhat[i]) * (x[i] - xhat[i]);
+    free(xr), free(st), free(chunk);
+    return e;
+}
+
+double tqp_trellis_encode_ref(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat)
+{
+    return encode_with(t, tqp_trellis_viterbi_ref, x, packed, xhat);
+}
+
+void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat)
+{
+    int N = t->T / t->V, KV = t->K * t->V;
+    uint32_t mask = (uint32_t)((1u << t->L) - 1);
+    uint32_t *chunk = malloc(sizeof(uint32_t) * N);
+    tqp_unpack_codes(packed, (size_t)N, KV, chunk);
+    /* the state before position 0 is the circular stream's last L bits */
+    int need = (t->L + KV - 1) / KV;
+    uint32_t s = 0;
+    for (int j = need; j >= 1; j--) s = ((s << KV) | chunk[N - j]) & mask;
+    for (int i = 0; i < N; i++) {
+        s = ((s << KV) | chunk[i]) & mask;
+        memcpy(xhat + (size_t)i * t->V, t->table + (size_t)s * t->V, sizeof(float) * t->V);
+    }
+    free(chunk);
+}
+
+#if defined(__x86_64__)
+float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start, int end,
+                                 uint32_t *states);
+#endif
+
+static viterbi_fn fastest(void)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        return tqp_trellis_viterbi_avx512;
+#endif
+    return tqp_trellis_viterbi_ref;
+}
+
+const char *tqp_trellis_isa(void)
+{
+    return fastest() == tqp_trellis_viterbi_ref ? "reference" : "avx512";
+}
+
+double tqp_trellis_encode(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat)
+{
+    return encode_with(t, fastest(), x, packed, xhat);
+}
