@@ -202,10 +202,13 @@ static tqp_status bench_hessian(int argc, char **argv)
 tqp_status tqp_cmd_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "hessian")) return bench_hessian(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "trellis")) return tqp_bench_trellis(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: tqp bench <name> [options]\n\nbenchmarks:\n  hessian   Hessian "
-               "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n");
+               "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n"
+               "  trellis   trellis codes: Gaussian MSE, encoder weights/s vs reference and SIMD "
+               "bound\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis); see tqp bench --help");
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tqp/model.h"
+#include "tqp/progress.h"
 #include "tqp/quant.h"
 #include "tqp/rng.h"
 
@@ -267,9 +268,10 @@ void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat
     free(chunk);
 }
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
 float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start, int end,
                                  uint32_t *states);
+double tqp_trellis_vector_rate_avx512(double (*now)(void));
 #endif
 
 static viterbi_fn fastest(void)
@@ -279,6 +281,14 @@ static viterbi_fn fastest(void)
         return tqp_trellis_viterbi_avx512;
 #endif
     return tqp_trellis_viterbi_ref;
+}
+
+double tqp_bench_vector_rate(void)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
+    if (fastest() != tqp_trellis_viterbi_ref) return tqp_trellis_vector_rate_avx512(tqp_now);
+#endif
+    return 0;
 }
 
 const char *tqp_trellis_isa(void)

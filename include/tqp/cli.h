@@ -59,5 +59,6 @@ tqp_status tqp_cmd_tokenize(int argc, char **argv);
 tqp_status tqp_cmd_hessian(int argc, char **argv);
 tqp_status tqp_cmd_bench(int argc, char **argv);
 tqp_status tqp_cmd_quantize(int argc, char **argv);
+tqp_status tqp_bench_trellis(int argc, char **argv); // tqp bench trellis
 
 #endif

@@ -1,0 +1,240 @@
+/* `tqp bench trellis`: quality and speed of the trellis codes, in one table from one run.
+ *
+ * Quality: mean squared error on i.i.d. N(0, 1) samples for each code at K = 2, 3, 4, L = 16
+ * (best of five scales 0.85-1.05 x the RMS match, chosen on the first 64 sequences and then
+ * measured on all), beside the rate-distortion bound 2^-2K and scalar Lloyd-Max.
+ * Speed: weights/s of the fast encoder (two Viterbi passes per sequence, tail-biting) on one
+ * core and on all ranks, and of the reference encoder in the same run; and the SIMD lower
+ * bound: the kernel's arithmetic vector instructions per weight over the measured rate of
+ * independent 512-bit additions on this core. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <mpi.h>
+
+#include "tqp/cli.h"
+#include "tqp/mpiutil.h"
+#include "tqp/progress.h"
+#include "tqp/rng.h"
+#include "tqp/trellis.h"
+
+/* Scalar Lloyd-Max MSE for a unit Gaussian (Max 1960): 1..4 bits. */
+static const double lloyd_max[5] = {0, 0.3634, 0.1175, 0.03454, 0.009497};
+
+static double gauss(uint64_t *s)
+{
+    double u = ((double)(tqp_splitmix64(s) >> 11) + 0.5) / 9007199254740992.0;
+    double v = (double)(tqp_splitmix64(s) >> 11) / 9007199254740992.0;
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Squared error of sequences [q0, q1) of x at scale a (x / a encoded, error in x units). */
+static double mse_part(const tqp_trellis *t, const float *x, long q0, long q1, double a)
+{
+    float y[256], yh[256];
+    uint8_t p[128];
+    double e = 0;
+    for (long q = q0; q < q1; q++) {
+        for (int i = 0; i < t->T; i++) y[i] = (float)(x[q * t->T + i] / a);
+        tqp_trellis_encode(t, y, p, yh);
+        for (int i = 0; i < t->T; i++) {
+            double d = x[q * t->T + i] - a * yh[i];
+            e += d * d;
+        }
+    }
+    return e;
+}
+
+/* Collective: the sequences are split over the ranks; sums in rank order (fixed). */
+static double mse_all(MPI_Comm comm, const tqp_trellis *t, const float *x, long nseq, double a)
+{
+    int P, r;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &r);
+    long q0 = nseq * r / P, q1 = nseq * (r + 1) / P;
+    double e = mse_part(t, x, q0, q1, a), *all = malloc(sizeof(double) * P), sum = 0;
+    MPI_Allgather(&e, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, comm);
+    for (int i = 0; i < P; i++) sum += all[i];
+    free(all);
+    return sum / ((double)nseq * t->T);
+}
+
+static double best_scale(MPI_Comm comm, const tqp_trellis *t, const float *x, long nseq,
+                         double *mse)
+{
+    static const double f[5] = {0.85, 0.9, 0.95, 1.0, 1.05};
+    double best = 1, be = INFINITY;
+    for (int k = 0; k < 5; k++) {
+        double a = f[k] / t->rms, e = mse_all(comm, t, x, nseq < 64 ? nseq : 64, a);
+        if (e < be) be = e, best = a;
+    }
+    *mse = mse_all(comm, t, x, nseq, best);
+    return best;
+}
+
+/* Independent 512-bit float additions per second on one core (an upper bound on the rate of
+ * the kernel's arithmetic instructions). */
+double tqp_bench_vector_rate(void);
+
+typedef struct {
+    const char *code;
+    int K, V;
+    double mse, scale;
+} mse_row;
+
+typedef struct {
+    const char *code;
+    int V;
+    double fast_core, fast_all, ref_core, bound;
+} speed_row;
+
+/* Encoder speed for one configuration: fast on rank 0 alone, fast on every rank at once,
+ * reference on rank 0 (one sequence). */
+static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
+{
+    int P, r;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &r);
+    float x[256], xh[256];
+    uint8_t p[128];
+    uint64_t s = 99;
+    for (int i = 0; i < t->T; i++) x[i] = (float)(gauss(&s) * t->rms);
+    double t0 = tqp_now();
+    if (r == 0)
+        for (int q = 0; q < nseq; q++) tqp_trellis_encode(t, x, p, xh);
+    double one = tqp_now() - t0;
+    MPI_Barrier(comm);
+    t0 = tqp_now();
+    for (int q = 0; q < nseq; q++) tqp_trellis_encode(t, x, p, xh);
+    double mine = tqp_now() - t0, slowest;
+    MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+    t0 = tqp_now();
+    if (r == 0) tqp_trellis_encode_ref(t, x, p, xh);
+    double ref = tqp_now() - t0;
+    row->fast_core = nseq * (double)t->T / one;
+    row->fast_all = P * nseq * (double)t->T / slowest;
+    row->ref_core = t->T / ref;
+    /* arithmetic vector instructions per step: 16 states each; permute, sub, mul, add, cmp,
+     * blend (+ sub, mul, add for V = 2); two passes per sequence of T / V steps */
+    double per_step = (double)(1u << t->L) / 16 * (t->V == 2 ? 9 : 6);
+    double per_weight = 2.0 * per_step / t->V;
+    row->bound = tqp_bench_vector_rate() / per_weight;
+}
+
+static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, int P, long n)
+{
+    printf("Trellis codes, L = 16, T = 256: MSE on %ld i.i.d. N(0,1) samples (best of 5 scales)\n\n",
+           n);
+    printf("| code | K | V | MSE | bound 2^-2K | MSE / bound | scalar Lloyd-Max |\n");
+    printf("|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < nm; i++)
+        printf("| %s | %d | %d | %.5f | %.5f | %.3f | %.5f |\n", m[i].code, m[i].K, m[i].V,
+               m[i].mse, pow(2, -2.0 * m[i].K), m[i].mse / pow(2, -2.0 * m[i].K),
+               lloyd_max[m[i].K]);
+    printf("\nEncoder, L = 16, K = 2 (%s kernel; tail-biting: two Viterbi passes per sequence)\n\n",
+           tqp_trellis_isa());
+    printf("| code | V | weights/s, 1 core | weights/s, %d rank%s | reference weights/s, 1 core | "
+           "speed-up | SIMD bound weights/s | fraction of bound |\n",
+           P, P == 1 ? "" : "s");
+    printf("|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < ns; i++)
+        printf("| %s | %d | %.0f | %.0f | %.0f | %.1fx | %.0f | %.0f%% |\n", sp[i].code, sp[i].V,
+               sp[i].fast_core, sp[i].fast_all, sp[i].ref_core, sp[i].fast_core / sp[i].ref_core,
+               sp[i].bound, sp[i].bound > 0 ? 100 * sp[i].fast_core / sp[i].bound : 0.0);
+}
+
+static tqp_status write_json(const char *path, const mse_row *m, int nm, const speed_row *sp,
+                             int ns, int P, long n)
+{
+    cJSON *d = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(d, "mse");
+    cJSON_AddStringToObject(d, "command", "bench trellis");
+    cJSON_AddStringToObject(d, "kernel", tqp_trellis_isa());
+    cJSON_AddNumberToObject(d, "ranks", P);
+    cJSON_AddNumberToObject(d, "samples", (double)n);
+    for (int i = 0; i < nm; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", m[i].code);
+        cJSON_AddNumberToObject(e, "K", m[i].K);
+        cJSON_AddNumberToObject(e, "V", m[i].V);
+        cJSON_AddNumberToObject(e, "L", 16);
+        cJSON_AddNumberToObject(e, "mse", m[i].mse);
+        cJSON_AddNumberToObject(e, "bound", pow(2, -2.0 * m[i].K));
+        cJSON_AddItemToArray(a, e);
+    }
+    a = cJSON_AddArrayToObject(d, "encoder");
+    for (int i = 0; i < ns; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "code", sp[i].code);
+        cJSON_AddNumberToObject(e, "L", 16);
+        cJSON_AddNumberToObject(e, "K", 2);
+        cJSON_AddNumberToObject(e, "V", sp[i].V);
+        cJSON_AddNumberToObject(e, "weights_per_second", sp[i].fast_core);
+        cJSON_AddNumberToObject(e, "weights_per_second_all_ranks", sp[i].fast_all);
+        cJSON_AddNumberToObject(e, "weights_per_second_reference", sp[i].ref_core);
+        cJSON_AddNumberToObject(e, "simd_bound_weights_per_second", sp[i].bound);
+        cJSON_AddItemToArray(a, e);
+    }
+    tqp_status s = tqp_json_write(path, d);
+    cJSON_Delete(d);
+    return s;
+}
+
+tqp_status tqp_bench_trellis(int argc, char **argv)
+{
+    int samples, speed_seqs, P, rank;
+    const char *json;
+    tqp_opt opts[] = {
+        {"--samples", TQP_OPT_INT, &samples, "1048576", "N", "Gaussian samples for the MSE"},
+        {"--speed-seqs", TQP_OPT_INT, &speed_seqs, "16", "N", "sequences per speed measurement"},
+        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the results as JSON"},
+    };
+    tqp_cmd_spec spec = {"bench trellis",
+                         "Trellis codes: Gaussian MSE and encoder throughput, one table.",
+                         "Run under mpiexec to use every core: the MSE sequences are split over "
+                         "the ranks; speed is measured on rank 0 alone, then on all ranks.",
+                         opts, (int)(sizeof opts / sizeof opts[0])};
+    int help;
+    TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
+    if (help) return TQP_OK;
+    if (samples < 256 || speed_seqs < 1)
+        return tqp_error_set(TQP_EUSAGE, "--samples must be >= 256 and --speed-seqs >= 1");
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    long nseq = samples / 256, n = nseq * 256;
+    float *x = tqp_malloc(sizeof(float) * (size_t)n);
+    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, x ? TQP_OK : TQP_ENOMEM));
+    uint64_t s = 2024;
+    for (long i = 0; i < n; i++) x[i] = (float)gauss(&s);
+    static const struct { tqp_tcode code; int V; } codes[3] = {
+        {TQP_TCODE_1MAD, 1}, {TQP_TCODE_3INST, 1}, {TQP_TCODE_HYB, 2}};
+    mse_row m[9];
+    speed_row sp[3];
+    int nm = 0, ns = 0;
+    tqp_status st = TQP_OK;
+    for (int c = 0; c < 3 && st == TQP_OK; c++)
+        for (int K = 2; K <= 4 && st == TQP_OK; K++) {
+            tqp_trellis *t = NULL;
+            st = tqp_trellis_create(16, K, codes[c].V, 256, codes[c].code, NULL, &t);
+            if (st != TQP_OK) break;
+            m[nm] = (mse_row){tqp_tcode_name(codes[c].code), K, codes[c].V, 0, 0};
+            m[nm].scale = best_scale(MPI_COMM_WORLD, t, x, nseq, &m[nm].mse);
+            if (rank == 0)
+                fprintf(stderr, "bench trellis: %s K=%d MSE %.5f\n", m[nm].code, K, m[nm].mse);
+            nm++;
+            if (K == 2) {
+                sp[ns].code = tqp_tcode_name(codes[c].code);
+                sp[ns].V = codes[c].V;
+                speed(MPI_COMM_WORLD, t, speed_seqs, &sp[ns++]);
+            }
+            tqp_trellis_destroy(&t);
+        }
+    free(x);
+    if (st == TQP_OK && rank == 0) {
+        print_tables(m, nm, sp, ns, P, n);
+        if (json) st = write_json(json, m, nm, sp, ns, P, n);
+    }
+    return tqp_mpi_agree(MPI_COMM_WORLD, st);
+}
