@@ -9,11 +9,12 @@
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
 #include "tqp/quantize.h"
+#include "tqp/tcq.h"
 
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
-    const char *codebook, *seed;
-    int nsamples, ctx, bits, quiet, force;
+    const char *codebook, *seed, *code;
+    int nsamples, ctx, bits, quiet, force, tL, tV;
     double damp, rho;
 } quant_args;
 
@@ -36,8 +37,10 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     if (o->rounding == TQP_ROUND_COUNT)
         return tqp_error_set(TQP_EUSAGE, "--rounding must be nearest or ldlq");
     if (!o->cb)
-        return tqp_error_set(TQP_EUSAGE, "unknown --codebook '%s' (known: scalar)",
+        return tqp_error_set(TQP_EUSAGE, "unknown --codebook '%s' (known: scalar, trellis)",
                              a->codebook);
+    if (a->code && !o->cb->tile)
+        return tqp_error_set(TQP_EUSAGE, "--code applies to --codebook trellis");
     if (o->bits < 2 || o->bits > 4 || o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
         return tqp_error_set(TQP_EUSAGE, "--bits must be 2, 3 or 4");
     if (!(o->damp > 0) || o->damp > 10)
@@ -69,7 +72,14 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     cJSON_AddStringToObject(d, "rounding", tqp_rounding_name(o->rounding));
     cJSON_AddStringToObject(d, "codebook", o->cb->name);
     cJSON_AddNumberToObject(d, "damp", o->damp);
-    cJSON_AddNumberToObject(d, "scale_rho", o->rho > 0 ? o->rho : o->cb->default_rho(o->bits));
+    cJSON_AddNumberToObject(d, "scale_rho",
+                            o->rho > 0 ? o->rho : o->cb->tile ? 1.0 : o->cb->default_rho(o->bits));
+    if (o->tcq) {
+        const tqp_trellis *t = tqp_tcq_base(o->tcq);
+        cJSON_AddStringToObject(d, "trellis_code", tqp_tcode_name(t->code));
+        cJSON_AddNumberToObject(d, "trellis_L", t->L);
+        cJSON_AddNumberToObject(d, "trellis_V", t->V);
+    }
     cJSON_AddStringToObject(d, "seed", seed);
     cJSON *c = cJSON_AddObjectToObject(d, "config");
     const tqp_config *k = &m->cfg;
@@ -178,6 +188,7 @@ static tqp_status run(const quant_args *a, const tqp_quant_options *o, int rank,
     tqp_qwriter w = {.f = -1};
     if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? tqp_qwriter_open(a->out, &w) : TQP_OK);
     if (s == TQP_OK && rank == 0) s = tqp_qwriter_plain(&w, m);
+    if (s == TQP_OK && rank == 0 && o->tcq) s = tqp_qwriter_trellis(&w, tqp_tcq_base(o->tcq));
     s = tqp_mpi_agree(MPI_COMM_WORLD, s);
     tqp_quant_result r = {0};
     if (s == TQP_OK) s = tqp_quantize_run(MPI_COMM_WORLD, m, &hf, o, &w, &r);
@@ -222,7 +233,12 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--rotation", TQP_OPT_STRING, &a.rotation, "rht", "R",
          "incoherence processing: none, rht (randomized Hadamard) or kron (random Kronecker)"},
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "nearest or ldlq"},
-        {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "quantizer: scalar"},
+        {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C",
+         "quantizer: scalar (uniform grid) or trellis (QTIP bitshift trellis, BlockLDLQ)"},
+        {"--code", TQP_OPT_STRING, &a.code, NULL, "C",
+         "trellis code: 1mad, 3inst (V 1), hyb (V 2) or lut (default 1mad)"},
+        {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
+        {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
         {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
          "relative damping of H (doubled on each failed factorization)"},
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
@@ -246,5 +262,15 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
     TQP_CHECK(parse(&a, &o));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    return run(&a, &o, rank, P);
+    if (o.cb->tile) {
+        tqp_tcode c = tqp_tcode_parse(a.code ? a.code : "1mad");
+        if (c == TQP_TCODE_COUNT)
+            return tqp_error_set(TQP_EUSAGE, "unknown --code '%s' (1mad, 3inst, hyb, lut)", a.code);
+        int V = a.tV > 0 ? a.tV : c == TQP_TCODE_HYB ? 2 : 1;
+        TQP_CHECK(tqp_trellis_check(a.tL, o.bits, V, 256, c));
+        TQP_CHECK(tqp_tcq_create(a.tL, o.bits, V, c, NULL, &o.tcq));
+    }
+    tqp_status s = run(&a, &o, rank, P);
+    tqp_tcq_destroy(&o.tcq);
+    return s;
 }

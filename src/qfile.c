@@ -12,6 +12,7 @@
 #include "tqp/forward.h"
 #include "tqp/h5util.h"
 #include "tqp/io.h"
+#include "tqp/tcq.h"
 
 static const tqp_layer_tensor mat_tensor[TQP_QMATS] = {TQP_T_Q,  TQP_T_K,    TQP_T_V,   TQP_T_O,
                                                        TQP_T_GATE, TQP_T_UP, TQP_T_DOWN};
@@ -28,7 +29,7 @@ double tqp_qmat_total_bits(const tqp_qmat_info *q)
 {
     double w = (double)q->rows * q->cols;
     double extra = 64 + 2 * 64 + (q->rotation == TQP_ROT_RHT ? q->rows + q->cols : 0);
-    return (w * q->bits + extra) / w;
+    return (w * q->code_bits + extra) / w;
 }
 
 /* ---- writing ---- */
@@ -146,8 +147,8 @@ static tqp_status matrix_attrs(hid_t g, const tqp_qmat_info *q)
     return tqp_h5_attr_f64(g, "total_bits", q->total_bits);
 }
 
-tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
-                              const uint32_t *codes, const tqp_rot *rot)
+tqp_status tqp_qwriter_matrix_packed(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
+                                     const uint8_t *packed, size_t bytes, const tqp_rot *rot)
 {
     char name[64];
     snprintf(name, sizeof name, "layer_%03d", layer);
@@ -155,20 +156,43 @@ tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat
     hid_t g = lg < 0 ? -1 : make_group(lg, mat_name[mat]);
     tqp_status s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s/%s", name, mat_name[mat])
                          : TQP_OK;
-    size_t count = (size_t)q->rows * q->cols, bytes = tqp_pack_bytes(count, q->bits);
-    uint8_t *packed = s == TQP_OK ? tqp_malloc(bytes ? bytes : 1) : NULL;
-    if (s == TQP_OK && !packed) s = TQP_ENOMEM;
-    if (s == TQP_OK) {
-        tqp_pack_codes(codes, count, q->bits, packed);
-        hsize_t dim = bytes;
-        s = tqp_h5_write(g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, packed);
-    }
+    hsize_t dim = bytes;
+    if (s == TQP_OK) s = tqp_h5_write(g, "codes", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, packed);
     if (s == TQP_OK) s = matrix_attrs(g, q);
+    if (s == TQP_OK && q->cb->tile) s = tqp_h5_attr_str(g, "tile_order", "tcq-bands-16");
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_out", &rot->out);
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_in", &rot->in);
-    free(packed);
     if (g >= 0) H5Gclose(g);
     if (lg >= 0) H5Gclose(lg);
+    return s == TQP_OK ? s : tqp_error_set(s, "%s: %s", w->tmp, tqp_error_message());
+}
+
+tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
+                              const uint32_t *codes, const tqp_rot *rot)
+{
+    size_t count = (size_t)q->rows * q->cols, bytes = tqp_pack_bytes(count, q->bits);
+    uint8_t *packed = tqp_malloc(bytes ? bytes : 1);
+    if (!packed) return TQP_ENOMEM;
+    tqp_pack_codes(codes, count, q->bits, packed);
+    tqp_status s = tqp_qwriter_matrix_packed(w, layer, mat, q, packed, bytes, rot);
+    free(packed);
+    return s;
+}
+
+tqp_status tqp_qwriter_trellis(tqp_qwriter *w, const tqp_trellis *t)
+{
+    hid_t g = make_group(w->f, "trellis");
+    if (g < 0) return tqp_error_set(TQP_EHDF5, "%s: cannot create /trellis", w->tmp);
+    tqp_status s = tqp_h5_attr_i64(g, "L", t->L);
+    if (s == TQP_OK) s = tqp_h5_attr_i64(g, "K", t->K);
+    if (s == TQP_OK) s = tqp_h5_attr_i64(g, "V", t->V);
+    if (s == TQP_OK) s = tqp_h5_attr_i64(g, "tile", 16);
+    if (s == TQP_OK) s = tqp_h5_attr_str(g, "code", tqp_tcode_name(t->code));
+    if (s == TQP_OK && t->lut) {
+        hsize_t dims[2] = {(hsize_t)tqp_trellis_lut_entries(t->code, t->L), (hsize_t)t->V};
+        s = tqp_h5_write(g, "lut", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, t->lut);
+    }
+    H5Gclose(g);
     return s == TQP_OK ? s : tqp_error_set(s, "%s: %s", w->tmp, tqp_error_message());
 }
 
@@ -228,7 +252,40 @@ struct tqp_qfile {
     char *path;
     const tqp_model *m; // borrowed
     unsigned mask;      // bit i set: matrix i decoded from the file, else the model's
+    tqp_tcq *tcq;       // the file's trellis family, read on first use
 };
+
+/* The /trellis group: parameters and LUT, checked. */
+static tqp_status read_trellis(tqp_qfile *q, int bits)
+{
+    if (q->tcq) return TQP_OK;
+    hid_t g = H5Lexists(q->f, "trellis", H5P_DEFAULT) > 0 ? H5Gopen2(q->f, "trellis", H5P_DEFAULT) : -1;
+    if (g < 0) return tqp_error_set(TQP_EINPUT, "no /trellis group");
+    int64_t L = 0, K = 0, V = 0;
+    char *code = tqp_h5_attr_read_str(g, "code");
+    tqp_status s = tqp_h5_attr_read_i64(g, "L", &L);
+    if (s == TQP_OK) s = tqp_h5_attr_read_i64(g, "K", &K);
+    if (s == TQP_OK) s = tqp_h5_attr_read_i64(g, "V", &V);
+    tqp_tcode c = code ? tqp_tcode_parse(code) : TQP_TCODE_COUNT;
+    if (s == TQP_OK && c == TQP_TCODE_COUNT)
+        s = tqp_error_set(TQP_EINPUT, "/trellis: unknown code '%s'", code ? code : "");
+    if (s == TQP_OK && K != bits)
+        s = tqp_error_set(TQP_EINPUT, "/trellis: K = %lld but the matrix has %d bits", (long long)K, bits);
+    if (s == TQP_OK) s = tqp_trellis_check((int)L, (int)K, (int)V, 256, c);
+    float *lut = NULL;
+    int entries = s == TQP_OK ? tqp_trellis_lut_entries(c, (int)L) : 0;
+    if (s == TQP_OK && entries) {
+        lut = tqp_malloc(sizeof(float) * (size_t)entries * (size_t)V);
+        hsize_t dims[2] = {(hsize_t)entries, (hsize_t)V};
+        s = lut ? tqp_h5_read(g, "lut", H5T_NATIVE_FLOAT, 2, dims, lut) : TQP_ENOMEM;
+        if (s != TQP_OK) s = tqp_error_set(s, "/trellis: LUT of the wrong size or unreadable: %s", tqp_error_message());
+    }
+    if (s == TQP_OK) s = tqp_tcq_create((int)L, (int)K, (int)V, c, lut, &q->tcq);
+    free(lut);
+    free(code);
+    H5Gclose(g);
+    return s;
+}
 
 char *tqp_qfile_attr(const tqp_qfile *q, const char *name)
 {
@@ -276,6 +333,7 @@ void tqp_qfile_close(tqp_qfile **pq)
 {
     if (!*pq) return;
     H5Fclose((*pq)->f);
+    tqp_tcq_destroy(&(*pq)->tcq);
     free((*pq)->path);
     free(*pq);
     *pq = NULL;
@@ -347,15 +405,19 @@ static tqp_status check_signs(hid_t g, const char *name, const tqp_rot_side *sid
     return s;
 }
 
-static tqp_status decode_group(hid_t g, const tqp_model *m, int mat, tqp_qmat_info *q, double *W)
+static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q, double *W)
 {
+    const tqp_model *m = qf->m;
     TQP_CHECK(read_info(g, q));
+    if (q->cb->tile) TQP_CHECK(read_trellis(qf, q->bits));
     int64_t er, ec;
     tqp_layer_tensor_shape(&m->cfg, mat_tensor[mat], &er, &ec);
     if (q->rows != er || q->cols != ec)
         return tqp_error_set(TQP_EINPUT, "shape (%d, %d) but the model needs (%lld, %lld)",
                              q->rows, q->cols, (long long)er, (long long)ec);
-    size_t count = (size_t)q->rows * q->cols, bytes = tqp_pack_bytes(count, q->bits);
+    size_t count = (size_t)q->rows * q->cols;
+    size_t bytes = q->cb->tile ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
+                               : tqp_pack_bytes(count, q->bits);
     uint8_t *packed = tqp_malloc(bytes);
     uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
     tqp_rot rot = {0};
@@ -366,9 +428,14 @@ static tqp_status decode_group(hid_t g, const tqp_model *m, int mat, tqp_qmat_in
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_out", &rot.out);
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_in", &rot.in);
     if (s == TQP_OK) {
-        tqp_unpack_codes(packed, count, q->bits, codes);
-        for (size_t i = 0; i < count; i++) W[i] = q->cb->decode(codes[i], q->bits) * q->scale;
-        s = tqp_rot_weights(&rot, W, 1);
+        if (q->cb->tile) {
+            s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
+            for (size_t i = 0; i < count; i++) W[i] *= q->scale;
+        } else {
+            tqp_unpack_codes(packed, count, q->bits, codes);
+            for (size_t i = 0; i < count; i++) W[i] = q->cb->decode(codes[i], q->bits) * q->scale;
+        }
+        if (s == TQP_OK) s = tqp_rot_weights(&rot, W, 1);
     }
     tqp_rot_destroy(&rot);
     free(packed);
@@ -376,13 +443,13 @@ static tqp_status decode_group(hid_t g, const tqp_model *m, int mat, tqp_qmat_in
     return s;
 }
 
-tqp_status tqp_qfile_decode(const tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W)
+tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W)
 {
     char name[64];
     snprintf(name, sizeof name, "layer_%03d/%s", layer, mat_name[mat]);
     hid_t g = H5Lexists(q->f, name, H5P_DEFAULT) > 0 ? H5Gopen2(q->f, name, H5P_DEFAULT) : -1;
     if (g < 0) return tqp_error_set(TQP_EINPUT, "%s: no group %s", q->path, name);
-    tqp_status s = decode_group(g, q->m, mat, info, W);
+    tqp_status s = decode_group(g, q, mat, info, W);
     H5Gclose(g);
     return s == TQP_OK ? s : tqp_error_set(s, "%s: %s: %s", q->path, name, tqp_error_message());
 }
@@ -390,7 +457,7 @@ tqp_status tqp_qfile_decode(const tqp_qfile *q, int layer, int mat, tqp_qmat_inf
 /* Weight source: every fp32 tensor of layer l in one owned buffer. */
 static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
 {
-    const tqp_qfile *q = ctx;
+    tqp_qfile *q = ctx;
     const tqp_config *c = &q->m->cfg;
     size_t off[TQP_T_LAYER_COUNT], total = 0, maxw = 0;
     for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {

@@ -48,6 +48,7 @@ const tqp_codebook tqp_codebooks[TQP_CB_COUNT] = {
                        .default_rho = scalar_default_rho,
                        .quantize = scalar_quantize,
                        .decode = scalar_decode},
+    [TQP_CB_TRELLIS] = {.name = "trellis", .min_bits = 1, .max_bits = 4, .tile = 16},
 };
 
 const tqp_codebook *tqp_codebook_find(const char *name)

@@ -11,6 +11,7 @@
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
 #include "tqp/rng.h"
+#include "tqp/tcq.h"
 
 tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
 {
@@ -72,8 +73,6 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
                              what, sigma / 2, TQP_DAMP_MAX_RETRIES);
     TQP_CHECK(s);
     gs->damp = sigma;
-    for (int i = 0; i < n; i++)
-        for (int k = i; k >= 0; k--) gs->Lu[(int64_t)i * n + k] /= gs->Lu[(int64_t)k * n + k];
     return TQP_OK;
 }
 
@@ -102,10 +101,16 @@ static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int 
     if (s == TQP_OK) s = tqp_rot_create(o->rotation, 1, n, 0, gs->seed_in, &rot);
     if (s == TQP_OK) s = tqp_rot_hessian(&rot, gs->H0);
     if (s == TQP_OK) s = tqp_rot_hessian(&rot, Hf);
-    if (s == TQP_OK && o->rounding == TQP_ROUND_LDLQ)
+    if (s == TQP_OK && o->rounding == TQP_ROUND_LDLQ) {
         s = factor_damped(comm, Hf, md, n, o->damp, verbose, what, gs);
-    else
+        if (s == TQP_OK && o->cb->tile) /* BlockLDLQ: Lu = C blockdiag(C_ii)^-1 */
+            tqp_tcq_block_factor(gs->Lu, n);
+        else if (s == TQP_OK) /* LDLQ: Lu = C diag(C)^-1 */
+            for (int i = 0; i < n; i++)
+                for (int k = i; k >= 0; k--) gs->Lu[(int64_t)i * n + k] /= gs->Lu[(int64_t)k * n + k];
+    } else {
         gs->damp = o->damp, gs->retries = 0;
+    }
     tqp_rot_destroy(&rot);
     free(Hf);
     return s;
@@ -162,9 +167,123 @@ static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *co
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
 }
 
+/* Rows [r0, r1) of this rank for the matrix: whole 16-row bands for the trellis. */
+static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
+{
+    int tile = q->o->cb->tile;
+    if (!tile) {
+        tqp_partition((long)m, q->P, rank, r0, r1);
+        return;
+    }
+    long b0, b1, nb = (long)((m + tile - 1) / tile);
+    tqp_partition(nb, q->P, rank, &b0, &b1);
+    *r0 = b0 * tile;
+    *r1 = b1 * tile < m ? b1 * tile : (long)m;
+}
+
+/* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
+ * pairs per row. */
+static tqp_status quantize_bands(const qctx *q, const group_state *gs, const double *Wt,
+                                 double scale, long r0, long r1, int n, uint8_t *packed,
+                                 double *lb)
+{
+    int tile = q->o->cb->tile;
+    size_t rows_max = (size_t)tile * n;
+    double *x = tqp_malloc(sizeof(double) * rows_max), *xh = tqp_malloc(sizeof(double) * rows_max);
+    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
+    tqp_status s = x && xh && d ? TQP_OK : TQP_ENOMEM;
+    size_t off = 0;
+    const double *Lu = q->o->rounding == TQP_ROUND_LDLQ ? gs->Lu : NULL;
+    for (long b = r0; s == TQP_OK && b < r1; b += tile) {
+        int rows = (int)(r1 - b < tile ? r1 - b : tile);
+        for (size_t i = 0; i < (size_t)rows * n; i++) x[i] = Wt[(size_t)b * n + i] / scale;
+        s = tqp_tcq_band(q->o->tcq, Lu, n, x, rows, packed + off, xh);
+        off += tqp_tcq_band_bytes(q->o->tcq, rows, n);
+        for (int r = 0; s == TQP_OK && r < rows; r++) {
+            for (int k = 0; k < n; k++) d[k] = (xh[(size_t)r * n + k] - x[(size_t)r * n + k]) * scale;
+            lb[2 * (b - r0 + r)] = tqp_quad_form(gs->H0, d, n, d + n);
+            lb[2 * (b - r0 + r) + 1] = tqp_quad_form(gs->H0, Wt + (size_t)(b + r) * n, n, d + n);
+        }
+    }
+    free(x), free(xh), free(d);
+    return s;
+}
+
+static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *mine, size_t len,
+                               const double *lb, uint8_t *all, double *all_lb)
+{
+    int *cnt = tqp_malloc(sizeof(int) * 4 * (size_t)q->P);
+    if (!cnt) return TQP_ENOMEM;
+    int *dsp = cnt + q->P, *cnt2 = cnt + 2 * q->P, *dsp2 = cnt + 3 * q->P, pos = 0;
+    for (int p = 0; p < q->P; p++) {
+        long b, e;
+        my_rows(q, m, p, &b, &e);
+        size_t bytes = 0;
+        for (long r = b; r < e; r += q->o->cb->tile)
+            bytes += tqp_tcq_band_bytes(q->o->tcq, (int)(e - r < q->o->cb->tile ? e - r : q->o->cb->tile), n);
+        cnt[p] = (int)bytes, dsp[p] = pos, pos += (int)bytes;
+        cnt2[p] = (int)(2 * (e - b)), dsp2[p] = (int)(2 * b);
+    }
+    int rc = MPI_Gatherv(mine, (int)len, MPI_UINT8_T, all, cnt, dsp, MPI_UINT8_T, 0, q->comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Gatherv(lb, cnt2[q->rank], MPI_DOUBLE, all_lb, cnt2, dsp2, MPI_DOUBLE, 0, q->comm);
+    free(cnt);
+    return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
+}
+
+static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw, int layer,
+                                      int mat, const group_state *gs, tqp_qmat_info *info)
+{
+    const tqp_quant_options *o = q->o;
+    int64_t mr, nc;
+    tqp_layer_tensor_shape(&q->m->cfg, tqp_qmat_tensor(mat), &mr, &nc);
+    int n = (int)nc;
+    long r0, r1;
+    my_rows(q, mr, q->rank, &r0, &r1);
+    size_t mn = (size_t)(mr * nc), total = tqp_tcq_matrix_bytes(o->tcq, (int)mr, n), mine = 0;
+    for (long r = r0; r < r1; r += o->cb->tile)
+        mine += tqp_tcq_band_bytes(o->tcq, (int)(r1 - r < o->cb->tile ? r1 - r : o->cb->tile), n);
+    double *Wt = tqp_malloc(sizeof(double) * mn), *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
+    uint8_t *packed = tqp_malloc(mine + 1), *all = q->rank == 0 ? tqp_malloc(total) : NULL;
+    double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
+    tqp_rot rot = {0};
+    tqp_status s = Wt && lb && packed && (q->rank || (all && all_lb)) ? TQP_OK : TQP_ENOMEM;
+    uint64_t seed_out = tqp_seed_derive(o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
+    if (s == TQP_OK) s = tqp_rot_create(o->rotation, (int)mr, n, seed_out, gs->seed_in, &rot);
+    double rho = o->rho > 0 ? o->rho : 1.0, scale = 1;
+    if (s == TQP_OK) {
+        const float *W = lw->w[tqp_qmat_tensor(mat)];
+        for (size_t i = 0; i < mn; i++) Wt[i] = W[i];
+        s = tqp_rot_weights(&rot, Wt, 0);
+        double ss = 0;
+        for (size_t i = 0; i < mn; i++) ss += Wt[i] * Wt[i];
+        scale = sqrt(ss / (double)mn) / (tqp_tcq_base(o->tcq)->rms * rho);
+        if (!(scale > 0) || !isfinite(scale)) scale = 1;
+    }
+    if (s == TQP_OK) s = quantize_bands(q, gs, Wt, scale, r0, r1, n, packed, lb);
+    s = tqp_mpi_agree(q->comm, s);
+    if (s == TQP_OK) s = gather_bytes(q, mr, n, packed, mine, lb, all, all_lb);
+    if (s == TQP_OK && q->rank == 0) {
+        double L = 0, B = 0;
+        for (int64_t r = 0; r < mr; r++) L += all_lb[2 * r], B += all_lb[2 * r + 1];
+        *info = (tqp_qmat_info){.rows = (int)mr, .cols = n, .bits = o->bits, .cb = o->cb,
+                                .rotation = o->rotation, .rounding = o->rounding,
+                                .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
+                                .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
+                                .proxy_rel = B > 0 ? L / B : 0,
+                                .code_bits = 8.0 * (double)total / (double)mn};
+        info->total_bits = tqp_qmat_total_bits(info);
+        s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all, total, &rot);
+    }
+    tqp_rot_destroy(&rot);
+    free(Wt), free(lb), free(packed), free(all), free(all_lb);
+    return tqp_mpi_agree(q->comm, s);
+}
+
 static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
                                   const group_state *gs, tqp_qmat_info *info)
 {
+    if (q->o->cb->tile) return quantize_matrix_tcq(q, lw, layer, mat, gs, info);
     const tqp_quant_options *o = q->o;
     int64_t mr, nc;
     tqp_layer_tensor_shape(&q->m->cfg, tqp_qmat_tensor(mat), &mr, &nc);

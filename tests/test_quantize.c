@@ -2,6 +2,7 @@
  * (codes -> values -> inverse rotation) reproduces, against the original W and H in the
  * original basis, the relative proxy loss recorded for it (computed independently here in long
  * double); scalar codes without rotation decode to grid points; bits per weight add up;
+ * the same holds for the trellis codebook (QTIP: BlockLDLQ over 16 x 16 tiles);
  * damping retries on an indefinite Hessian are recorded, and a hopeless one, an all-zero or a
  * non-finite one, or one of the wrong width, is a clear error. */
 #include <hdf5.h>
@@ -12,6 +13,7 @@
 #include "testutil.h"
 #include "tqp/hessian.h"
 #include "tqp/quantize.h"
+#include "tqp/tcq.h"
 
 /* Open MPI keeps allocations until exit; leak checking would only report those. */
 const char *__asan_default_options(void);
@@ -41,6 +43,7 @@ static tqp_status quantize(const char *hfile, const char *out, tqp_quant_options
     tqp_qwriter w;
     tqp_status s = tqp_qwriter_open(out, &w);
     if (s == TQP_OK) s = tqp_qwriter_plain(&w, model);
+    if (s == TQP_OK && o->tcq) s = tqp_qwriter_trellis(&w, tqp_tcq_base(o->tcq));
     if (s == TQP_OK) s = tqp_quantize_run(MPI_COMM_WORLD, model, &hf, o, &w, r);
     char attrs[200];
     snprintf(attrs, sizeof attrs, "{\"model_fingerprint\": \"%s\"}", fp);
@@ -89,7 +92,7 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
             double expect = (m * n * o->bits + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0)) /
                             (double)(m * n);
             bits_bad = fmax(bits_bad, fabs(info.total_bits - expect));
-            if (o->rotation == TQP_ROT_NONE) /* decoded values are grid points */
+            if (o->rotation == TQP_ROT_NONE && !o->tcq) /* decoded values are grid points */
                 for (int64_t k = 0; k < m * n; k++) {
                     double g = W[k] / info.scale + 0.5 * ((1 << o->bits) - 1);
                     off_grid = fmax(off_grid, fabs(g - nearbyint(g)));
@@ -108,18 +111,26 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
     tqp_qfile_close(&q);
 }
 
-static void run_config(tqp_rot_kind rot, tqp_rounding rnd, int bits)
+static double run_config(tqp_rot_kind rot, tqp_rounding rnd, int bits, const char *code)
 {
     tqp_quant_options o = {.bits = bits, .rotation = rot, .rounding = rnd,
-                           .cb = tqp_codebook_find("scalar"), .damp = 0.01, .seed = 3};
+                           .cb = tqp_codebook_find(code ? "trellis" : "scalar"), .damp = 0.01,
+                           .seed = 3};
+    if (code) {
+        tqp_tcode c = tqp_tcode_parse(code);
+        CHECK(tqp_tcq_create(16, bits, c == TQP_TCODE_HYB ? 2 : 1, c, NULL, &o.tcq) == TQP_OK);
+    }
     char out[4300];
-    snprintf(out, sizeof out, "%s/q_%s_%s_%d.h5", dir, tqp_rot_name(rot), tqp_rounding_name(rnd),
-             bits);
+    snprintf(out, sizeof out, "%s/q_%s_%s_%d_%s.h5", dir, tqp_rot_name(rot),
+             tqp_rounding_name(rnd), bits, code ? code : "scalar");
     tqp_quant_result r;
     tqp_status s = quantize(hpath, out, &o, &r);
     CHECK_MSG(s == TQP_OK, "%s", tqp_error_message());
     if (s == TQP_OK) check_file(out, &o, &r);
+    double proxy = s == TQP_OK ? r.proxy_mean : NAN;
     tqp_quant_result_free(&r);
+    tqp_tcq_destroy(&o.tcq);
+    return proxy;
 }
 
 /* Copy the Hessian file and replace layer 0's o-group H by f(H). */
@@ -215,10 +226,16 @@ int main(int argc, char **argv)
     CHECK(tqp_model_load(data_path("models/stories260K/stories260K.bin"), &model) == TQP_OK);
     CHECK(tqp_model_fingerprint(model, fp) == TQP_OK);
     collect();
-    run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2);
-    run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 3);
-    run_config(TQP_ROT_NONE, TQP_ROUND_LDLQ, 2);
-    run_config(TQP_ROT_KRON, TQP_ROUND_LDLQ, 4);
+    double quip = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, NULL);
+    run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 3, NULL);
+    double gptq = run_config(TQP_ROT_NONE, TQP_ROUND_LDLQ, 2, NULL);
+    run_config(TQP_ROT_KRON, TQP_ROUND_LDLQ, 4, NULL);
+    double qtip = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, "1mad");
+    double tnear = run_config(TQP_ROT_RHT, TQP_ROUND_NEAREST, 2, "3inst");
+    run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 3, "hyb");
+    /* at 2 bits: QTIP < QuIP < GPTQ in proxy loss, and BlockLDLQ helps the trellis too */
+    CHECK_MSG(qtip < quip && quip < gptq && qtip < tnear, "QTIP %.4f, QuIP %.4f, GPTQ %.4f, "
+              "trellis nearest %.4f", qtip, quip, gptq, tnear);
     test_bad_hessians();
     tqp_model_destroy(&model);
     tu_rmdir(dir);

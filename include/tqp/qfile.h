@@ -27,6 +27,7 @@
 #include "tqp/model.h"
 #include "tqp/quant.h"
 #include "tqp/rot.h"
+#include "tqp/trellis.h"
 
 enum { TQP_QMATS = 7 }; /* q, k, v, o, gate, up, down */
 
@@ -46,7 +47,7 @@ typedef struct {
     double damp;         // final relative damping σ
     int damp_retries;    // factorization retries
     double proxy_rel;    // relative proxy loss
-    double code_bits, total_bits; // per weight
+    double code_bits, total_bits; // per weight (trellis: stored stream bytes * 8 / weights)
 } tqp_qmat_info;
 
 /* Total bits of one matrix: codes, the fp64 scale, both seeds and the sign vectors (rht). */
@@ -65,6 +66,11 @@ tqp_status tqp_qwriter_plain(tqp_qwriter *w, const tqp_model *m);
 /* One matrix: codes (rows * cols, values < 2^bits) are packed here; signs from the rotation. */
 tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
                               const uint32_t *codes, const tqp_rot *rot);
+/* The same with codes already packed (tile codebooks: the trellis streams, tcq.h). */
+tqp_status tqp_qwriter_matrix_packed(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
+                                     const uint8_t *packed, size_t bytes, const tqp_rot *rot);
+/* /trellis: L, K, V, code and the LUT (hyb, lut), shared by every trellis matrix. */
+tqp_status tqp_qwriter_trellis(tqp_qwriter *w, const tqp_trellis *t);
 /* Root attributes, close, fsync and rename into place.  `attrs` adds to the root: a JSON object
  * whose string and number members become attributes. */
 tqp_status tqp_qwriter_finish(tqp_qwriter *w, const char *attrs_json);
@@ -83,8 +89,7 @@ tqp_status tqp_qfile_select(tqp_qfile *q, const char *list);
 /* A weight source (eval.h) that decodes each layer: codes -> values -> inverse rotation. */
 tqp_weight_source tqp_qfile_source(tqp_qfile *q);
 /* The matrix as stored and decoded: info and W (rows, cols) fp64 in the original basis. */
-tqp_status tqp_qfile_decode(const tqp_qfile *q, int layer, int mat, tqp_qmat_info *info,
-                            double *W);
+tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W);
 /* A root string attribute (malloc'd) or NULL. */
 char *tqp_qfile_attr(const tqp_qfile *q, const char *name);
 

@@ -20,11 +20,15 @@
 
 #include "tqp/error.h"
 
-typedef enum { TQP_CB_SCALAR, TQP_CB_COUNT } tqp_codebook_id;
+typedef enum { TQP_CB_SCALAR, TQP_CB_TRELLIS, TQP_CB_COUNT } tqp_codebook_id;
 
 typedef struct {
     const char *name;
     int min_bits, max_bits;
+    /* 0: element-wise (the functions below, LDLQ per column); > 0: a tile quantizer over
+     * tile x tile blocks with BlockLDLQ (the trellis, tcq.h; the functions below are NULL and
+     * the trellis family supplies its RMS). */
+    int tile;
     /* RMS of the codebook's points (the scale divides it out). */
     double (*rms)(int bits);
     /* Default ρ: with it the scale puts the points where they minimize the MSE of a Gaussian. */

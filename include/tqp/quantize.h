@@ -32,8 +32,9 @@ typedef struct {
     tqp_rot_kind rotation;
     tqp_rounding rounding;
     const tqp_codebook *cb;
+    struct tqp_tcq *tcq; // trellis family when cb is the trellis (borrowed), else NULL
     double damp;   // relative damping σ (ALGORITHMS.md section 2)
-    double rho;    // scale ρ; <= 0: the codebook's default for `bits`
+    double rho;    // scale ρ; <= 0: the codebook's default for `bits` (trellis: 1)
     uint64_t seed; // run seed
     int progress;  // one line per matrix on rank 0
 } tqp_quant_options;

@@ -1,0 +1,46 @@
+/* Trellis-coded quantization of whole matrices (QTIP): W (m, n) is cut into row bands of 16
+ * rows and column blocks of 16 columns; each tile (the last band and block may be smaller) is
+ * one trellis sequence of T = rows x cols weights in row-major order, coded by trellis.h.
+ * Rounding is BlockLDLQ (ALGORITHMS.md section 4) with the 16-column blocks: blocks from last
+ * to first, each tile coded from W_blk + sum over later blocks of (W_j - Ŵ_j) Lu_{j,blk}, with
+ * Lu = C blockdiag(C_ii)^-1 the block unit-lower factor; or nearest (no feedback).
+ *
+ * Stored codes: the tiles' packed streams, ceil(T K / 8) bytes each, band by band and, within
+ * a band, column block by column block.  Bands are independent given Lu: the unit of work that
+ * ranks share.
+ */
+#ifndef TQP_TCQ_H
+#define TQP_TCQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tqp/error.h"
+#include "tqp/trellis.h"
+
+enum { TQP_TCQ_TILE = 16 };
+
+typedef struct tqp_tcq tqp_tcq;
+
+/* A family of trellises (one per tile size met) sharing L, K, V, the code and its LUT (NULL:
+ * the default LUT). */
+tqp_status tqp_tcq_create(int L, int K, int V, tqp_tcode code, const float *lut, tqp_tcq **out);
+void tqp_tcq_destroy(tqp_tcq **q);
+/* The T = 256 member: its rms, LUT (lut_bits, V) and parameters describe the family. */
+const tqp_trellis *tqp_tcq_base(const tqp_tcq *q);
+
+/* Bytes of one band of `rows` rows and n columns, and of a whole (m, n) matrix. */
+size_t tqp_tcq_band_bytes(const tqp_tcq *q, int rows, int n);
+size_t tqp_tcq_matrix_bytes(const tqp_tcq *q, int m, int n);
+
+/* Block unit-lower factor from the lower Cholesky factor C (n, n) row-major, in place. */
+void tqp_tcq_block_factor(double *C, int n);
+
+/* Quantize one band x (rows, n), already divided by the scale: packed codes (band_bytes) and
+ * the reconstruction xhat (rows, n).  Lu: the block factor, or NULL for nearest. */
+tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, int rows,
+                        uint8_t *packed, double *xhat);
+/* Decode a whole matrix (m, n) from its packed codes (matrix_bytes), in units of the scale. */
+tqp_status tqp_tcq_decode(tqp_tcq *q, const uint8_t *packed, int m, int n, double *X);
+
+#endif
