@@ -1,8 +1,8 @@
 /* AVX-512 Viterbi pass for the bitshift trellis: the reference's arithmetic (trellis.h,
  * invariants 1-3) on 16 states per instruction, one pass over the states per step: each
- * group's minimum is expanded over its 2^KV states with one permute, and the new values are
- * folded at once into the next step's group minima (predecessor h of group g is state
- * h * G + g, so the natural order visits h in ascending order).  Used when G = 2^(L-KV) >= 16;
+ * group's minimum is expanded over its 2^KV states with one permute, and the new values of a
+ * group's 2^KV predecessors (states h * G + g) are reduced in registers into the next step's
+ * minimum, keeping only the comparison masks for the traceback.  Used when G = 2^(L-KV) >= 16;
  * compiled with -mavx512f -mavx512bw -mavx512vl -ffp-contract=off. */
 #include <immintrin.h>
 #include <math.h>
@@ -15,7 +15,7 @@ float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, i
 
 typedef struct {
     float *D, *Dn, *gm; // (2^L), (2^L), (G) 64-byte aligned
-    uint8_t *bp;        // (N, G)
+    uint16_t *bp;       // (N, H - 1, G / 16) comparison masks
     size_t cap_states, cap_bp;
 } work;
 
@@ -38,47 +38,55 @@ static int reserve(size_t S, size_t bp)
     return w_.cap_states >= S && w_.cap_bp >= bp;
 }
 
-/* One step, fused: for every state s (natural order, so h = s >> sh runs 0 .. H-1 over blocks
- * of G states), D_i(s) = gm[s >> KV] + cost(s) is computed and immediately folded into the next
- * step's group minimum gn[g], g = s mod G (strict <, ascending h: the first minimum wins, as
- * the reference), with its h in bp (the next step's back-pointers).  With `last`, D_i is
- * stored in Dlast instead. */
-static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV, int sh,
-                 float *gn, uint8_t *bp, float *Dlast)
+/* D_i(s) = gm[s >> KV] + cost(s) for 16 consecutive states from s (invariant 1's order). */
+static inline __m512 values(const tqp_trellis *t, __m512 x0, __m512 x1, const float *gm,
+                            __m512i idx, int KV, uint32_t s)
 {
-    uint32_t S = 1u << t->L, G = 1u << sh;
+    __m512 g = KV < 4 ? _mm512_permutexvar_ps(idx, _mm512_loadu_ps(gm + (s >> KV)))
+                      : _mm512_set1_ps(gm[s >> KV]);
+    __m512 d = _mm512_sub_ps(x0, _mm512_load_ps(t->comp[0] + s));
+    __m512 e = _mm512_mul_ps(d, d);
+    if (t->V == 2) {
+        __m512 d1 = _mm512_sub_ps(x1, _mm512_load_ps(t->comp[1] + s));
+        e = _mm512_add_ps(e, _mm512_mul_ps(d1, d1));
+    }
+    return _mm512_add_ps(g, e);
+}
+
+/* One step, fused with the next step's group minima: for 16 groups g at a time, the values of
+ * their 2^KV predecessors h G + g (h ascending) are computed and reduced in registers (strict
+ * <, so the first minimum wins, as the reference); each comparison's 16-bit mask is stored, and
+ * the back-pointer of group g is the last h whose mask has g's bit (0 if none).  With Dlast,
+ * the values are stored instead (the last step). */
+static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV, int sh,
+                 float *gn, uint16_t *masks, float *Dlast)
+{
+    uint32_t G = 1u << sh, H = 1u << KV;
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_srli_epi32(lane, KV < 4 ? KV : 4);
     const __m512 x0 = _mm512_set1_ps(xi[0]), x1 = _mm512_set1_ps(t->V == 2 ? xi[1] : 0.f);
-    for (uint32_t s = 0; s < S; s += 16) {
-        __m512 g;
-        if (KV < 4) /* 16 states span 16 >> KV groups */
-            g = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(gm + (s >> KV)));
-        else
-            g = _mm512_set1_ps(gm[s >> KV]);
-        __m512 d = _mm512_sub_ps(x0, _mm512_load_ps(t->comp[0] + s));
-        __m512 e = _mm512_mul_ps(d, d);
-        if (t->V == 2) {
-            __m512 d1 = _mm512_sub_ps(x1, _mm512_load_ps(t->comp[1] + s));
-            e = _mm512_add_ps(e, _mm512_mul_ps(d1, d1));
-        }
-        __m512 v = _mm512_add_ps(g, e);
-        if (Dlast) {
-            _mm512_store_ps(Dlast + s, v);
-            continue;
-        }
-        uint32_t gi = s & (G - 1), h = s >> sh;
-        if (h == 0) {
-            _mm512_store_ps(gn + gi, v);
-            _mm_storeu_si128((__m128i *)(bp + gi), _mm_setzero_si128());
-            continue;
-        }
-        __m512 m = _mm512_load_ps(gn + gi);
-        __mmask16 lt = _mm512_cmp_ps_mask(v, m, _CMP_LT_OQ);
-        _mm512_store_ps(gn + gi, _mm512_mask_blend_ps(lt, m, v));
-        __m128i b = _mm_loadu_si128((const __m128i *)(bp + gi));
-        _mm_storeu_si128((__m128i *)(bp + gi), _mm_mask_mov_epi8(b, lt, _mm_set1_epi8((char)h)));
+    if (Dlast) {
+        for (uint32_t s = 0; s < (G << KV); s += 16)
+            _mm512_store_ps(Dlast + s, values(t, x0, x1, gm, idx, KV, s));
+        return;
     }
+    for (uint32_t g = 0; g < G; g += 16) {
+        __m512 m = values(t, x0, x1, gm, idx, KV, g);
+        for (uint32_t h = 1; h < H; h++) {
+            __m512 v = values(t, x0, x1, gm, idx, KV, h * G + g);
+            __mmask16 lt = _mm512_cmp_ps_mask(v, m, _CMP_LT_OQ);
+            m = _mm512_mask_blend_ps(lt, m, v);
+            masks[(size_t)(h - 1) * (G / 16) + g / 16] = (uint16_t)lt;
+        }
+        _mm512_store_ps(gn + g, m);
+    }
+}
+
+static uint32_t backpointer(const uint16_t *masks, uint32_t G, uint32_t H, uint32_t g)
+{
+    for (uint32_t h = H - 1; h >= 1; h--)
+        if (masks[(size_t)(h - 1) * (G / 16) + g / 16] >> (g % 16) & 1) return h;
+    return 0;
 }
 
 float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start, int end,
@@ -86,7 +94,8 @@ float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start
 {
     int KV = t->K * t->V, N = t->T / t->V, sh = t->L - KV;
     uint32_t S = 1u << t->L, G = 1u << sh, H = 1u << KV;
-    if (G < 16 || S < 16 || !reserve(S, (size_t)N * G))
+    size_t per_step = (size_t)(H - 1) * (G / 16);
+    if (G < 16 || S < 16 || !reserve(S, sizeof(uint16_t) * (size_t)N * per_step))
         return tqp_trellis_viterbi_ref(t, x, start, end, states);
     float *D = w_.D, *Dn = w_.Dn, *gm = w_.gm;
     for (uint32_t s = 0; s < S; s++) { /* step 0, as the reference */
@@ -98,18 +107,22 @@ float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start
         }
         D[s] = start < 0 || (int)(s >> KV) == start ? e : INFINITY;
     }
-    /* step 0's group minima, then fused steps: step i-1's values fold into step i's minima */
+    /* step 0's group minima (masks as the kernel keeps them), then fused steps: step i's values
+     * fold into step i + 1's minima */
+    uint16_t *mk = w_.bp + per_step;
+    for (size_t k = 0; k < per_step; k++) mk[k] = 0;
     for (uint32_t g = 0; g < G; g++) {
         float m = D[g];
-        uint8_t arg = 0;
         for (uint32_t h = 1; h < H; h++)
-            if (D[(h << sh) | g] < m) m = D[(h << sh) | g], arg = (uint8_t)h;
+            if (D[(h << sh) | g] < m) {
+                m = D[(h << sh) | g];
+                mk[(size_t)(h - 1) * (G / 16) + g / 16] |= (uint16_t)(1u << (g % 16));
+            }
         gm[g] = m;
-        w_.bp[G + g] = arg;
     }
     for (int i = 1; i < N; i++) {
         int last = i == N - 1;
-        step(t, x + (size_t)i * t->V, gm, KV, sh, Dn, last ? NULL : w_.bp + (size_t)(i + 1) * G,
+        step(t, x + (size_t)i * t->V, gm, KV, sh, Dn, last ? NULL : w_.bp + (size_t)(i + 1) * per_step,
              last ? D : NULL);
         float *tmp = gm;
         gm = Dn, Dn = tmp;
@@ -121,7 +134,7 @@ float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start
     states[N - 1] = best;
     for (int i = N - 1; i > 0; i--) {
         uint32_t g = states[i] >> KV;
-        states[i - 1] = ((uint32_t)w_.bp[(size_t)i * G + g] << sh) | g;
+        states[i - 1] = (backpointer(w_.bp + (size_t)i * per_step, G, H, g) << sh) | g;
     }
     return bc;
 }
