@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "testutil.h"
+#include "tqp/h5util.h"
 #include "tqp/hessian.h"
 #include "tqp/quantize.h"
 #include "tqp/tcq.h"
@@ -216,6 +217,27 @@ static void test_bad_hessians(void)
     free(H);
 }
 
+/* A /trellis LUT of the wrong size, or a code that does not exist: decoding refuses the file. */
+static void test_bad_lut(void)
+{
+    char out[4300];
+    snprintf(out, sizeof out, "%s/q_none_nearest_3_hyb.h5", dir);
+    hid_t f = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0 && H5Ldelete(f, "/trellis/lut", H5P_DEFAULT) >= 0);
+    float small[100 * 2] = {0};
+    hsize_t dims[2] = {100, 2};
+    CHECK(tqp_h5_write(f, "/trellis/lut", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, small) == TQP_OK);
+    H5Fclose(f);
+    tqp_qfile *q;
+    CHECK(tqp_qfile_open(out, model, &q) == TQP_OK);
+    double *W = malloc(sizeof(double) * 64 * 64);
+    tqp_qmat_info info;
+    CHECK(tqp_qfile_decode(q, 0, 0, &info, W) == TQP_EINPUT);
+    CHECK_MSG(strstr(tqp_error_message(), "LUT of the wrong size") != NULL, "%s", tqp_error_message());
+    tqp_qfile_close(&q);
+    free(W);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -237,6 +259,7 @@ int main(int argc, char **argv)
     CHECK_MSG(qtip < quip && quip < gptq && qtip < tnear, "QTIP %.4f, QuIP %.4f, GPTQ %.4f, "
               "trellis nearest %.4f", qtip, quip, gptq, tnear);
     test_bad_hessians();
+    test_bad_lut();
     tqp_model_destroy(&model);
     tu_rmdir(dir);
     int rc = check_done();

@@ -46,6 +46,24 @@ check "--only down lies between fp32 and all quantized" awk -v p="$(json "$WORK/
 run_mpi 1 eval --model "$MODEL" --quantized "$WORK/q2.h5" --only qq --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
 check "--only with an unknown matrix exits 2" [ $? = 2 ]
 
+# QTIP (trellis codebook): rank-count invariant, decodes in eval, beats QuIP at 2 bits.
+run_mpi 2 $Q --codebook trellis --code 1mad --out "$WORK/t2.h5" --json "$WORK/t2.json" > /dev/null 2>&1
+check "trellis quantize runs" [ $? = 0 ]
+run_mpi 1 $Q --codebook trellis --code 1mad --out "$WORK/t1.h5" > /dev/null 2>&1
+check "trellis output byte-identical on 1 and 2 ranks" cmp -s "$WORK/t1.h5" "$WORK/t2.h5"
+check "trellis: 2 code bits per weight" [ "$(json "$WORK/t2.json" bits_per_weight_code)" = 2 ]
+check "trellis file holds its parameters" grep -q '"1mad"' <(h5dump -a /trellis/code "$WORK/t2.h5")
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/t2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/et.json" > /dev/null 2>&1
+check "eval of a trellis file runs" [ $? = 0 ]
+check "QTIP beats QuIP at 2 bits" awk -v a="$(json "$WORK/et.json" ppl)" -v b="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(a < b) }'
+for bad in "--trellis-L 17" "--trellis-L 8 --bits 4 --code lut --trellis-V 2" "--code hyb --trellis-V 1" "--code nope"; do
+  run_mpi 1 $Q --codebook trellis $bad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+  check "trellis $bad exits 2" [ $? = 2 ]
+  check "trellis $bad: one error line" [ "$(grep -c "^tqp quantize: error: " "$WORK/err")" = 1 ]
+done
+run_mpi 1 $Q --code 1mad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+check "--code without the trellis exits 2" [ $? = 2 ]
+
 # Hessians collected by quantize itself: the same bytes as from tqp hessian.
 run_mpi 2 quantize --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/t.h5" --quiet > /dev/null 2>&1
 check "quantize --text runs" [ $? = 0 ]
