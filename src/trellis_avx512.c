@@ -39,15 +39,17 @@ static int reserve(size_t S, size_t bp)
 }
 
 /* D_i(s) = gm[s >> KV] + cost(s) for 16 consecutive states from s (invariant 1's order). */
-static inline __m512 values(const tqp_trellis *t, __m512 x0, __m512 x1, const float *gm,
-                            __m512i idx, int KV, uint32_t s)
+static inline __attribute__((always_inline)) __m512 values(const float *c0, const float *c1,
+                                                            int V, __m512 x0, __m512 x1,
+                                                            const float *gm, __m512i idx, int KV,
+                                                            uint32_t s)
 {
     __m512 g = KV < 4 ? _mm512_permutexvar_ps(idx, _mm512_loadu_ps(gm + (s >> KV)))
                       : _mm512_set1_ps(gm[s >> KV]);
-    __m512 d = _mm512_sub_ps(x0, _mm512_load_ps(t->comp[0] + s));
+    __m512 d = _mm512_sub_ps(x0, _mm512_load_ps(c0 + s));
     __m512 e = _mm512_mul_ps(d, d);
-    if (t->V == 2) {
-        __m512 d1 = _mm512_sub_ps(x1, _mm512_load_ps(t->comp[1] + s));
+    if (V == 2) {
+        __m512 d1 = _mm512_sub_ps(x1, _mm512_load_ps(c1 + s));
         e = _mm512_add_ps(e, _mm512_mul_ps(d1, d1));
     }
     return _mm512_add_ps(g, e);
@@ -58,22 +60,25 @@ static inline __m512 values(const tqp_trellis *t, __m512 x0, __m512 x1, const fl
  * <, so the first minimum wins, as the reference); each comparison's 16-bit mask is stored, and
  * the back-pointer of group g is the last h whose mask has g's bit (0 if none).  With Dlast,
  * the values are stored instead (the last step). */
-static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV, int sh,
-                 float *gn, uint16_t *masks, float *Dlast)
+static inline __attribute__((always_inline)) void step_body(const tqp_trellis *t, const float *xi,
+                                                             const float *gm, int KV, int V, int sh,
+                                                             float *gn, uint16_t *masks,
+                                                             float *Dlast)
 {
     uint32_t G = 1u << sh, H = 1u << KV;
+    const float *c0 = t->comp[0], *c1 = t->comp[1];
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_srli_epi32(lane, KV < 4 ? KV : 4);
-    const __m512 x0 = _mm512_set1_ps(xi[0]), x1 = _mm512_set1_ps(t->V == 2 ? xi[1] : 0.f);
+    const __m512 x0 = _mm512_set1_ps(xi[0]), x1 = _mm512_set1_ps(V == 2 ? xi[1] : 0.f);
     if (Dlast) {
         for (uint32_t s = 0; s < (G << KV); s += 16)
-            _mm512_store_ps(Dlast + s, values(t, x0, x1, gm, idx, KV, s));
+            _mm512_store_ps(Dlast + s, values(c0, c1, V, x0, x1, gm, idx, KV, s));
         return;
     }
     for (uint32_t g = 0; g < G; g += 16) {
-        __m512 m = values(t, x0, x1, gm, idx, KV, g);
+        __m512 m = values(c0, c1, V, x0, x1, gm, idx, KV, g);
         for (uint32_t h = 1; h < H; h++) {
-            __m512 v = values(t, x0, x1, gm, idx, KV, h * G + g);
+            __m512 v = values(c0, c1, V, x0, x1, gm, idx, KV, h * G + g);
             __mmask16 lt = _mm512_cmp_ps_mask(v, m, _CMP_LT_OQ);
             m = _mm512_mask_blend_ps(lt, m, v);
             masks[(size_t)(h - 1) * (G / 16) + g / 16] = (uint16_t)lt;
@@ -81,6 +86,24 @@ static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV,
         _mm512_store_ps(gn + g, m);
     }
 }
+
+/* step_body specialized for each (KV, V) a trellis can have, so that the predecessor loop has
+ * a constant trip count and no run-time branches. */
+#define STEP_CASE(kv, v)                                                                           \
+    case (kv) * 4 + (v):                                                                           \
+        step_body(t, xi, gm, kv, v, sh, gn, masks, Dlast);                                         \
+        return;
+static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV, int sh,
+                 float *gn, uint16_t *masks, float *Dlast)
+{
+    switch (KV * 4 + t->V) {
+        STEP_CASE(1, 1) STEP_CASE(2, 1) STEP_CASE(3, 1) STEP_CASE(4, 1)
+        STEP_CASE(2, 2) STEP_CASE(4, 2) STEP_CASE(6, 2) STEP_CASE(8, 2)
+    default:
+        step_body(t, xi, gm, KV, t->V, sh, gn, masks, Dlast);
+    }
+}
+#undef STEP_CASE
 
 static uint32_t backpointer(const uint16_t *masks, uint32_t G, uint32_t H, uint32_t g)
 {
