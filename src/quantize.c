@@ -167,6 +167,34 @@ static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *co
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
 }
 
+/* The rotated weights of matrix `mat` (every rank computes all of them: rotations mix rows). */
+static tqp_status rotated_weights(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
+                                  const group_state *gs, int64_t m, int n, tqp_rot *rot,
+                                  double *Wt, uint64_t *seed_out)
+{
+    *seed_out = tqp_seed_derive(q->o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
+    TQP_CHECK(tqp_rot_create(q->o->rotation, (int)m, n, *seed_out, gs->seed_in, rot));
+    const float *W = lw->w[tqp_qmat_tensor(mat)];
+    for (size_t i = 0; i < (size_t)m * n; i++) Wt[i] = W[i];
+    return tqp_rot_weights(rot, Wt, 0);
+}
+
+/* Rank 0: the matrix's record from the gathered (loss, base) pairs. */
+static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, const group_state *gs,
+                        double scale, double rho, const double *all_lb, double code_bits,
+                        tqp_qmat_info *info)
+{
+    const tqp_quant_options *o = q->o;
+    double L = 0, B = 0;
+    for (int64_t r = 0; r < m; r++) L += all_lb[2 * r], B += all_lb[2 * r + 1];
+    *info = (tqp_qmat_info){.rows = (int)m, .cols = n, .bits = o->bits, .cb = o->cb,
+                            .rotation = o->rotation, .rounding = o->rounding,
+                            .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
+                            .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
+                            .proxy_rel = B > 0 ? L / B : 0, .code_bits = code_bits};
+    info->total_bits = tqp_qmat_total_bits(info);
+}
+
 /* Rows [r0, r1) of this rank for the matrix: whole 16-row bands for the trellis. */
 static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
 {
@@ -248,13 +276,10 @@ static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw
     double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
     tqp_rot rot = {0};
     tqp_status s = Wt && lb && packed && (q->rank || (all && all_lb)) ? TQP_OK : TQP_ENOMEM;
-    uint64_t seed_out = tqp_seed_derive(o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
-    if (s == TQP_OK) s = tqp_rot_create(o->rotation, (int)mr, n, seed_out, gs->seed_in, &rot);
+    uint64_t seed_out = 0;
+    if (s == TQP_OK) s = rotated_weights(q, lw, layer, mat, gs, mr, n, &rot, Wt, &seed_out);
     double rho = o->rho > 0 ? o->rho : 1.0, scale = 1;
     if (s == TQP_OK) {
-        const float *W = lw->w[tqp_qmat_tensor(mat)];
-        for (size_t i = 0; i < mn; i++) Wt[i] = W[i];
-        s = tqp_rot_weights(&rot, Wt, 0);
         double ss = 0;
         for (size_t i = 0; i < mn; i++) ss += Wt[i] * Wt[i];
         scale = sqrt(ss / (double)mn) / (tqp_tcq_base(o->tcq)->rms * rho);
@@ -264,15 +289,8 @@ static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw
     s = tqp_mpi_agree(q->comm, s);
     if (s == TQP_OK) s = gather_bytes(q, mr, n, packed, mine, lb, all, all_lb);
     if (s == TQP_OK && q->rank == 0) {
-        double L = 0, B = 0;
-        for (int64_t r = 0; r < mr; r++) L += all_lb[2 * r], B += all_lb[2 * r + 1];
-        *info = (tqp_qmat_info){.rows = (int)mr, .cols = n, .bits = o->bits, .cb = o->cb,
-                                .rotation = o->rotation, .rounding = o->rounding,
-                                .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
-                                .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
-                                .proxy_rel = B > 0 ? L / B : 0,
-                                .code_bits = 8.0 * (double)total / (double)mn};
-        info->total_bits = tqp_qmat_total_bits(info);
+        matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, 8.0 * (double)total / (double)mn,
+                    info);
         s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all, total, &rot);
     }
     tqp_rot_destroy(&rot);
@@ -302,27 +320,15 @@ static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, in
     tqp_status s = Wt && work && codes && lb && (q->rank || (all_codes && all_lb && codes32))
                        ? TQP_OK
                        : TQP_ENOMEM;
-    uint64_t seed_out = tqp_seed_derive(o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
-    if (s == TQP_OK) s = tqp_rot_create(o->rotation, (int)mr, n, seed_out, gs->seed_in, &rot);
+    uint64_t seed_out = 0;
+    if (s == TQP_OK) s = rotated_weights(q, lw, layer, mat, gs, mr, n, &rot, Wt, &seed_out);
     double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
-    if (s == TQP_OK) {
-        const float *W = lw->w[tqp_qmat_tensor(mat)];
-        for (size_t i = 0; i < mn; i++) Wt[i] = W[i];
-        s = tqp_rot_weights(&rot, Wt, 0);
-        scale = tqp_quant_scale(Wt, mn, o->cb, o->bits, rho);
-    }
+    if (s == TQP_OK) scale = tqp_quant_scale(Wt, mn, o->cb, o->bits, rho);
     if (s == TQP_OK) quantize_rows(gs, o, Wt, scale, r0, r1, codes, lb, work);
     s = tqp_mpi_agree(q->comm, s);
     if (s == TQP_OK) s = gather_rows(q, mr, n, codes, lb, all_codes, all_lb);
     if (s == TQP_OK && q->rank == 0) {
-        double L = 0, B = 0;
-        for (int64_t r = 0; r < mr; r++) L += all_lb[2 * r], B += all_lb[2 * r + 1];
-        *info = (tqp_qmat_info){.rows = (int)mr, .cols = n, .bits = o->bits, .cb = o->cb,
-                                .rotation = o->rotation, .rounding = o->rounding,
-                                .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
-                                .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
-                                .proxy_rel = B > 0 ? L / B : 0, .code_bits = o->bits};
-        info->total_bits = tqp_qmat_total_bits(info);
+        matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, info);
         for (size_t i = 0; i < mn; i++) codes32[i] = all_codes[i];
         s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
     }
@@ -393,6 +399,10 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
         proxy += r->mats[i].proxy_rel;
     }
     r->bpw_code = r->weights ? bits_code / (double)r->weights : 0;
+    if (o->tcq) { /* the shared trellis LUT (hyb, lut), stored once, counted in the total */
+        const tqp_trellis *t = tqp_tcq_base(o->tcq);
+        bits_total += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
+    }
     r->bpw_total = r->weights ? bits_total / (double)r->weights : 0;
     r->proxy_mean = proxy / r->n_mats;
     r->plain_params = plain_params(c);

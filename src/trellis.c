@@ -189,6 +189,16 @@ static inline float step_cost(const tqp_trellis *t, const float *x, uint32_t s)
     return e;
 }
 
+uint32_t tqp_trellis_best_end(const float *D, uint32_t S, uint32_t G, int end, float *cost)
+{
+    uint32_t best = 0;
+    float bc = INFINITY;
+    for (uint32_t s = 0; s < S; s++)
+        if ((end < 0 || (int)(s & (G - 1)) == end) && D[s] < bc) bc = D[s], best = s;
+    *cost = bc;
+    return best;
+}
+
 float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, int end,
                               uint32_t *states)
 {
@@ -210,11 +220,8 @@ float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, i
         }
         for (uint32_t s = 0; s < S; s++) D[s] = gm[s >> KV] + step_cost(t, xi, s);
     }
-    uint32_t best = 0;
-    float bc = INFINITY;
-    for (uint32_t s = 0; s < S; s++)
-        if ((end < 0 || (int)(s & (G - 1)) == end) && D[s] < bc) bc = D[s], best = s;
-    states[N - 1] = best;
+    float bc;
+    states[N - 1] = tqp_trellis_best_end(D, S, G, end, &bc);
     for (int i = N - 1; i > 0; i--) {
         uint32_t g = states[i] >> KV;
         states[i - 1] = ((uint32_t)bp[(size_t)i * G + g] << sh) | g;

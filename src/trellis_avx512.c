@@ -150,11 +150,8 @@ float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start
         float *tmp = gm;
         gm = Dn, Dn = tmp;
     }
-    uint32_t best = 0;
-    float bc = INFINITY;
-    for (uint32_t s = 0; s < S; s++)
-        if ((end < 0 || (int)(s & (G - 1)) == end) && D[s] < bc) bc = D[s], best = s;
-    states[N - 1] = best;
+    float bc;
+    states[N - 1] = tqp_trellis_best_end(D, S, G, end, &bc);
     for (int i = N - 1; i > 0; i--) {
         uint32_t g = states[i] >> KV;
         states[i - 1] = (backpointer(w_.bp + (size_t)i * per_step, G, H, g) << sh) | g;

@@ -76,6 +76,10 @@ void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat
  * any).  Returns the path cost (float accumulation, invariant 1). */
 float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, int end,
                               uint32_t *states);
+/* The last state of the best path: the lowest-index minimum of D (2^L) among states whose low
+ * L - KV bits (mask G - 1) equal `end` (any if end < 0); its cost in *cost.  Shared by the
+ * encoders. */
+uint32_t tqp_trellis_best_end(const float *D, uint32_t S, uint32_t G, int end, float *cost);
 /* Name of the encoder tqp_trellis_encode uses ("avx512", "avx2" or "reference"). */
 const char *tqp_trellis_isa(void);
 
