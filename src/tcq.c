@@ -102,13 +102,13 @@ tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, in
     tqp_status s = a && e ? TQP_OK : TQP_ENOMEM;
     if (s == TQP_OK) memcpy(a, x, sizeof(double) * rn);
     int nb = (n + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE;
-    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1));
+    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)nb); /* byte offset of each tile */
     if (!off) s = TQP_ENOMEM;
-    for (int j = 0; s == TQP_OK && j < nb; j++) /* byte offset of each tile in the band */
-        off[j + 1] = (j ? off[j] : 0) + tile_bytes(q, rows * (n - j * TQP_TCQ_TILE < TQP_TCQ_TILE
-                                                                   ? n - j * TQP_TCQ_TILE
-                                                                   : TQP_TCQ_TILE));
-    if (s == TQP_OK) off[0] = 0;
+    for (int j = 0, pos = 0; s == TQP_OK && j < nb; j++) {
+        int w = n - j * TQP_TCQ_TILE < TQP_TCQ_TILE ? n - j * TQP_TCQ_TILE : TQP_TCQ_TILE;
+        off[j] = (size_t)pos;
+        pos += (int)tile_bytes(q, rows * w);
+    }
     for (int j = nb - 1; s == TQP_OK && j >= 0; j--) {
         int c0 = j * TQP_TCQ_TILE, w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
         const tqp_trellis *t;

@@ -75,7 +75,7 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
     if (!q) return;
     tqp_hfile hf;
     CHECK(tqp_hfile_open(hpath, fp, model->cfg.n_layers, &hf) == TQP_OK);
-    double worst = 0, bits_bad = 0, off_grid = 0;
+    double worst = 0, bits_bad = 0, off_grid = 0, wsum = 0, bsum = 0;
     for (int l = 0; l < model->cfg.n_layers; l++) {
         tqp_layer_weights lw;
         CHECK(tqp_model_layer_load(model, l, &lw) == TQP_OK);
@@ -93,6 +93,7 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
             double expect = (m * n * o->bits + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0)) /
                             (double)(m * n);
             bits_bad = fmax(bits_bad, fabs(info.total_bits - expect));
+            wsum += (double)(m * n), bsum += expect * (double)(m * n);
             if (o->rotation == TQP_ROT_NONE && !o->tcq) /* decoded values are grid points */
                 for (int64_t k = 0; k < m * n; k++) {
                     double g = W[k] / info.scale + 0.5 * ((1 << o->bits) - 1);
@@ -107,7 +108,13 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
               out, worst);
     CHECK_MSG(bits_bad < 1e-12, "total bits off by %.3g", bits_bad);
     CHECK_MSG(off_grid < 1e-9, "decoded values off the grid by %.3g", off_grid);
-    CHECK(r->bpw_code == o->bits && r->bpw_total > o->bits && r->bpw_total < o->bits + 0.1);
+    /* the model total adds the shared trellis LUT (hyb, lut), stored once */
+    if (o->tcq) {
+        const tqp_trellis *t = tqp_tcq_base(o->tcq);
+        bsum += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
+    }
+    CHECK(r->bpw_code == o->bits);
+    CHECK_NEAR(r->bpw_total, bsum / wsum, 1e-12);
     tqp_hfile_close(&hf);
     tqp_qfile_close(&q);
 }
