@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The default job on the bundled model, across 2 MPI ranks: perplexity of stories260K on the
-# TinyStories evaluation text, then QuIP at 2 bits (Hessians from the calibration text, RHT,
-# LDLQ, scalar grid) and the perplexity of the quantized model.  Data come from $TQP_DATA_DIR
+# TinyStories evaluation text, then QTIP at 2 bits (Hessians from the calibration text, RHT,
+# BlockLDLQ, bitshift trellis with the 1MAD code) and the perplexity of the quantized model.  Data come from $TQP_DATA_DIR
 # (default ../shared/data); outputs go to $TQP_OUT_DIR (default out/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,9 @@ set -x
 mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp eval --model "$MODEL" \
   --text "$DATA/text/tinystories_eval.txt" --ctx 256 --json "$OUT/eval.json"
 mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp quantize --model "$MODEL" \
-  --text "$DATA/text/tinystories_calib.txt" --bits 2 --out "$OUT/stories260K-quip2.h5" --force \
+  --text "$DATA/text/tinystories_calib.txt" --bits 2 --codebook trellis --code 1mad \
+  --out "$OUT/stories260K-qtip2.h5" --force \
   --json "$OUT/quantize.json"
 mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp eval --model "$MODEL" \
-  --quantized "$OUT/stories260K-quip2.h5" --text "$DATA/text/tinystories_eval.txt" --ctx 256 \
-  --json "$OUT/eval-quip2.json"
+  --quantized "$OUT/stories260K-qtip2.h5" --text "$DATA/text/tinystories_eval.txt" --ctx 256 \
+  --json "$OUT/eval-qtip2.json"
