@@ -252,7 +252,14 @@ int main(int argc, char **argv)
     char *d = tu_mkdtemp();
     snprintf(dir, sizeof dir, "%s", d);
     snprintf(hpath, sizeof hpath, "%s/h.h5", dir);
-    CHECK(tqp_model_load(data_path("models/stories260K/stories260K.bin"), &model) == TQP_OK);
+    tqp_status ms = tqp_model_load(data_path("models/stories260K/stories260K.bin"), &model);
+    CHECK_MSG(ms == TQP_OK, "%s (set TQP_DATA_DIR)", tqp_error_message());
+    if (ms != TQP_OK) {
+        tu_rmdir(dir);
+        int rc = check_done();
+        MPI_Finalize();
+        return rc;
+    }
     CHECK(tqp_model_fingerprint(model, fp) == TQP_OK);
     collect();
     double quip = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, NULL);
