@@ -6,7 +6,7 @@
  * Speed: weights/s of the fast encoder (two Viterbi passes per sequence, tail-biting) on one
  * core and on all ranks, and of the reference encoder in the same run; and the SIMD lower
  * bound: the kernel's arithmetic vector instructions per weight over the measured rate of
- * independent 512-bit additions on this core. */
+ * independent vector additions (of the kernel's width) on this core. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,9 +75,6 @@ static double best_scale(MPI_Comm comm, const tqp_trellis *t, const float *x, lo
     return best;
 }
 
-/* Independent 512-bit float additions per second on one core (an upper bound on the rate of
- * the kernel's arithmetic instructions). */
-double tqp_bench_vector_rate(void);
 
 typedef struct {
     const char *code;
@@ -117,9 +114,9 @@ static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
     row->fast_core = nseq * (double)t->T / one;
     row->fast_all = P * nseq * (double)t->T / slowest;
     row->ref_core = t->T / ref;
-    /* arithmetic vector instructions per step: 16 states each; permute, sub, mul, add, cmp,
-     * blend (+ sub, mul, add for V = 2); two passes per sequence of T / V steps */
-    double per_step = (double)(1u << t->L) / 16 * (t->V == 2 ? 9 : 6);
+    /* arithmetic vector instructions per step, one per `lanes` states: permute, sub, mul, add,
+     * cmp, blend (+ sub, mul, add for V = 2); two passes per sequence of T / V steps */
+    double per_step = (double)(1u << t->L) / tqp_trellis_simd_lanes() * (t->V == 2 ? 9 : 6);
     double per_weight = 2.0 * per_step / t->V;
     row->bound = tqp_bench_vector_rate() / per_weight;
 }

@@ -275,35 +275,51 @@ void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat
     free(chunk);
 }
 
-#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
-float tqp_trellis_viterbi_avx512(const tqp_trellis *t, const float *x, int start, int end,
-                                 uint32_t *states);
+/* SIMD encoders (trellis_simd.h), each built when the compiler supports its instruction set
+ * and chosen when the CPU has it; the reference otherwise. */
+float tqp_trellis_viterbi_avx512(const tqp_trellis *, const float *, int, int, uint32_t *);
+float tqp_trellis_viterbi_avx2(const tqp_trellis *, const float *, int, int, uint32_t *);
 double tqp_trellis_vector_rate_avx512(double (*now)(void));
-#endif
+double tqp_trellis_vector_rate_avx2(double (*now)(void));
 
-static viterbi_fn fastest(void)
+typedef struct {
+    const char *name;
+    viterbi_fn viterbi;
+    double (*rate)(double (*now)(void));
+    int lanes;
+} isa;
+
+static isa fastest(void)
 {
 #if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-        return tqp_trellis_viterbi_avx512;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && !getenv("TQP_NO_AVX512"))
+        return (isa){"avx512", tqp_trellis_viterbi_avx512, tqp_trellis_vector_rate_avx512, 16};
 #endif
-    return tqp_trellis_viterbi_ref;
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX2_KERNELS)
+    if (__builtin_cpu_supports("avx2"))
+        return (isa){"avx2", tqp_trellis_viterbi_avx2, tqp_trellis_vector_rate_avx2, 8};
+#endif
+    return (isa){"reference", tqp_trellis_viterbi_ref, NULL, 1};
 }
 
 double tqp_bench_vector_rate(void)
 {
-#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_KERNELS)
-    if (fastest() != tqp_trellis_viterbi_ref) return tqp_trellis_vector_rate_avx512(tqp_now);
-#endif
-    return 0;
+    isa k = fastest();
+    return k.rate ? k.rate(tqp_now) : 0;
+}
+
+int tqp_trellis_simd_lanes(void)
+{
+    return fastest().lanes;
 }
 
 const char *tqp_trellis_isa(void)
 {
-    return fastest() == tqp_trellis_viterbi_ref ? "reference" : "avx512";
+    return fastest().name;
 }
 
 double tqp_trellis_encode(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat)
 {
-    return encode_with(t, fastest(), x, packed, xhat);
+    return encode_with(t, fastest().viterbi, x, packed, xhat);
 }

@@ -182,6 +182,11 @@ int main(void)
     exhaustive(6, 1, 1, 10, TQP_TCODE_LUT, 10);
     exhaustive(5, 1, 2, 8, TQP_TCODE_HYB, 10);
     exhaustive(6, 2, 2, 6, TQP_TCODE_LUT, 10);
+    /* every SIMD encoder this machine has: AVX-512, then AVX2 with AVX-512 masked off */
+    printf("fast encoder: %s\n", tqp_trellis_isa());
+    test_fast_vs_ref();
+    setenv("TQP_NO_AVX512", "1", 1);
+    printf("fast encoder: %s\n", tqp_trellis_isa());
     test_fast_vs_ref();
     return check_done();
 }

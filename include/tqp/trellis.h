@@ -80,7 +80,12 @@ float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, i
  * L - KV bits (mask G - 1) equal `end` (any if end < 0); its cost in *cost.  Shared by the
  * encoders. */
 uint32_t tqp_trellis_best_end(const float *D, uint32_t S, uint32_t G, int end, float *cost);
-/* Name of the encoder tqp_trellis_encode uses ("avx512", "avx2" or "reference"). */
+/* Name of the encoder tqp_trellis_encode uses ("avx512", "avx2" or "reference"; setting
+ * TQP_NO_AVX512 in the environment skips AVX-512, for tests and comparisons), and its lanes. */
 const char *tqp_trellis_isa(void);
+int tqp_trellis_simd_lanes(void);
+/* Independent vector additions per second on this core with the encoder's vectors (0 for the
+ * reference): the rate behind tqp bench trellis's SIMD bound. */
+double tqp_bench_vector_rate(void);
 
 #endif

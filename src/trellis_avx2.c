@@ -1,0 +1,45 @@
+/* AVX2 instance of the SIMD Viterbi pass (src/trellis_simd.h): 8 states per instruction,
+ * comparison results through movemask.  Compiled with -mavx2 -ffp-contract=off; chosen at run
+ * time on CPUs without AVX-512. */
+#include <immintrin.h>
+
+#define VW 8
+typedef __m256 vec;
+typedef __m256i vidx;
+#define V_LOAD(p) _mm256_load_ps(p)
+#define V_LOADU(p) _mm256_loadu_ps(p)
+#define V_STORE(p, v) _mm256_store_ps(p, v)
+#define V_SET1(f) _mm256_set1_ps(f)
+#define V_ADD(a, b) _mm256_add_ps(a, b)
+#define V_SUB(a, b) _mm256_sub_ps(a, b)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define V_EXPAND(idx, v) _mm256_permutevar8x32_ps(v, idx)
+#define V_IDX(shift) _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), shift)
+#define V_LT_BLEND(v, m, out)                                                                      \
+    do {                                                                                           \
+        __m256 lt_ = _mm256_cmp_ps(v, m, _CMP_LT_OQ);                                              \
+        m = _mm256_blendv_ps(m, v, lt_);                                                           \
+        *(out) = (uint8_t)_mm256_movemask_ps(lt_);                                                 \
+    } while (0)
+#define VITERBI_NAME tqp_trellis_viterbi_avx2
+
+#include "trellis_simd.h"
+
+/* Independent 256-bit additions per second on this core. */
+double tqp_trellis_vector_rate_avx2(double (*now)(void))
+{
+    __m256 a[8], one = _mm256_set1_ps(1e-7f);
+    for (int k = 0; k < 8; k++) a[k] = _mm256_set1_ps((float)k);
+    long iters = 20000000;
+    double t0 = now();
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 8; k++) a[k] = _mm256_add_ps(a[k], one);
+    double dt = now() - t0;
+    __m256 sum = a[0];
+    for (int k = 1; k < 8; k++) sum = _mm256_add_ps(sum, a[k]);
+    float out[8];
+    _mm256_storeu_ps(out, sum);
+    volatile float sink = out[0];
+    (void)sink;
+    return 8.0 * iters / dt;
+}
