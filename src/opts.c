@@ -2,6 +2,7 @@
 #include "tqp/cli.h"
 
 #include <errno.h>
+#include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +68,10 @@ tqp_status tqp_opts_parse(const tqp_cmd_spec *s, int argc, char **argv, int *hel
     for (int i = 1; i < argc && st == TQP_OK; i++) {
         const char *a = argv[i], *eq = strchr(a, '=');
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            tqp_opts_usage(s, stdout);
+            int rank = 0, up = 0;
+            MPI_Initialized(&up);
+            if (up) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+            if (rank == 0) tqp_opts_usage(s, stdout); /* once, not once per rank */
             *help = 1;
             break;
         }
