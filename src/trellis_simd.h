@@ -74,13 +74,23 @@ static inline __attribute__((always_inline)) void step_body(const tqp_trellis *t
             V_STORE(Dlast + s, values(c0, c1, V, x0, x1, gm, idx, KV, s));
         return;
     }
-    for (uint32_t g = 0; g < G; g += VW) {
-        vec m = values(c0, c1, V, x0, x1, gm, idx, KV, g);
-        for (uint32_t h = 1; h < H; h++) {
-            vec v = values(c0, c1, V, x0, x1, gm, idx, KV, h * G + g);
-            V_LT_BLEND(v, m, masks + (size_t)(h - 1) * (G / 8) + g / 8);
+    /* UNROLL chunks of groups at a time: independent dependency chains (compare, blend) for
+     * the out-of-order core.  G is a power of two >= VW; with fewer chunks, the extra ones
+     * repeat the first (same values, same masks). */
+    enum { U = 4 };
+    for (uint32_t g = 0; g < G; g += U * VW) {
+        vec m[U];
+        uint32_t gg[U];
+        for (int u = 0; u < U; u++) {
+            gg[u] = g + u * VW < G ? g + u * VW : g;
+            m[u] = values(c0, c1, V, x0, x1, gm, idx, KV, gg[u]);
         }
-        V_STORE(gn + g, m);
+        for (uint32_t h = 1; h < H; h++)
+            for (int u = 0; u < U; u++) {
+                vec v = values(c0, c1, V, x0, x1, gm, idx, KV, h * G + gg[u]);
+                V_LT_BLEND(v, m[u], masks + (size_t)(h - 1) * (G / 8) + gg[u] / 8);
+            }
+        for (int u = 0; u < U; u++) V_STORE(gn + gg[u], m[u]);
     }
 }
 
