@@ -14,7 +14,7 @@
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
     const char *codebook, *seed, *code;
-    int nsamples, ctx, bits, quiet, force, tL, tV;
+    int nsamples, ctx, bits, quiet, force, tL, tV, threads;
     double damp, rho;
 } quant_args;
 
@@ -29,6 +29,9 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     o->damp = a->damp;
     o->rho = a->rho;
     o->progress = !a->quiet;
+    o->threads = a->threads;
+    if (a->threads < 1 || a->threads > 1024)
+        return tqp_error_set(TQP_EUSAGE, "--threads must be 1..1024");
     o->seed = strtoull(a->seed, &end, 10);
     if (!*a->seed || *end || a->seed[0] == '-')
         return tqp_error_set(TQP_EUSAGE, "--seed expects a non-negative integer");
@@ -239,6 +242,8 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "trellis code: 1mad, 3inst (V 1), hyb (V 2) or lut (default 1mad)"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
+        {"--threads", TQP_OPT_INT, &a.threads, "1", "N",
+         "threads per rank for the trellis search (bands of rows in parallel)"},
         {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
          "relative damping of H (doubled on each failed factorization)"},
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",

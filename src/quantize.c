@@ -13,6 +13,10 @@
 #include "tqp/rng.h"
 #include "tqp/tcq.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
 {
     double tr = 0;
@@ -211,29 +215,65 @@ static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
 
 /* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
  * pairs per row. */
+/* One band at row b (rows rows) into packed codes at `packed` and (loss, base) pairs at lb.
+ * scratch: 2 tile n + 2 n doubles. */
+static tqp_status quantize_band(const qctx *q, const group_state *gs, const double *Wt,
+                                double scale, long b, int rows, int n, uint8_t *packed,
+                                double *lb, double *scratch)
+{
+    double *x = scratch, *xh = x + (size_t)q->o->cb->tile * n, *d = xh + (size_t)q->o->cb->tile * n;
+    const double *Lu = q->o->rounding == TQP_ROUND_LDLQ ? gs->Lu : NULL;
+    for (size_t i = 0; i < (size_t)rows * n; i++) x[i] = Wt[(size_t)b * n + i] / scale;
+    TQP_CHECK(tqp_tcq_band(q->o->tcq, Lu, n, x, rows, packed, xh));
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < n; k++) d[k] = (xh[(size_t)r * n + k] - x[(size_t)r * n + k]) * scale;
+        lb[2 * r] = tqp_quad_form(gs->H0, d, n, d + n);
+        lb[2 * r + 1] = tqp_quad_form(gs->H0, Wt + (size_t)(b + r) * n, n, d + n);
+    }
+    return TQP_OK;
+}
+
+/* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
+ * pairs per row, the bands shared by `threads` threads (each band's result is the same whichever
+ * thread codes it). */
 static tqp_status quantize_bands(const qctx *q, const group_state *gs, const double *Wt,
                                  double scale, long r0, long r1, int n, uint8_t *packed,
                                  double *lb)
 {
-    int tile = q->o->cb->tile;
-    size_t rows_max = (size_t)tile * n;
-    double *x = tqp_malloc(sizeof(double) * rows_max), *xh = tqp_malloc(sizeof(double) * rows_max);
-    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
-    tqp_status s = x && xh && d ? TQP_OK : TQP_ENOMEM;
-    size_t off = 0;
-    const double *Lu = q->o->rounding == TQP_ROUND_LDLQ ? gs->Lu : NULL;
-    for (long b = r0; s == TQP_OK && b < r1; b += tile) {
-        int rows = (int)(r1 - b < tile ? r1 - b : tile);
-        for (size_t i = 0; i < (size_t)rows * n; i++) x[i] = Wt[(size_t)b * n + i] / scale;
-        s = tqp_tcq_band(q->o->tcq, Lu, n, x, rows, packed + off, xh);
-        off += tqp_tcq_band_bytes(q->o->tcq, rows, n);
-        for (int r = 0; s == TQP_OK && r < rows; r++) {
-            for (int k = 0; k < n; k++) d[k] = (xh[(size_t)r * n + k] - x[(size_t)r * n + k]) * scale;
-            lb[2 * (b - r0 + r)] = tqp_quad_form(gs->H0, d, n, d + n);
-            lb[2 * (b - r0 + r) + 1] = tqp_quad_form(gs->H0, Wt + (size_t)(b + r) * n, n, d + n);
-        }
+    int tile = q->o->cb->tile, threads = q->o->threads > 0 ? q->o->threads : 1;
+    long nb = (r1 - r0 + tile - 1) / tile;
+    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1)), per = 2 * ((size_t)tile + 1) * n;
+    double *scratch = tqp_malloc(sizeof(double) * per * (size_t)threads);
+    tqp_status s = off && scratch ? TQP_OK : TQP_ENOMEM;
+    for (long i = 0; s == TQP_OK && i < nb; i++) {
+        long b = r0 + i * tile;
+        off[i + 1] = (i ? off[i] : 0) + tqp_tcq_band_bytes(q->o->tcq, (int)(r1 - b < tile ? r1 - b : tile), n);
     }
-    free(x), free(xh), free(d);
+    if (s == TQP_OK) off[0] = 0, s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
+    if (s == TQP_OK) {
+        tqp_status first = TQP_OK;
+        char why[512] = ""; /* messages are per thread: keep the failing thread's */
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+        for (long i = 0; i < nb; i++) {
+            long b = r0 + i * tile;
+            int rows = (int)(r1 - b < tile ? r1 - b : tile);
+            double *mine = scratch;
+#ifdef _OPENMP
+            mine += per * (size_t)omp_get_thread_num();
+#endif
+            tqp_status bs = quantize_band(q, gs, Wt, scale, b, rows, n, packed + off[i],
+                                          lb + 2 * (b - r0), mine);
+            if (bs != TQP_OK) {
+#pragma omp critical
+                if (first == TQP_OK) {
+                    first = bs;
+                    snprintf(why, sizeof why, "%s", tqp_error_message());
+                }
+            }
+        }
+        s = first == TQP_OK ? TQP_OK : tqp_error_set(first, "%s", why);
+    }
+    free(off), free(scratch);
     return s;
 }
 

@@ -56,6 +56,17 @@ static tqp_status member(tqp_tcq *q, int T, const tqp_trellis **t)
     return TQP_OK;
 }
 
+tqp_status tqp_tcq_prepare(tqp_tcq *q, int rows, int n)
+{
+    const tqp_trellis *t;
+    int r[2] = {rows < TQP_TCQ_TILE ? rows : TQP_TCQ_TILE, rows % TQP_TCQ_TILE};
+    int w[2] = {n < TQP_TCQ_TILE ? n : TQP_TCQ_TILE, n % TQP_TCQ_TILE};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            if (r[i] > 0 && w[j] > 0) TQP_CHECK(member(q, r[i] * w[j], &t));
+    return TQP_OK;
+}
+
 static size_t tile_bytes(const tqp_tcq *q, int T)
 {
     return ((size_t)T * q->K + 7) / 8;

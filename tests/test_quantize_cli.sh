@@ -51,6 +51,8 @@ run_mpi 2 $Q --codebook trellis --code 1mad --out "$WORK/t2.h5" --json "$WORK/t2
 check "trellis quantize runs" [ $? = 0 ]
 run_mpi 1 $Q --codebook trellis --code 1mad --out "$WORK/t1.h5" > /dev/null 2>&1
 check "trellis output byte-identical on 1 and 2 ranks" cmp -s "$WORK/t1.h5" "$WORK/t2.h5"
+run_mpi 1 $Q --codebook trellis --code 1mad --threads 2 --out "$WORK/t1x2.h5" > /dev/null 2>&1
+check "trellis output byte-identical with 2 threads" cmp -s "$WORK/t1x2.h5" "$WORK/t2.h5"
 check "trellis: 2 code bits per weight" [ "$(json "$WORK/t2.json" bits_per_weight_code)" = 2 ]
 check "trellis file holds its parameters" grep -q '"1mad"' <(h5dump -a /trellis/code "$WORK/t2.h5")
 run_mpi 2 eval --model "$MODEL" --quantized "$WORK/t2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/et.json" > /dev/null 2>&1
@@ -76,7 +78,7 @@ run_mpi 2 $Q --out "$WORK/q2.h5" > /dev/null 2> "$WORK/err"
 check "existing output refused" [ $? = 2 ]
 check "existing output: message" grep -q "exists; use --force" "$WORK/err"
 check "existing output untouched" cmp -s "$WORK/q2.h5" "$WORK/keep.h5"
-for bad in "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
+for bad in "--threads 0" "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
   run_mpi 1 $Q $bad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
   check "$bad exits 2" [ $? = 2 ]
   check "$bad: one error line" [ "$(grep -c "^tqp quantize: error: " "$WORK/err")" = 1 ]

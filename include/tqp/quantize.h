@@ -37,6 +37,7 @@ typedef struct {
     double rho;    // scale ρ; <= 0: the codebook's default for `bits` (trellis: 1)
     uint64_t seed; // run seed
     int progress;  // one line per matrix on rank 0
+    int threads;   // threads per rank for the trellis bands (<= 1: one)
 } tqp_quant_options;
 
 enum { TQP_DAMP_MAX_RETRIES = 12 }; /* σ doubles at most this many times */

@@ -29,6 +29,10 @@ void tqp_tcq_destroy(tqp_tcq **q);
 /* The T = 256 member: its rms, LUT (lut_bits, V) and parameters describe the family. */
 const tqp_trellis *tqp_tcq_base(const tqp_tcq *q);
 
+/* Create the members for every tile size of bands of up to 16 rows and of `rows` rows in total
+ * (the last band may be shorter) over n columns, so that coding bands concurrently creates
+ * nothing. */
+tqp_status tqp_tcq_prepare(tqp_tcq *q, int rows, int n);
 /* Bytes of one band of `rows` rows and n columns, and of a whole (m, n) matrix. */
 size_t tqp_tcq_band_bytes(const tqp_tcq *q, int rows, int n);
 size_t tqp_tcq_matrix_bytes(const tqp_tcq *q, int m, int n);
