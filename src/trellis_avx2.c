@@ -22,24 +22,7 @@ typedef __m256i vidx;
         *(out) = (uint8_t)_mm256_movemask_ps(lt_);                                                 \
     } while (0)
 #define VITERBI_NAME tqp_trellis_viterbi_avx2
+#define RATE_NAME tqp_trellis_vector_rate_avx2
 
 #include "trellis_simd.h"
 
-/* Independent 256-bit additions per second on this core. */
-double tqp_trellis_vector_rate_avx2(double (*now)(void))
-{
-    __m256 a[8], one = _mm256_set1_ps(1e-7f);
-    for (int k = 0; k < 8; k++) a[k] = _mm256_set1_ps((float)k);
-    long iters = 20000000;
-    double t0 = now();
-    for (long i = 0; i < iters; i++)
-        for (int k = 0; k < 8; k++) a[k] = _mm256_add_ps(a[k], one);
-    double dt = now() - t0;
-    __m256 sum = a[0];
-    for (int k = 1; k < 8; k++) sum = _mm256_add_ps(sum, a[k]);
-    float out[8];
-    _mm256_storeu_ps(out, sum);
-    volatile float sink = out[0];
-    (void)sink;
-    return 8.0 * iters / dt;
-}

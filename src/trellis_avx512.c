@@ -26,22 +26,7 @@ typedef __m512i vidx;
         memcpy(out, &bits_, 2); /* little-endian: groups g .. g+7, then g+8 .. g+15 */              \
     } while (0)
 #define VITERBI_NAME tqp_trellis_viterbi_avx512
+#define RATE_NAME tqp_trellis_vector_rate_avx512
 
 #include "trellis_simd.h"
 
-/* Independent 512-bit additions per second on this core (the bound of tqp bench trellis). */
-double tqp_trellis_vector_rate_avx512(double (*now)(void))
-{
-    __m512 a[8], one = _mm512_set1_ps(1e-7f);
-    for (int k = 0; k < 8; k++) a[k] = _mm512_set1_ps((float)k);
-    long iters = 20000000;
-    double t0 = now();
-    for (long i = 0; i < iters; i++)
-        for (int k = 0; k < 8; k++) a[k] = _mm512_add_ps(a[k], one);
-    double dt = now() - t0;
-    __m512 sum = a[0];
-    for (int k = 1; k < 8; k++) sum = _mm512_add_ps(sum, a[k]);
-    volatile float sink = _mm512_reduce_add_ps(sum);
-    (void)sink;
-    return 8.0 * iters / dt;
-}

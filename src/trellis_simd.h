@@ -9,9 +9,10 @@
  *
  * The includer defines: VW (lanes), vec, vidx, V_LOAD(p), V_LOADU(p), V_STORE(p, v),
  * V_SET1(f), V_ADD/V_SUB/V_MUL(a, b), V_EXPAND(idx, v) (lane i <- v[idx[i]]), V_IDX(shift)
- * (lane i -> i >> shift), V_LT_BLEND(v, m, mask) (mask <- bits of v < m, m <- min), and
- * VITERBI_NAME. */
+ * (lane i -> i >> shift), V_LT_BLEND(v, m, mask) (mask <- bits of v < m, m <- min),
+ * VITERBI_NAME and RATE_NAME. */
 #include <math.h>
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,4 +163,22 @@ float VITERBI_NAME(const tqp_trellis *t, const float *x, int start, int end, uin
         states[i - 1] = (backpointer(w_.bp + (size_t)i * per_step, G, H, g) << sh) | g;
     }
     return bc;
+}
+
+/* Independent vector additions per second on this core (the bound of tqp bench trellis). */
+double RATE_NAME(double (*now)(void))
+{
+    vec a[8], one = V_SET1(1e-7f);
+    for (int k = 0; k < 8; k++) a[k] = V_SET1((float)k);
+    long iters = 20000000;
+    double t0 = now();
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 8; k++) a[k] = V_ADD(a[k], one);
+    double dt = now() - t0;
+    for (int k = 1; k < 8; k++) a[0] = V_ADD(a[0], a[k]);
+    alignas(64) float out[VW];
+    V_STORE(out, a[0]);
+    volatile float sink = out[0];
+    (void)sink;
+    return 8.0 * iters / dt;
 }
