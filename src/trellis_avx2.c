@@ -7,7 +7,9 @@
 typedef __m256 vec;
 typedef __m256i vidx;
 #define V_LOAD(p) _mm256_load_ps(p)
-#define V_LOADU(p) _mm256_loadu_ps(p)
+#define V_LOAD_FEW(p, n)                                                                           \
+    ((n) == 4 ? _mm256_castps128_ps256(_mm_loadu_ps(p))                                            \
+              : _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd((const double *)(p)))))
 #define V_STORE(p, v) _mm256_store_ps(p, v)
 #define V_SET1(f) _mm256_set1_ps(f)
 #define V_ADD(a, b) _mm256_add_ps(a, b)

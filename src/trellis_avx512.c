@@ -8,7 +8,10 @@
 typedef __m512 vec;
 typedef __m512i vidx;
 #define V_LOAD(p) _mm512_load_ps(p)
-#define V_LOADU(p) _mm512_loadu_ps(p)
+#define V_LOAD_FEW(p, n)                                                                           \
+    ((n) == 8   ? _mm512_castps256_ps512(_mm256_loadu_ps(p))                                       \
+     : (n) == 4 ? _mm512_castps128_ps512(_mm_loadu_ps(p))                                          \
+                : _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(p)))))
 #define V_STORE(p, v) _mm512_store_ps(p, v)
 #define V_SET1(f) _mm512_set1_ps(f)
 #define V_ADD(a, b) _mm512_add_ps(a, b)

@@ -7,7 +7,8 @@
  * the next step's minimum (strict <, ascending h: the first minimum wins), keeping only the
  * comparison masks (one bit per group and h >= 1) for the traceback.  Used when G >= VW.
  *
- * The includer defines: VW (lanes), vec, vidx, V_LOAD(p), V_LOADU(p), V_STORE(p, v),
+ * The includer defines: VW (lanes), vec, vidx, V_LOAD(p), V_LOAD_FEW(p, n) (n = 2, 4 or 8
+ * floats into the low lanes, the rest undefined), V_STORE(p, v),
  * V_SET1(f), V_ADD/V_SUB/V_MUL(a, b), V_EXPAND(idx, v) (lane i <- v[idx[i]]), V_IDX(shift)
  * (lane i -> i >> shift), V_LT_BLEND(v, m, mask) (mask <- bits of v < m, m <- min),
  * VITERBI_NAME and RATE_NAME. */
@@ -51,7 +52,9 @@ static inline __attribute__((always_inline)) vec values(const float *c0, const f
                                                         vec x0, vec x1, const float *gm,
                                                         vidx idx, int KV, uint32_t s)
 {
-    vec g = (1 << KV) < VW ? V_EXPAND(idx, V_LOADU(gm + (s >> KV))) : V_SET1(gm[s >> KV]);
+    /* only the VW >> KV minima needed are loaded (no cache-line splits), then spread */
+    vec g = (1 << KV) < VW ? V_EXPAND(idx, V_LOAD_FEW(gm + (s >> KV), VW >> KV))
+                           : V_SET1(gm[s >> KV]);
     vec d = V_SUB(x0, V_LOAD(c0 + s));
     vec e = V_MUL(d, d);
     if (V == 2) {
