@@ -7,6 +7,7 @@
  *   /                      attributes: format "tqp-quantized", format_version, tqp_version,
  *                          options (JSON), config (JSON), model, model_fingerprint,
  *                          hessians, hessian_identity, summary figures, complete
+ *   /trellis               trellis codebook only: L, K, V, code, LUT (docs/trellis.md)
  *   /embed, /norm[, /output]            fp32, unquantized
  *   /layer_NNN/attn_norm, ffn_norm      fp32, unquantized
  *   /layer_NNN/<q|k|v|o|gate|up|down>/  codes (uint8, packed little-endian bit stream),

@@ -5,8 +5,9 @@
  * Work split: every rank reads the group's Hessian and computes the same rotated, damped matrix
  * (deterministic, identical bytes); the Cholesky factor is computed with pdpotrf on a 2-D grid
  * of all ranks and assembled on every rank; the rows of the rotated W are split over the ranks
- * in contiguous blocks, each row quantized on its own (quant.h, invariant 3), and codes and
- * per-row losses are gathered to rank 0, which writes the file.  Hence the output is
+ * in contiguous blocks, each row quantized on its own (quant.h, invariant 3) or, for the
+ * trellis, each band of 16 rows (tcq.h; bands also spread over threads), and codes and per-row
+ * losses are gathered to rank 0, which writes the file.  Hence the output is
  * bit-identical for any rank count.  Memory per rank: about 4 n^2 + 2 m n doubles for the
  * largest matrix (m outputs, n inputs); see docs/quantize.md.
  *
