@@ -58,13 +58,18 @@ char *tqp_h5_attr_read_str(hid_t obj, const char *name)
     return buf;
 }
 
-tqp_status tqp_h5_attr_read_i64(hid_t obj, const char *name, int64_t *value)
+static tqp_status read_attr(hid_t obj, const char *name, hid_t type, void *value)
 {
     if (H5Aexists(obj, name) <= 0) return tqp_error_set(TQP_EINPUT, "no attribute %s", name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_INT64, value);
+    herr_t rc = a < 0 ? -1 : H5Aread(a, type, value);
     if (a >= 0) H5Aclose(a);
     return rc < 0 ? tqp_error_set(TQP_EINPUT, "cannot read attribute %s", name) : TQP_OK;
+}
+
+tqp_status tqp_h5_attr_read_i64(hid_t obj, const char *name, int64_t *value)
+{
+    return read_attr(obj, name, H5T_NATIVE_INT64, value);
 }
 
 hid_t tqp_h5_gcpl(void)
@@ -83,11 +88,7 @@ hid_t tqp_h5_dcpl(void)
 
 tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value)
 {
-    if (H5Aexists(obj, name) <= 0) return tqp_error_set(TQP_EINPUT, "no attribute %s", name);
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_DOUBLE, value);
-    if (a >= 0) H5Aclose(a);
-    return rc < 0 ? tqp_error_set(TQP_EINPUT, "cannot read attribute %s", name) : TQP_OK;
+    return read_attr(obj, name, H5T_NATIVE_DOUBLE, value);
 }
 
 tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,

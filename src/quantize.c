@@ -215,6 +215,16 @@ static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
 
 /* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
  * pairs per row. */
+/* Packed bytes of the bands covering rows [r0, r1) (r0 at a band start). */
+static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
+{
+    int tile = q->o->cb->tile;
+    size_t bytes = 0;
+    for (long b = r0; b < r1; b += tile)
+        bytes += tqp_tcq_band_bytes(q->o->tcq, (int)(r1 - b < tile ? r1 - b : tile), n);
+    return bytes;
+}
+
 /* One band at row b (rows rows) into packed codes at `packed` and (loss, base) pairs at lb.
  * scratch: 2 tile n + 2 n doubles. */
 static tqp_status quantize_band(const qctx *q, const group_state *gs, const double *Wt,
@@ -245,11 +255,9 @@ static tqp_status quantize_bands(const qctx *q, const group_state *gs, const dou
     size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1)), per = 2 * ((size_t)tile + 1) * n;
     double *scratch = tqp_malloc(sizeof(double) * per * (size_t)threads);
     tqp_status s = off && scratch ? TQP_OK : TQP_ENOMEM;
-    for (long i = 0; s == TQP_OK && i < nb; i++) {
-        long b = r0 + i * tile;
-        off[i + 1] = (i ? off[i] : 0) + tqp_tcq_band_bytes(q->o->tcq, (int)(r1 - b < tile ? r1 - b : tile), n);
-    }
-    if (s == TQP_OK) off[0] = 0, s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
+    for (long i = 0; s == TQP_OK && i <= nb; i++) /* each band's byte offset */
+        off[i] = i ? off[i - 1] + rows_bytes(q, r0 + (i - 1) * tile, r0 + i * tile < r1 ? r0 + i * tile : r1, n) : 0;
+    if (s == TQP_OK) s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
     if (s == TQP_OK) {
         tqp_status first = TQP_OK;
         char why[512] = ""; /* messages are per thread: keep the failing thread's */
@@ -286,9 +294,7 @@ static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *m
     for (int p = 0; p < q->P; p++) {
         long b, e;
         my_rows(q, m, p, &b, &e);
-        size_t bytes = 0;
-        for (long r = b; r < e; r += q->o->cb->tile)
-            bytes += tqp_tcq_band_bytes(q->o->tcq, (int)(e - r < q->o->cb->tile ? e - r : q->o->cb->tile), n);
+        size_t bytes = rows_bytes(q, b, e, n);
         cnt[p] = (int)bytes, dsp[p] = pos, pos += (int)bytes;
         cnt2[p] = (int)(2 * (e - b)), dsp2[p] = (int)(2 * b);
     }
@@ -308,9 +314,8 @@ static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw
     int n = (int)nc;
     long r0, r1;
     my_rows(q, mr, q->rank, &r0, &r1);
-    size_t mn = (size_t)(mr * nc), total = tqp_tcq_matrix_bytes(o->tcq, (int)mr, n), mine = 0;
-    for (long r = r0; r < r1; r += o->cb->tile)
-        mine += tqp_tcq_band_bytes(o->tcq, (int)(r1 - r < o->cb->tile ? r1 - r : o->cb->tile), n);
+    size_t mn = (size_t)(mr * nc), total = tqp_tcq_matrix_bytes(o->tcq, (int)mr, n);
+    size_t mine = rows_bytes(q, r0, r1, n);
     double *Wt = tqp_malloc(sizeof(double) * mn), *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
     uint8_t *packed = tqp_malloc(mine + 1), *all = q->rank == 0 ? tqp_malloc(total) : NULL;
     double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
