@@ -97,3 +97,27 @@ tqp_status tqp_json_write(const char *path, const cJSON *doc)
     free(buf);
     return s;
 }
+
+int tqp_json_first_diff(const char *a, const char *b, char *buf, size_t cap)
+{
+    cJSON *x = cJSON_Parse(a), *y = cJSON_Parse(b), *it;
+    int differ = 1;
+    snprintf(buf, cap, "its identity is unreadable");
+    if (x && y) {
+        differ = 0;
+        cJSON_ArrayForEach(it, y)
+        {
+            cJSON *o = cJSON_GetObjectItemCaseSensitive(x, it->string);
+            char *va = o ? cJSON_PrintUnformatted(o) : strdup("(absent)");
+            char *vb = cJSON_PrintUnformatted(it);
+            differ = !(va && vb && !strcmp(va, vb));
+            if (differ) snprintf(buf, cap, "%s is %s there, %s now", it->string, va, vb);
+            free(va);
+            free(vb);
+            if (differ) break;
+        }
+    }
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+    return differ;
+}

@@ -1,20 +1,55 @@
-/* `tqp quantize`: Hessians (read, or collected first) -> quantized HDF5 file. */
+/* `tqp quantize`: the whole pipeline in one MPI job, crash-safe and resumable.
+ *
+ * State diagram of a run (docs/pipeline.md).  Phases, in order; each is skipped when its result
+ * is already on disk with the same identity (options, versions, input checksums):
+ *
+ *   start --check_options()/tqp_qwriter_precheck()--> [refused: other options, exit 2]
+ *     |
+ *     v
+ *   HESSIANS  collect() -> tqp_hessian_collect(): layer by layer into OUT.hessians.h5
+ *     |        (its own per-layer commits, include/tqp/hstore.h); skipped with --hessians
+ *     v
+ *   OPEN      tqp_qwriter_open(): read OUT.parts/state.json, verify committed layers (SHA-256),
+ *     |        verify an existing OUT (Fletcher-32 per dataset) and salvage its good layers
+ *     v
+ *   QUANTIZE  tqp_quantize_run(), per layer l:
+ *     |          absent --tqp_qwriter_layer_begin()--> writing (layer_NNN.h5.tmp.PID)
+ *     |          writing --tqp_qwriter_layer_commit(): fsync, rename--> committed
+ *     |          committed --state.json rewritten with its SHA-256--> recorded
+ *     |          recorded --checksum mismatch on open--> absent (redone)
+ *     |          writing --crash--> absent (the temporary file is removed on open)
+ *     v
+ *   ASSEMBLE  tqp_qwriter_finish(): OUT.tmp.PID from the parts, fsync, rename to OUT
+ *     |        (the run's commit point), then OUT.parts removed
+ *     v
+ *   VALIDATE  validate(): perplexity of the full-precision and the quantized model on
+ *     |        --eval-text (read-only; redone on a rerun)
+ *     v
+ *   done      summary line, --json summary, "run_done" event
+ *
+ * A crash anywhere leaves committed work in place; rerunning the same command resumes at the
+ * first uncommitted layer.  Every phase change, commit and result is also a line of the JSON
+ * event log OUT.events.jsonl (include/tqp/events.h).
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "tqp/cli.h"
+#include "tqp/eval.h"
+#include "tqp/events.h"
 #include "tqp/hessian.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
+#include "tqp/qfile.h"
 #include "tqp/quantize.h"
 #include "tqp/tcq.h"
 
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
-    const char *codebook, *seed, *code;
-    int nsamples, ctx, bits, quiet, force, tL, tV, threads;
+    const char *codebook, *seed, *code, *eval_text, *validate_on;
+    int nsamples, ctx, bits, quiet, force, tL, tV, threads, eval_ctx;
     double damp, rho;
 } quant_args;
 
@@ -56,6 +91,14 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
                              "them first");
     if (a->text && a->tokens)
         return tqp_error_set(TQP_EUSAGE, "give only one of --text and --tokens");
+    if (!strcmp(a->validate_on, "gpu"))
+        return tqp_error_set(TQP_EUSAGE, "--validate-on gpu: this build has no GPU support "
+                                         "(use auto or cpu)");
+    if (strcmp(a->validate_on, "auto") && strcmp(a->validate_on, "cpu") &&
+        strcmp(a->validate_on, "none"))
+        return tqp_error_set(TQP_EUSAGE, "--validate-on must be auto, cpu or none");
+    if (a->eval_ctx < 2 || a->eval_ctx > 1 << 20)
+        return tqp_error_set(TQP_EUSAGE, "--eval-ctx must be at least 2");
     return TQP_OK;
 }
 
@@ -154,59 +197,223 @@ static tqp_status collect(const quant_args *a, const tqp_model *m, char **hpath)
     return s;
 }
 
-/* Rank 0: refuse to replace an existing output unless --force. */
-static tqp_status check_out(const quant_args *a)
+/* What determines the output's bytes, stored in the file and the state file and compared on a
+ * rerun.  Without the Hessian identity (hid NULL) for the check before the Hessians exist. */
+static char *identity_json(const tqp_quant_options *o, const char *fp, const char *hid)
 {
-    struct stat sb;
-    if (!a->force && stat(a->out, &sb) == 0)
-        return tqp_error_set(TQP_EUSAGE, "%s: exists; use --force to replace it", a->out);
-    TQP_CHECK(tqp_check_writable(a->out));
-    return a->json ? tqp_check_writable(a->json) : TQP_OK;
+    cJSON *d = cJSON_CreateObject();
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    cJSON_AddNumberToObject(d, "format_version", 1);
+    cJSON_AddStringToObject(d, "tqp_version", TQP_VERSION);
+    cJSON_AddStringToObject(d, "model_fingerprint", fp);
+    cJSON_AddNumberToObject(d, "bits", o->bits);
+    cJSON_AddStringToObject(d, "rotation", tqp_rot_name(o->rotation));
+    cJSON_AddStringToObject(d, "rounding", tqp_rounding_name(o->rounding));
+    cJSON_AddStringToObject(d, "codebook", o->cb->name);
+    if (o->tcq) {
+        const tqp_trellis *t = tqp_tcq_base(o->tcq);
+        cJSON_AddStringToObject(d, "trellis_code", tqp_tcode_name(t->code));
+        cJSON_AddNumberToObject(d, "trellis_L", t->L);
+        cJSON_AddNumberToObject(d, "trellis_V", t->V);
+    }
+    cJSON_AddNumberToObject(d, "damp", o->damp);
+    cJSON_AddNumberToObject(d, "scale_rho", o->rho);
+    cJSON_AddStringToObject(d, "seed", seed);
+    if (hid) cJSON_AddStringToObject(d, "hessian_identity", hid);
+    char *txt = cJSON_PrintUnformatted(d);
+    cJSON_Delete(d);
+    return txt;
 }
 
 static void print_summary(const quant_args *a, const tqp_quant_options *o,
-                          const tqp_quant_result *r, int P)
+                          const tqp_quant_result *r, int P, int resumed_all)
 {
-    printf("quantized %lld weights in %d matrices to %s: %d-bit %s, rotation %s, rounding %s\n",
+    printf("quantized %lld weights in %d matrices to %s: %d-bit %s, rotation %s, rounding %s%s\n",
            (long long)r->weights, r->n_mats, a->out, o->bits, o->cb->name,
-           tqp_rot_name(o->rotation), tqp_rounding_name(o->rounding));
+           tqp_rot_name(o->rotation), tqp_rounding_name(o->rounding),
+           resumed_all ? " (already complete)" : "");
     printf("bits per weight: %.4f code, %.4f total; mean relative proxy loss %.6g; %lld "
            "unquantized parameters; %d rank%s, %.2f s\n",
            r->bpw_code, r->bpw_total, r->proxy_mean, (long long)r->plain_params, P,
            P == 1 ? "" : "s", r->seconds);
+    fflush(stdout);
+}
+
+static void phase_event(const char *event, const char *phase, double seconds)
+{
+    cJSON *e = tqp_event_begin(event);
+    cJSON_AddStringToObject(e, "phase", phase);
+    if (seconds >= 0) cJSON_AddNumberToObject(e, "seconds", seconds);
+    tqp_event_end(e);
+}
+
+static void phase_line(int rank, const quant_args *a, const char *what)
+{
+    if (rank == 0 && !a->quiet) {
+        fprintf(stderr, "quantize: %s\n", what);
+        fflush(stderr);
+    }
+}
+
+/* Perplexity of the full-precision and the quantized model on the evaluation text. */
+static tqp_status validate(const quant_args *a, const tqp_model *m, int rank, cJSON *d)
+{
+    uint32_t *tokens = NULL;
+    size_t n = 0;
+    char sha[65] = "";
+    tqp_eval_options eo = {.ctx = a->eval_ctx, .progress = !a->quiet};
+    tqp_eval_result rf = {0}, rq = {0};
+    tqp_qfile *qf = NULL;
+    tqp_weight_source src;
+    double t0 = tqp_now();
+    if (rank == 0) phase_event("phase_start", "validate", -1);
+    phase_line(rank, a, "phase 4/4: validation, perplexity of the full-precision and the quantized model");
+    tqp_status s = tqp_load_token_stream(MPI_COMM_WORLD, m, a->tokenizer, a->eval_text, NULL,
+                                         &tokens, &n, sha);
+    if (s == TQP_OK) s = tqp_eval_perplexity(MPI_COMM_WORLD, m, NULL, tokens, n, &eo, &rf);
+    tqp_crash_point("validate");
+    if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_qfile_open(a->out, m, &qf));
+    if (s == TQP_OK) {
+        src = tqp_qfile_source(qf);
+        s = tqp_eval_perplexity(MPI_COMM_WORLD, m, &src, tokens, n, &eo, &rq);
+    }
+    if (s == TQP_OK && rank == 0) {
+        printf("perplexity %.6f full precision, %.6f quantized (ratio %.3f); %s, ctx %d, %lld "
+               "tokens scored; %.0f and %.0f tokens/s on the CPU\n",
+               rf.ppl, rq.ppl, rq.ppl / rf.ppl, a->eval_text, a->eval_ctx,
+               (long long)rq.tokens_scored, rf.tokens_per_second, rq.tokens_per_second);
+        cJSON_AddNumberToObject(d, "ppl_full_precision", rf.ppl);
+        cJSON_AddNumberToObject(d, "ppl_quantized", rq.ppl);
+        cJSON *v = cJSON_AddObjectToObject(d, "validation");
+        cJSON_AddStringToObject(v, "validate_on", "cpu");
+        cJSON_AddStringToObject(v, "text", a->eval_text);
+        cJSON_AddStringToObject(v, "text_sha256", sha);
+        cJSON_AddNumberToObject(v, "ctx", a->eval_ctx);
+        cJSON_AddNumberToObject(v, "windows", (double)rq.windows);
+        cJSON_AddNumberToObject(v, "tokens_scored", (double)rq.tokens_scored);
+        cJSON_AddNumberToObject(v, "tokens_per_second_full_precision", rf.tokens_per_second);
+        cJSON_AddNumberToObject(v, "tokens_per_second_quantized", rq.tokens_per_second);
+        cJSON *e = tqp_event_begin("phase_done");
+        cJSON_AddStringToObject(e, "phase", "validate");
+        cJSON_AddNumberToObject(e, "seconds", tqp_now() - t0);
+        cJSON_AddNumberToObject(e, "ppl_full_precision", rf.ppl);
+        cJSON_AddNumberToObject(e, "ppl_quantized", rq.ppl);
+        tqp_event_end(e);
+    }
+    tqp_qfile_close(&qf);
+    free(tokens);
+    return tqp_mpi_agree(MPI_COMM_WORLD, s);
+}
+
+static tqp_status open_events(const quant_args *a, int P)
+{
+    TQP_CHECK(tqp_check_writable(a->out));
+    if (a->json) TQP_CHECK(tqp_check_writable(a->json));
+    size_t n = strlen(a->out) + 16;
+    char *p = malloc(n);
+    if (!p) return TQP_ENOMEM;
+    snprintf(p, n, "%s.events.jsonl", a->out);
+    tqp_status s = tqp_events_open(p);
+    free(p);
+    cJSON *e = tqp_event_begin("run_start");
+    cJSON_AddStringToObject(e, "command", "quantize");
+    cJSON_AddStringToObject(e, "tqp_version", TQP_VERSION);
+    cJSON_AddStringToObject(e, "out", a->out);
+    cJSON_AddNumberToObject(e, "ranks", P);
+    cJSON_AddNumberToObject(e, "bits", a->bits);
+    cJSON_AddStringToObject(e, "codebook", a->codebook);
+    tqp_event_end(e);
+    return s;
 }
 
 static tqp_status run(const quant_args *a, const tqp_quant_options *o, int rank, int P)
 {
     double t0 = tqp_now();
-    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? check_out(a) : TQP_OK));
+    TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? open_events(a, P) : TQP_OK));
     tqp_model *m = NULL;
     tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a->model, &m));
-    char *hpath = NULL, fp[65] = "";
-    if (s == TQP_OK && !a->hessians) s = collect(a, m, &hpath);
+    char *hpath = NULL, *id = NULL, fp[65] = "";
     if (s == TQP_OK) s = tqp_model_fingerprint(m, fp);
+    if (s == TQP_OK && rank == 0) { /* refuse other options before any long work */
+        id = identity_json(o, fp, NULL);
+        s = id ? tqp_qwriter_precheck(a->out, id, a->force) : TQP_ENOMEM;
+        free(id);
+        id = NULL;
+    }
+    s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+    if (s == TQP_OK && !a->hessians) {
+        double th = tqp_now();
+        if (rank == 0) phase_event("phase_start", "hessians", -1);
+        phase_line(rank, a, "phase 1/4: Hessians from the calibration text");
+        s = collect(a, m, &hpath);
+        if (s == TQP_OK && rank == 0) phase_event("phase_done", "hessians", tqp_now() - th);
+    }
     tqp_hfile hf = {0};
     const char *hp = a->hessians ? a->hessians : hpath;
     if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_hfile_open(hp, fp, m->cfg.n_layers, &hf));
     tqp_qwriter w = {.f = -1};
-    if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, rank == 0 ? tqp_qwriter_open(a->out, &w) : TQP_OK);
-    if (s == TQP_OK && rank == 0) s = tqp_qwriter_plain(&w, m);
-    if (s == TQP_OK && rank == 0 && o->tcq) s = tqp_qwriter_trellis(&w, tqp_tcq_base(o->tcq));
+    if (s == TQP_OK && rank == 0) {
+        id = identity_json(o, fp, hf.identity);
+        s = id ? tqp_qwriter_open(a->out, id, m->cfg.n_layers, a->force, &w) : TQP_ENOMEM;
+    }
     s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+    int complete = rank == 0 ? w.complete : 0, kept = rank == 0 ? tqp_qwriter_committed_count(&w) : 0;
+    MPI_Bcast(&complete, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (s == TQP_OK && rank == 0) {
+        if (complete && !a->quiet)
+            fprintf(stderr, "quantize: %s is complete with these options; nothing to quantize\n", a->out);
+        else if (kept && !a->quiet)
+            fprintf(stderr, "quantize: resuming: %d of %d layers already committed in %s.parts\n",
+                    kept, m->cfg.n_layers, a->out);
+        cJSON *e = tqp_event_begin(complete ? "resume_complete" : kept ? "resume" : "fresh_start");
+        cJSON_AddNumberToObject(e, "layers_committed", complete ? m->cfg.n_layers : kept);
+        cJSON_AddNumberToObject(e, "n_layers", m->cfg.n_layers);
+        tqp_event_end(e);
+    }
     tqp_quant_result r = {0};
-    if (s == TQP_OK) s = tqp_quantize_run(MPI_COMM_WORLD, m, &hf, o, &w, &r);
+    double tq = tqp_now();
+    if (s == TQP_OK) {
+        if (rank == 0) phase_event("phase_start", "quantize", -1);
+        if (!complete) phase_line(rank, a, "phase 2/4: quantizing layer by layer");
+        s = tqp_quantize_run(MPI_COMM_WORLD, m, &hf, o, &w, &r);
+        if (s == TQP_OK && rank == 0) phase_event("phase_done", "quantize", tqp_now() - tq);
+    }
     cJSON *d = s == TQP_OK ? describe(a, o, hp, &hf, m, fp) : NULL;
     if (d) add_summary(d, &r);
-    if (s == TQP_OK && rank == 0) {
+    if (s == TQP_OK && rank == 0 && !complete) {
+        double ta = tqp_now();
+        phase_event("phase_start", "assemble", -1);
+        phase_line(rank, a, "phase 3/4: assembling the output file");
         char *attrs = cJSON_PrintUnformatted(d);
-        s = attrs ? tqp_qwriter_finish(&w, attrs) : TQP_ENOMEM;
+        s = attrs ? tqp_qwriter_finish(&w, m, o->tcq ? tqp_tcq_base(o->tcq) : NULL, attrs)
+                  : TQP_ENOMEM;
         free(attrs);
+        if (s == TQP_OK) phase_event("phase_done", "assemble", tqp_now() - ta);
     }
+    s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+    if (s == TQP_OK && rank == 0) print_summary(a, o, &r, P, complete);
+    if (s == TQP_OK && a->eval_text && strcmp(a->validate_on, "none"))
+        s = validate(a, m, rank, d);
+    else if (s == TQP_OK)
+        phase_line(rank, a, "validation skipped (no --eval-text, or --validate-on none)");
     if (s == TQP_OK && rank == 0) {
-        print_summary(a, o, &r, P);
+        printf("output %s\n", a->out);
         if (a->json) s = write_json(a, d, &r, P, tqp_now() - t0);
+        cJSON *e = tqp_event_begin("run_done");
+        cJSON_AddNumberToObject(e, "seconds", tqp_now() - t0);
+        cJSON_AddNumberToObject(e, "bits_per_weight_total", r.bpw_total);
+        tqp_event_end(e);
     }
-    if (rank == 0 && w.tmp) tqp_qwriter_abort(&w);
+    if (s != TQP_OK && rank == 0) {
+        cJSON *e = tqp_event_begin("run_failed");
+        cJSON_AddStringToObject(e, "error", tqp_error_message());
+        cJSON_AddNumberToObject(e, "exit_status", tqp_exit_code(s));
+        tqp_event_end(e);
+    }
+    if (rank == 0) tqp_qwriter_close(&w);
+    tqp_events_close();
+    free(id);
     cJSON_Delete(d);
     tqp_quant_result_free(&r);
     tqp_hfile_close(&hf);
@@ -249,16 +456,26 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
          "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho"},
         {"--seed", TQP_OPT_STRING, &a.seed, "0", "S", "run seed for signs and rotations"},
-        {"--force", TQP_OPT_FLAG, &a.force, NULL, NULL, "replace an existing output"},
+        {"--eval-text", TQP_OPT_STRING, &a.eval_text, NULL, "PATH",
+         "validate: perplexity of the full-precision and the quantized model on this text"},
+        {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "256", "N", "validation window length in tokens"},
+        {"--validate-on", TQP_OPT_STRING, &a.validate_on, "auto", "D",
+         "where validation runs: auto, cpu or none (gpu: in builds with CUDA)"},
+        {"--force", TQP_OPT_FLAG, &a.force, NULL, NULL,
+         "start over: remove an existing output, its parts and its Hessians"},
         {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };
     tqp_cmd_spec spec = {
         "quantize", "Quantize a model's linear layers to 2-4 bits per weight.",
-        "RTN = --rotation none --rounding nearest; GPTQ = --rotation none --rounding ldlq; "
-        "QuIP = --rotation rht --rounding ldlq --codebook scalar (the default). The output is "
-        "one HDF5 file, written under a temporary name and renamed when complete; it is "
-        "bit-identical for any rank count. Evaluate it with tqp eval --quantized.",
+        "The whole pipeline: Hessians (with --text), quantization layer by layer, assembly of "
+        "one HDF5 file, and validation (with --eval-text). RTN = --rotation none --rounding "
+        "nearest; GPTQ = --rotation none --rounding ldlq; QuIP = --rotation rht --rounding ldlq "
+        "--codebook scalar (the default); QTIP = --codebook trellis. Every layer is committed "
+        "to OUT.parts/ as it completes; rerunning the same command after a crash or preemption "
+        "resumes, and a rerun with other options is refused (--force starts over). The output "
+        "is renamed into place when complete and is bit-identical for any rank count. Events "
+        "are logged to OUT.events.jsonl.",
         opts, (int)(sizeof opts / sizeof opts[0])};
     int help, rank, P;
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));

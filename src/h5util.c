@@ -113,7 +113,7 @@ tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_
     }
     hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : cells ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
-    if (d >= 0) H5Dclose(d);
+    if (d >= 0 && H5Dclose(d) < 0) rc = -1; /* the chunk cache is written here */
     H5Sclose(sp);
     H5Pclose(dcpl);
     return rc < 0 ? tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name) : TQP_OK;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "tqp/forward.h"
+#include "tqp/cli.h"
 #include "tqp/h5util.h"
 #include "tqp/io.h"
 #include "tqp/mpiutil.h"
@@ -34,26 +35,6 @@ static char *identity_json(const tqp_hessian_meta *m)
     char *s = cJSON_PrintUnformatted(d);
     cJSON_Delete(d);
     return s;
-}
-
-/* The first key whose value differs between two identity texts, described in `buf`. */
-static void identity_diff(const char *a, const char *b, char *buf, size_t cap)
-{
-    cJSON *x = cJSON_Parse(a), *y = cJSON_Parse(b), *it;
-    snprintf(buf, cap, "its identity is unreadable");
-    if (x && y) cJSON_ArrayForEach(it, y)
-        {
-            cJSON *o = cJSON_GetObjectItemCaseSensitive(x, it->string);
-            char *va = o ? cJSON_PrintUnformatted(o) : strdup("(absent)");
-            char *vb = cJSON_PrintUnformatted(it);
-            int same = va && vb && !strcmp(va, vb);
-            if (!same) snprintf(buf, cap, "%s is %s there, %s now", it->string, va, vb);
-            free(va);
-            free(vb);
-            if (!same) break;
-        }
-    cJSON_Delete(x);
-    cJSON_Delete(y);
 }
 
 char *tqp_hstore_layer_path(const tqp_hstore *st, int layer)
@@ -143,7 +124,7 @@ static tqp_status check_existing(tqp_hstore *st)
                           st->out);
     } else if (strcmp(id, st->identity)) {
         char why[512];
-        identity_diff(id, st->identity, why, sizeof why);
+        tqp_json_first_diff(id, st->identity, why, sizeof why);
         s = tqp_error_set(TQP_EMISMATCH,
                           "%s: was written with other options (%s); use --force "
                           "to start over or choose another --out",

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tqp/chol.h"
+#include "tqp/events.h"
 #include "tqp/forward.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
@@ -388,6 +389,16 @@ static int64_t plain_params(const tqp_config *c)
     return p + (int64_t)c->n_layers * 2 * c->dim;
 }
 
+static int64_t layer_weights(const tqp_config *c)
+{
+    int64_t total = 0, r, k;
+    for (int i = 0; i < TQP_QMATS; i++) {
+        tqp_layer_tensor_shape(c, tqp_qmat_tensor(i), &r, &k);
+        total += r * k;
+    }
+    return total;
+}
+
 static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
                                  tqp_qmat_info *infos, tqp_progress *pr, double *done)
 {
@@ -395,6 +406,8 @@ static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
     tqp_layer_weights lw;
     TQP_CHECK(tqp_mpi_agree(q->comm, tqp_model_layer_load(q->m, layer, &lw)));
     tqp_status s = TQP_OK;
+    if (q->rank == 0) s = tqp_qwriter_layer_begin(q->w, q->m, layer);
+    s = tqp_mpi_agree(q->comm, s);
     for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK; g++) {
         group_state gs = {0};
         int n = tqp_group_width(c, (tqp_group)g);
@@ -404,16 +417,50 @@ static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
             if (tqp_qmat_group(i) != g) continue;
             s = quantize_matrix(q, &lw, layer, i, &gs, &infos[i]);
             if (s != TQP_OK) break;
+            if (i == 3) {
+                char point[64];
+                snprintf(point, sizeof point, "quantize-layer-%d", layer);
+                tqp_crash_point(point);
+            }
+            int64_t r, k;
+            tqp_layer_tensor_shape(c, tqp_qmat_tensor(i), &r, &k);
             char extra[128];
-            snprintf(extra, sizeof extra, "layer %d %s: proxy %.4g", layer, tqp_qmat_name(i),
-                     q->rank == 0 ? infos[i].proxy_rel : 0.0);
-            *done += 1;
+            snprintf(extra, sizeof extra, "layer %d/%d %s: proxy %.4g", layer + 1, c->n_layers,
+                     tqp_qmat_name(i), q->rank == 0 ? infos[i].proxy_rel : 0.0);
+            *done += (double)(r * k);
             tqp_progress_update(pr, *done, extra);
         }
         group_free(&gs);
     }
     tqp_layer_weights_release(&lw);
-    return s;
+    if (s == TQP_OK && q->rank == 0) s = tqp_qwriter_layer_commit(q->w, layer);
+    return tqp_mpi_agree(q->comm, s);
+}
+
+/* One line per committed layer (every event is a line, also in Slurm logs) and its event. */
+static void layer_done(const qctx *q, int layer, const tqp_qmat_info *infos, double seconds,
+                       double weights, double elapsed, double eta, int resumed)
+{
+    if (q->rank != 0) return;
+    double proxy = 0;
+    for (int i = 0; i < TQP_QMATS; i++) proxy += infos[i].proxy_rel / TQP_QMATS;
+    if (q->o->progress && !resumed)
+        fprintf(stderr,
+                "quantize: layer %d/%d committed: %.0f weights in %.2f s (%.3g weights/s), mean "
+                "proxy %.4g; elapsed %.1f s, ETA %.1f s\n",
+                layer + 1, q->m->cfg.n_layers, weights, seconds,
+                seconds > 0 ? weights / seconds : 0.0, proxy, elapsed, eta);
+    cJSON *e = tqp_event_begin(resumed ? "layer_kept" : "layer_committed");
+    cJSON_AddStringToObject(e, "phase", "quantize");
+    cJSON_AddNumberToObject(e, "layer", layer);
+    cJSON_AddNumberToObject(e, "weights", weights);
+    cJSON_AddNumberToObject(e, "proxy_loss_mean", proxy);
+    if (!resumed) {
+        cJSON_AddNumberToObject(e, "seconds", seconds);
+        cJSON_AddNumberToObject(e, "weights_per_second", seconds > 0 ? weights / seconds : 0);
+        cJSON_AddNumberToObject(e, "eta_seconds", eta);
+    }
+    tqp_event_end(e);
 }
 
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
@@ -426,16 +473,44 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     const tqp_config *c = &m->cfg;
     r->n_mats = c->n_layers * TQP_QMATS;
     r->mats = tqp_calloc((size_t)r->n_mats, sizeof *r->mats);
-    TQP_CHECK(tqp_mpi_agree(comm, r->mats ? TQP_OK : TQP_ENOMEM));
+    unsigned char *keep = tqp_calloc((size_t)c->n_layers + 1, 1);
+    TQP_CHECK(tqp_mpi_agree(comm, r->mats && keep ? TQP_OK : TQP_ENOMEM));
+    if (q.rank == 0)
+        for (int l = 0; l < c->n_layers; l++) keep[l] = w->complete || w->committed[l];
+    MPI_Bcast(keep, c->n_layers, MPI_UNSIGNED_CHAR, 0, comm);
+    double lw = (double)layer_weights(c), todo = 0;
+    for (int l = 0; l < c->n_layers; l++) todo += keep[l] ? 0 : lw;
     double t0 = tqp_now(), done = 0;
     tqp_progress pr;
-    tqp_progress_init(&pr, "quantize", r->n_mats, "matrices", q.rank == 0 && o->progress);
+    tqp_progress_init(&pr, "quantize", todo, "weights", q.rank == 0 && o->progress);
     tqp_status s = TQP_OK;
-    for (int l = 0; l < c->n_layers && s == TQP_OK; l++)
-        s = quantize_layer(&q, hf, l, r->mats + (size_t)l * TQP_QMATS, &pr, &done);
+    for (int l = 0; l < c->n_layers && s == TQP_OK; l++) {
+        tqp_qmat_info *infos = r->mats + (size_t)l * TQP_QMATS;
+        if (keep[l]) {
+            if (q.rank == 0) s = tqp_qwriter_layer_infos(w, l, infos);
+            s = tqp_mpi_agree(comm, s);
+            if (s == TQP_OK) layer_done(&q, l, infos, 0, lw, 0, 0, 1);
+            continue;
+        }
+        double tl = tqp_now();
+        s = quantize_layer(&q, hf, l, infos, &pr, &done);
+        double el = tqp_now() - t0;
+        if (s == TQP_OK)
+            layer_done(&q, l, infos, tqp_now() - tl, lw, el, done > 0 ? el * (todo - done) / done : 0, 0);
+    }
+    free(keep);
     tqp_progress_finish(&pr, done, 0);
     TQP_CHECK(s);
+    tqp_quant_result_summarize(r, m, o);
+    r->seconds = tqp_now() - t0;
+    return TQP_OK;
+}
+
+void tqp_quant_result_summarize(tqp_quant_result *r, const tqp_model *m,
+                                const tqp_quant_options *o)
+{
     double bits_code = 0, bits_total = 0, proxy = 0;
+    r->weights = 0;
     for (int i = 0; i < r->n_mats; i++) {
         double wts = (double)r->mats[i].rows * r->mats[i].cols;
         r->weights += (int64_t)wts;
@@ -449,10 +524,8 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
         bits_total += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
     }
     r->bpw_total = r->weights ? bits_total / (double)r->weights : 0;
-    r->proxy_mean = proxy / r->n_mats;
-    r->plain_params = plain_params(c);
-    r->seconds = tqp_now() - t0;
-    return TQP_OK;
+    r->proxy_mean = r->n_mats ? proxy / r->n_mats : 0;
+    r->plain_params = plain_params(&m->cfg);
 }
 
 void tqp_quant_result_free(tqp_quant_result *r)

@@ -2,6 +2,7 @@
 # Usage: source tests/lib.sh "$TQP" (the path of the tqp binary).
 set -u
 TQP=${1:?usage: $0 path/to/tqp [test-binary-dir]}
+case "$TQP" in /*) ;; *) TQP=$PWD/$TQP ;; esac
 TESTBIN=${2:-$(dirname "$TQP")/tests}
 DATA=${TQP_DATA_DIR:-${TQP_DEFAULT_DATA_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}}
 MODEL=$DATA/models/stories260K/stories260K.bin

@@ -42,14 +42,15 @@ static tqp_status quantize(const char *hfile, const char *out, tqp_quant_options
     tqp_hfile hf;
     TQP_CHECK(tqp_hfile_open(hfile, fp, model->cfg.n_layers, &hf));
     tqp_qwriter w;
-    tqp_status s = tqp_qwriter_open(out, &w);
-    if (s == TQP_OK) s = tqp_qwriter_plain(&w, model);
-    if (s == TQP_OK && o->tcq) s = tqp_qwriter_trellis(&w, tqp_tcq_base(o->tcq));
+    char id[200];
+    snprintf(id, sizeof id, "{\"model_fingerprint\": \"%s\"}", fp);
+    tqp_status s = tqp_qwriter_open(out, id, model->cfg.n_layers, 1, &w);
     if (s == TQP_OK) s = tqp_quantize_run(MPI_COMM_WORLD, model, &hf, o, &w, r);
     char attrs[200];
     snprintf(attrs, sizeof attrs, "{\"model_fingerprint\": \"%s\"}", fp);
-    if (s == TQP_OK) s = tqp_qwriter_finish(&w, attrs);
-    else tqp_qwriter_abort(&w);
+    if (s == TQP_OK)
+        s = tqp_qwriter_finish(&w, model, o->tcq ? tqp_tcq_base(o->tcq) : NULL, attrs);
+    tqp_qwriter_close(&w);
     tqp_hfile_close(&hf);
     return s;
 }

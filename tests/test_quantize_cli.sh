@@ -74,9 +74,13 @@ check "--text gives the same codes as --hessians" cmp -s <(h5dump -d /layer_004/
 
 # Bad input: one line, exit 2, nothing written.
 cp "$WORK/q2.h5" "$WORK/keep.h5"
-run_mpi 2 $Q --out "$WORK/q2.h5" > /dev/null 2> "$WORK/err"
-check "existing output refused" [ $? = 2 ]
-check "existing output: message" grep -q "exists; use --force" "$WORK/err"
+run_mpi 2 $Q --out "$WORK/q2.h5" --json "$WORK/again.json" > /dev/null 2> "$WORK/err"
+check "existing output with the same options: accepted" [ $? = 0 ]
+check "existing output with the same options: same summary" [ "$(json "$WORK/again.json" proxy_loss_mean)" != "" ]
+check "existing output with the same options: unchanged" cmp -s "$WORK/q2.h5" "$WORK/keep.h5"
+run_mpi 2 $Q --damp 0.02 --out "$WORK/q2.h5" > /dev/null 2> "$WORK/err"
+check "existing output with other options refused" [ $? = 2 ]
+check "existing output: message" grep -q "damp is 0.01 there, 0.02 now); use --force" "$WORK/err"
 check "existing output untouched" cmp -s "$WORK/q2.h5" "$WORK/keep.h5"
 for bad in "--threads 0" "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
   run_mpi 1 $Q $bad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The default job on the bundled model, across 2 MPI ranks: perplexity of stories260K on the
-# TinyStories evaluation text, then QTIP at 2 bits (Hessians from the calibration text, RHT,
-# BlockLDLQ, bitshift trellis with the 1MAD code) and the perplexity of the quantized model.  Data come from $TQP_DATA_DIR
-# (default ../shared/data); outputs go to $TQP_OUT_DIR (default out/).
+# The default job on the bundled model: the whole pipeline in one `tqp quantize` across 2 MPI
+# ranks.  Hessians from the TinyStories calibration text, QTIP at 2 bits (RHT, BlockLDLQ,
+# bitshift trellis with the 1MAD code) layer by layer, the output file, then the perplexity of
+# the full-precision and the quantized model on the evaluation text.  Rerunning resumes (or,
+# when the output is complete, only validates again).  Data come from $TQP_DATA_DIR (default
+# ../shared/data); outputs go to $TQP_OUT_DIR (default out/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${TQP_DATA_DIR:-../shared/data}
@@ -19,12 +21,7 @@ MPIFLAGS=()
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 MODEL=$DATA/models/stories260K/stories260K.bin
 set -x
-mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp eval --model "$MODEL" \
-  --text "$DATA/text/tinystories_eval.txt" --ctx 256 --json "$OUT/eval.json"
 mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp quantize --model "$MODEL" \
   --text "$DATA/text/tinystories_calib.txt" --bits 2 --codebook trellis --code 1mad \
-  --out "$OUT/stories260K-qtip2.h5" --force \
+  --eval-text "$DATA/text/tinystories_eval.txt" --out "$OUT/stories260K-qtip2.h5" \
   --json "$OUT/quantize.json"
-mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp eval --model "$MODEL" \
-  --quantized "$OUT/stories260K-qtip2.h5" --text "$DATA/text/tinystories_eval.txt" --ctx 256 \
-  --json "$OUT/eval-qtip2.json"

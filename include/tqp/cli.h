@@ -52,6 +52,11 @@ char *tqp_find_tokenizer(const tqp_model *m);
 /* Write a JSON document atomically (pretty-printed, trailing newline). */
 tqp_status tqp_json_write(const char *path, const cJSON *doc);
 
+/* Compare two JSON objects member by member, over the members of `b` (so a partial `b` checks
+ * only what it names).  Returns 1 and describes the first difference in `buf` ("bits is 3
+ * there, 2 now"), or 0 if they agree; unparsable text counts as a difference. */
+int tqp_json_first_diff(const char *a, const char *b, char *buf, size_t cap);
+
 /* Subcommands: each returns a status; the caller prints the error and sets the exit code. */
 tqp_status tqp_cmd_eval(int argc, char **argv);
 tqp_status tqp_cmd_convert(int argc, char **argv);
@@ -59,6 +64,9 @@ tqp_status tqp_cmd_tokenize(int argc, char **argv);
 tqp_status tqp_cmd_hessian(int argc, char **argv);
 tqp_status tqp_cmd_bench(int argc, char **argv);
 tqp_status tqp_cmd_quantize(int argc, char **argv);
-tqp_status tqp_bench_trellis(int argc, char **argv); // tqp bench trellis
+tqp_status tqp_cmd_report(int argc, char **argv);
+tqp_status tqp_cmd_plan(int argc, char **argv);
+tqp_status tqp_bench_trellis(int argc, char **argv);     // tqp bench trellis
+tqp_status tqp_bench_quantize_memory(int argc, char **argv); // tqp bench quantize-memory
 
 #endif

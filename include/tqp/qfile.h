@@ -13,9 +13,11 @@
  *   /layer_NNN/<q|k|v|o|gate|up|down>/  codes (uint8, packed little-endian bit stream),
  *                          sign_out, sign_in (rht: packed bits, 1 = -1), attributes
  *
- * The writer is serial (rank 0) and writes a temporary file that is renamed into place only
- * when complete: a crash leaves no partial output under the final name.  Every dataset carries
- * a Fletcher-32 checksum.
+ * The writer is serial (rank 0) and commits layer by layer into <out>.parts/ (below); the
+ * file itself is assembled under a temporary name and renamed into place only when complete:
+ * a crash leaves no partial output under the final name.  Every dataset carries a Fletcher-32
+ * checksum; the root attribute "identity" (JSON) holds the options and input checksums that
+ * determine the bytes, so that a rerun can resume or refuse.
  */
 #ifndef TQP_QFILE_H
 #define TQP_QFILE_H
@@ -54,29 +56,58 @@ typedef struct {
 /* Total bits of one matrix: codes, the fp64 scale, both seeds and the sign vectors (rht). */
 double tqp_qmat_total_bits(const tqp_qmat_info *q);
 
-/* ---- writing (one rank) ---- */
+/* ---- writing (one rank) ----
+ *
+ * Per-layer commits (state diagram in src/cmd_quantize.c and docs/pipeline.md).  Layers are
+ * written to <out>.parts/layer_NNN.h5.tmp.<pid>, then fsynced and renamed to layer_NNN.h5 (the
+ * commit), and their SHA-256 recorded in <out>.parts/state.json (rewritten atomically) with the
+ * run's identity.  On open, committed layers whose checksum no longer matches, and files not
+ * listed, are removed and redone.  tqp_qwriter_finish assembles <out> from the parts (temporary
+ * name, rename) and removes <out>.parts.  An existing complete <out> with the same identity
+ * is verified dataset by dataset (Fletcher-32): if every layer reads back the run is complete;
+ * otherwise its good layers are copied back into the parts and only the damaged ones redone. */
 typedef struct {
-    hid_t f;
-    char *path, *tmp; // owned
+    hid_t f;                  // the file being written, or -1
+    char *path, *dir, *tmp;   // owned: output, <out>.parts, temporary file being written
+    char *identity;           // owned JSON text: what determines the bytes
+    int n_layers;
+    unsigned char *committed; // per layer
+    char (*sha)[65];          // SHA-256 of each committed layer file
+    int complete;             // the output exists, verified, with this identity
 } tqp_qwriter;
 
-/* Create <path>.tmp.<pid>; the root attributes are written by tqp_qwriter_finish. */
-tqp_status tqp_qwriter_open(const char *path, tqp_qwriter *w);
-/* Unquantized tensors: globals and the layers' norms, from the model. */
-tqp_status tqp_qwriter_plain(tqp_qwriter *w, const tqp_model *m);
+/* Refuse (TQP_EMISMATCH, TQP_EUSAGE) an existing output or parts directory written with other
+ * options, comparing only the members `identity` names; nothing is changed.  For a check
+ * before long work whose results belong to the identity (the Hessians). */
+tqp_status tqp_qwriter_precheck(const char *path, const char *identity, int force);
+/* Open the run state for `path`: with `force` remove any previous output first; otherwise
+ * refuse other options, verify what exists and set w->committed / w->complete. */
+tqp_status tqp_qwriter_open(const char *path, const char *identity, int n_layers, int force,
+                            tqp_qwriter *w);
+int tqp_qwriter_committed_count(const tqp_qwriter *w);
+/* Start layer `layer`'s file (with its unquantized norms from the model). */
+tqp_status tqp_qwriter_layer_begin(tqp_qwriter *w, const tqp_model *m, int layer);
 /* One matrix: codes (rows * cols, values < 2^bits) are packed here; signs from the rotation. */
 tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
                               const uint32_t *codes, const tqp_rot *rot);
 /* The same with codes already packed (tile codebooks: the trellis streams, tcq.h). */
 tqp_status tqp_qwriter_matrix_packed(tqp_qwriter *w, int layer, int mat, const tqp_qmat_info *q,
                                      const uint8_t *packed, size_t bytes, const tqp_rot *rot);
-/* /trellis: L, K, V, code and the LUT (hyb, lut), shared by every trellis matrix. */
-tqp_status tqp_qwriter_trellis(tqp_qwriter *w, const tqp_trellis *t);
-/* Root attributes, close, fsync and rename into place.  `attrs` adds to the root: a JSON object
- * whose string and number members become attributes. */
-tqp_status tqp_qwriter_finish(tqp_qwriter *w, const char *attrs_json);
-/* Close and remove the temporary file (after a failure). */
+/* Close, fsync, rename, checksum and record the layer: the commit point. */
+tqp_status tqp_qwriter_layer_commit(tqp_qwriter *w, int layer);
+/* The stored information of a committed layer's matrices (from the output when complete). */
+tqp_status tqp_qwriter_layer_infos(const tqp_qwriter *w, int layer, tqp_qmat_info *infos);
+/* Every layer committed: write <out> (globals from the model, /trellis when `t`, the layers,
+ * root attributes: identity, `attrs` members, complete), rename into place, remove the parts. */
+tqp_status tqp_qwriter_finish(tqp_qwriter *w, const tqp_model *m, const tqp_trellis *t,
+                              const char *attrs_json);
+/* Remove the temporary file being written, if any (after a failure); commits stay. */
 void tqp_qwriter_abort(tqp_qwriter *w);
+/* tqp_qwriter_abort and free everything. */
+void tqp_qwriter_close(tqp_qwriter *w);
+
+/* The attributes of a stored matrix group. */
+tqp_status tqp_qmat_read_info(hid_t g, tqp_qmat_info *q);
 
 /* ---- reading ---- */
 typedef struct tqp_qfile tqp_qfile;
