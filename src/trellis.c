@@ -67,6 +67,8 @@ tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code)
     if (T <= 0 || T % V)
         return tqp_error_set(TQP_EINPUT, "trellis: T = %d is not a positive multiple of V = %d",
                              T, V);
+    if (T > TQP_TRELLIS_MAX_T)
+        return tqp_error_set(TQP_EINPUT, "trellis: T = %d exceeds %d", T, TQP_TRELLIS_MAX_T);
     if ((T / V) * K * V < L)
         return tqp_error_set(TQP_EINPUT, "trellis: T = %d is too short for L = %d", T, L);
     if (code < 0 || code >= TQP_TCODE_COUNT)
@@ -258,21 +260,37 @@ double tqp_trellis_encode_ref(const tqp_trellis *t, const float *x, uint8_t *pac
     return encode_with(t, tqp_trellis_viterbi_ref, x, packed, xhat);
 }
 
+/* Chunk i (KV bits at bit i KV of the little-endian stream) from a zero-padded copy. */
+static inline uint32_t chunk_at(const uint8_t *buf, int i, int KV, uint32_t kvmask)
+{
+    unsigned pos = (unsigned)i * (unsigned)KV;
+    uint32_t w;
+    memcpy(&w, buf + (pos >> 3), sizeof w); /* little-endian hosts (x86-64, aarch64) */
+    return (w >> (pos & 7)) & kvmask;
+}
+
 void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat)
 {
-    int N = t->T / t->V, KV = t->K * t->V;
-    uint32_t mask = (uint32_t)((1u << t->L) - 1);
-    uint32_t *chunk = malloc(sizeof(uint32_t) * N);
-    tqp_unpack_codes(packed, (size_t)N, KV, chunk);
+    int N = t->T / t->V, KV = t->K * t->V, bytes = tqp_trellis_packed_bytes(t);
+    uint32_t mask = (uint32_t)((1u << t->L) - 1), kvmask = (1u << KV) - 1;
+    uint8_t buf[TQP_TRELLIS_MAX_T / 2 + 8] = {0}; /* T K bits, K <= 4 */
+    memcpy(buf, packed, (size_t)bytes);
     /* the state before position 0 is the circular stream's last L bits */
     int need = (t->L + KV - 1) / KV;
     uint32_t s = 0;
-    for (int j = need; j >= 1; j--) s = ((s << KV) | chunk[N - j]) & mask;
-    for (int i = 0; i < N; i++) {
-        s = ((s << KV) | chunk[i]) & mask;
-        memcpy(xhat + (size_t)i * t->V, t->table + (size_t)s * t->V, sizeof(float) * t->V);
+    for (int j = need; j >= 1; j--) s = ((s << KV) | chunk_at(buf, N - j, KV, kvmask)) & mask;
+    if (t->V == 1) {
+        for (int i = 0; i < N; i++) {
+            s = ((s << KV) | chunk_at(buf, i, KV, kvmask)) & mask;
+            xhat[i] = t->table[s];
+        }
+    } else {
+        for (int i = 0; i < N; i++) {
+            s = ((s << KV) | chunk_at(buf, i, KV, kvmask)) & mask;
+            xhat[2 * i] = t->table[2 * s];
+            xhat[2 * i + 1] = t->table[2 * s + 1];
+        }
     }
-    free(chunk);
 }
 
 /* SIMD encoders (trellis_simd.h), each built when the compiler supports its instruction set

@@ -27,7 +27,7 @@
 
 typedef enum { TQP_TCODE_1MAD, TQP_TCODE_3INST, TQP_TCODE_HYB, TQP_TCODE_LUT, TQP_TCODE_COUNT } tqp_tcode;
 
-enum { TQP_HYB_Q = 9, TQP_TRELLIS_MAX_L = 16 };
+enum { TQP_HYB_Q = 9, TQP_TRELLIS_MAX_L = 16, TQP_TRELLIS_MAX_T = 4096 };
 
 typedef struct {
     int L, K, V, T;   // state bits, bits per weight, weights per step, weights per sequence
@@ -42,7 +42,7 @@ typedef struct {
 const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut"
 tqp_tcode tqp_tcode_parse(const char *name); // TQP_TCODE_COUNT if unknown
 
-/* Check parameters: L <= 16, K in 1..4, V in {1, 2}, K V < L, T divisible by V, at least
+/* Check parameters: L <= 16, K in 1..4, V in {1, 2}, K V < L, T <= 4096 divisible by V, at least
  * ceil(L / KV) steps, and a code that exists for V.  The message names the bad parameter. */
 tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code);
 
