@@ -12,5 +12,6 @@ apt-get install -y -qq --no-install-recommends \
   openmpi-bin libopenmpi-dev \
   libopenblas-dev libscalapack-openmpi-dev \
   libhdf5-openmpi-dev hdf5-tools \
-  libcjson-dev libssl-dev > /dev/null
+  libcjson-dev libssl-dev \
+  slurm-wlm munge > /dev/null
 echo "install-deps.sh: packages installed"
