@@ -3,6 +3,7 @@
  * "tqp <command>: error: <file>: <reason>"; the exit status is 2 for bad input or usage and 1
  * for other failures. */
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +23,8 @@ static const command commands[] = {
     {"quantize", tqp_cmd_quantize, "quantize a model to 2-4 bits per weight into HDF5"},
     {"bench", tqp_cmd_bench, "benchmarks that print a table (tqp bench --help)"},
     {"tokenize", tqp_cmd_tokenize, "write a text's token ids as a pre-tokenized file"},
+    {"plan", tqp_cmd_plan, "memory per rank and node, Viterbi work and time of a planned run"},
+    {"report", tqp_cmd_report, "tables and plot of an ablation grid from its JSON summaries"},
 };
 
 static void usage(FILE *out)
@@ -46,6 +49,9 @@ static int finish(int rank, const char *cmd, tqp_status s)
 
 int main(int argc, char **argv)
 {
+    /* A file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk,
+     * instead of killing the process. */
+    signal(SIGXFSZ, SIG_IGN);
     MPI_Init(&argc, &argv);
     tqp_h5_quiet();
     int rank;

@@ -263,6 +263,36 @@ tqp_status tqp_model_load(const char *path, tqp_model **out)
     return TQP_OK;
 }
 
+tqp_status tqp_config_read(const char *path, tqp_config *cfg, tqp_model_format *format,
+                           tqp_dtype *dtype)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return tqp_error_set(TQP_ENOENT, "%s: no such file or directory", path);
+    char json[4096];
+    const char *file = path;
+    int is_json = 0;
+    if (S_ISDIR(st.st_mode)) { /* a Hugging Face directory: its config.json */
+        snprintf(json, sizeof json, "%s/config.json", path);
+        if (stat(json, &st) != 0)
+            return tqp_error_set(TQP_ENOENT, "%s: no config.json in the directory", path);
+        file = json, is_json = 1;
+    } else { /* a JSON object starts with '{'; anything else is read as a llama2.c header */
+        FILE *f = fopen(path, "rb");
+        if (!f) return tqp_error_set(TQP_ENOENT, "%s: cannot open", path);
+        int c;
+        while ((c = fgetc(f)) == ' ' || c == '\t' || c == '\n' || c == '\r') {}
+        fclose(f);
+        is_json = c == '{';
+    }
+    *format = is_json ? TQP_FORMAT_HF : TQP_FORMAT_LLAMA2C;
+    if (!is_json) {
+        *dtype = TQP_DTYPE_F32;
+        return tqp_config_read_llama2c(path, cfg);
+    }
+    return tqp_config_read_hf(file, cfg, dtype);
+}
+
 void tqp_model_destroy(tqp_model **pm)
 {
     tqp_model *m = *pm;

@@ -41,10 +41,11 @@ static tqp_status json_num(const char *path, const cJSON *root, const char *key,
     return TQP_OK;
 }
 
-static tqp_status check_arch(const char *path, const cJSON *root)
+/* strict: refuse what the forward pass cannot run (rope_scaling); planning only needs shapes. */
+static tqp_status check_arch(const char *path, const cJSON *root, int strict)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    if (rs && !cJSON_IsNull(rs))
+    if (strict && rs && !cJSON_IsNull(rs))
         return tqp_error_set(TQP_EINPUT, "%s: rope_scaling is not supported yet", path);
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (!cJSON_IsArray(arch) || cJSON_GetArraySize(arch) == 0) return TQP_OK;
@@ -60,10 +61,10 @@ static tqp_status check_arch(const char *path, const cJSON *root)
                          cJSON_IsString(a) ? a->valuestring : "(not a string)");
 }
 
-static tqp_status parse_config(const char *path, const cJSON *root, tqp_config *c)
+static tqp_status parse_config(const char *path, const cJSON *root, int strict, tqp_config *c)
 {
     memset(c, 0, sizeof *c);
-    TQP_CHECK(check_arch(path, root));
+    TQP_CHECK(check_arch(path, root, strict));
     TQP_CHECK(json_int(path, root, "hidden_size", -1, &c->dim));
     TQP_CHECK(json_int(path, root, "intermediate_size", -1, &c->hidden_dim));
     TQP_CHECK(json_int(path, root, "num_hidden_layers", -1, &c->n_layers));
@@ -102,6 +103,28 @@ static tqp_status read_json(const char *path, cJSON **out)
         return tqp_error_set(TQP_EINPUT, "%s: not a valid JSON object", path);
     }
     return TQP_OK;
+}
+
+tqp_status tqp_config_read_hf(const char *path, tqp_config *cfg, tqp_dtype *dtype)
+{
+    cJSON *root = NULL;
+    TQP_CHECK(read_json(path, &root));
+    tqp_status s = parse_config(path, root, 0, cfg);
+    /* the stored dtype: "torch_dtype" (or "dtype" in newer files); BF16 when absent */
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+    if (!cJSON_IsString(dt)) dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
+    *dtype = TQP_DTYPE_BF16;
+    if (s == TQP_OK && cJSON_IsString(dt)) {
+        if (!strcmp(dt->valuestring, "float32"))
+            *dtype = TQP_DTYPE_F32;
+        else if (!strcmp(dt->valuestring, "float16"))
+            *dtype = TQP_DTYPE_F16;
+        else if (strcmp(dt->valuestring, "bfloat16"))
+            s = tqp_error_set(TQP_EINPUT, "%s: torch_dtype %s is not float32, float16 or bfloat16",
+                              path, dt->valuestring);
+    }
+    cJSON_Delete(root);
+    return s;
 }
 
 /* One mapped shard and its parsed header. */
@@ -237,7 +260,7 @@ tqp_status tqp_model_load_hf(const char *dir, tqp_model *m)
     snprintf(path, sizeof path, "%s/config.json", dir);
     cJSON *cfg = NULL;
     tqp_status s = read_json(path, &cfg);
-    if (s == TQP_OK) s = parse_config(path, cfg, &m->cfg);
+    if (s == TQP_OK) s = parse_config(path, cfg, 1, &m->cfg);
     cJSON_Delete(cfg);
     if (s != TQP_OK) return s;
     hf_state st = {.dir = dir};

@@ -4,8 +4,10 @@
  * (seq_len * head_dim floats), then the classifier if not shared. */
 #include "tqp/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { HEADER_BYTES = 7 * 4 };
 
@@ -14,13 +16,15 @@ static const tqp_layer_tensor file_order_pre[] = {TQP_T_ATTN_NORM, TQP_T_Q,    T
                                                   TQP_T_V,         TQP_T_O,    TQP_T_FFN_NORM,
                                                   TQP_T_GATE,      TQP_T_DOWN, TQP_T_UP};
 
-static tqp_status read_header(const char *path, const tqp_mmap *map, tqp_config *c, int *shared)
+/* The header's configuration; `data` holds the file's first `size` bytes (size: the file's). */
+static tqp_status read_header(const char *path, const void *data, size_t size, tqp_config *c,
+                              int *shared)
 {
-    if (map->size < HEADER_BYTES)
+    if (size < HEADER_BYTES)
         return tqp_error_set(TQP_EINPUT, "%s: truncated: %zu bytes, the header alone is %d", path,
-                             map->size, HEADER_BYTES);
+                             size, HEADER_BYTES);
     int32_t h[7];
-    memcpy(h, map->data, sizeof h);
+    memcpy(h, data, sizeof h);
     memset(c, 0, sizeof *c);
     c->dim = h[0];
     c->hidden_dim = h[1];
@@ -53,6 +57,39 @@ static uint64_t expected_size(const tqp_config *c, int shared)
     return HEADER_BYTES + 4 * floats;
 }
 
+/* The file's size must be the one the header implies. */
+static tqp_status check_size(const char *path, const tqp_config *c, int shared, size_t size)
+{
+    uint64_t want = expected_size(c, shared);
+    if (size < want)
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: truncated: the header implies %llu bytes, the file "
+                             "has %zu",
+                             path, (unsigned long long)want, size);
+    if (size != want)
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: header sizes do not match the file: they imply "
+                             "%llu bytes, the file has %zu",
+                             path, (unsigned long long)want, size);
+    return TQP_OK;
+}
+
+tqp_status tqp_config_read_llama2c(const char *path, tqp_config *cfg)
+{
+    struct stat sb;
+    unsigned char hdr[HEADER_BYTES];
+    FILE *f = fopen(path, "rb");
+    if (!f) return tqp_error_set(TQP_ENOENT, "%s: cannot open", path);
+    size_t got = fread(hdr, 1, sizeof hdr, f);
+    int st = fstat(fileno(f), &sb);
+    fclose(f);
+    if (st != 0) return tqp_error_set(TQP_EIO, "%s: cannot stat", path);
+    int shared = 0;
+    TQP_CHECK(read_header(path, hdr, got < (size_t)sb.st_size ? got : (size_t)sb.st_size, cfg,
+                          &shared));
+    return check_size(path, cfg, shared, (size_t)sb.st_size);
+}
+
 static tqp_tensor_ref ref_at(const tqp_mmap *map, uint64_t *off, int64_t rows, int64_t cols)
 {
     tqp_tensor_ref r = {.data = map->data + *off,
@@ -73,19 +110,9 @@ tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m)
     m->n_maps = 1;
     const tqp_mmap *map = &m->maps[0];
     int shared = 0;
-    TQP_CHECK(read_header(path, map, &m->cfg, &shared));
+    TQP_CHECK(read_header(path, map->data, map->size, &m->cfg, &shared));
     const tqp_config *c = &m->cfg;
-    uint64_t want = expected_size(c, shared);
-    if (map->size < want)
-        return tqp_error_set(TQP_EINPUT,
-                             "%s: truncated: the header implies %llu bytes, the file "
-                             "has %zu",
-                             path, (unsigned long long)want, map->size);
-    if (map->size != want)
-        return tqp_error_set(TQP_EINPUT,
-                             "%s: header sizes do not match the file: they imply "
-                             "%llu bytes, the file has %zu",
-                             path, (unsigned long long)want, map->size);
+    TQP_CHECK(check_size(path, c, shared, map->size));
     m->layer = tqp_calloc((size_t)c->n_layers * TQP_T_LAYER_COUNT, sizeof *m->layer);
     if (!m->layer) return TQP_ENOMEM;
     uint64_t off = HEADER_BYTES;

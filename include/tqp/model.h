@@ -90,6 +90,14 @@ typedef struct {
 tqp_status tqp_model_load(const char *path, tqp_model **out);
 void tqp_model_destroy(tqp_model **m);
 
+/* The configuration of a checkpoint without mapping its weights: a Hugging Face config.json
+ * (the file, or a directory holding it) or a llama2.c `.bin` file (its header, checked against
+ * the file's size).  *format tells which; *dtype is the stored weight type (llama2.c: F32; Hugging
+ * Face: torch_dtype, BF16 when absent).  Unlike tqp_model_load, fields that only the forward pass
+ * cares about (rope_scaling) are accepted: this is for planning.  Errors name the file. */
+tqp_status tqp_config_read(const char *path, tqp_config *cfg, tqp_model_format *format,
+                           tqp_dtype *dtype);
+
 /* Shape (rows, cols) a tensor must have under `cfg`. */
 void tqp_layer_tensor_shape(const tqp_config *cfg, tqp_layer_tensor t, int64_t *rows,
                             int64_t *cols);
@@ -126,5 +134,7 @@ tqp_status tqp_model_fingerprint(const tqp_model *m, char hex[65]);
 /* Internal to the loaders (model_llama2c.c, model_hf.c). */
 tqp_status tqp_model_load_llama2c(const char *path, tqp_model *m);
 tqp_status tqp_model_load_hf(const char *dir, tqp_model *m);
+tqp_status tqp_config_read_llama2c(const char *path, tqp_config *cfg);
+tqp_status tqp_config_read_hf(const char *json_path, tqp_config *cfg, tqp_dtype *dtype);
 
 #endif

@@ -1,0 +1,193 @@
+/* The planner against hand-computed figures for the bundled model's shape (dim 64, FFN 172,
+ * 5 layers, 8 heads, 4 key/value heads, vocab 512): every buffer of the Hessian, quantization
+ * and evaluation peaks written out here from the allocations in hacc.c, hessian.c, forward.c,
+ * quantize.c, chol.c, eval.c and qfile.c, independently of plan.c's code; the Viterbi count;
+ * the time of a step; and how memory per rank moves with the rank count. */
+#include "check.h"
+#include "tqp/plan.h"
+
+static tqp_config stories(void)
+{
+    return (tqp_config){.dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8,
+                        .n_kv_heads = 4, .head_dim = 8, .vocab_size = 512, .max_seq_len = 512,
+                        .rms_eps = 1e-5f, .rope_theta = 10000.0f, .tied_embeddings = 1,
+                        .rope = TQP_ROPE_ADJACENT};
+}
+
+static tqp_plan_input input(tqp_config c, int P)
+{
+    tqp_plan_input in = {.cfg = c, .dtype = TQP_DTYPE_F32, .ranks = P, .nodes = 1, .threads = 1,
+                         .bits = 2, .L = 16, .V = 1, .rounding = TQP_ROUND_LDLQ,
+                         .rotation = TQP_ROT_NONE, .nsamples = 128, .ctx = 256,
+                         .eval_ctx = 256, .eval_tokens = 158223};
+    tqp_plan_rates_default(in.rates);
+    return in;
+}
+
+static double tri(double i)
+{
+    return i * (i + 1) / 2;
+}
+
+/* forward.c's workspace for 256-token windows of the bundled model */
+static const double forward_ws = 4.0 * (256 * 64 + 256 * 64 + 2 * 256 * 32 + 256 * 256 +
+                                        2 * 256 * 172 + 64 * 512 + 256 * 8);
+/* one layer: 2 norms, q, k, v, o, gate, up, down */
+static const double layer_params = 64 + 64 * 64 + 2 * 32 * 64 + 64 * 64 + 64 + 3 * 172 * 64;
+
+static void hessian_one_rank(void)
+{
+    tqp_plan_input in = input(stories(), 1);
+    tqp_plan_mem m;
+    tqp_plan_rank_memory(&in, TQP_PHASE_HESSIAN, 0, &m);
+    /* tqp hessian's default batch: 256 MiB / (ctx x widest x 8) = 762, capped at 64 */
+    double want = 4.0 * 128 * 256 * 64   /* residual stream of 128 windows */
+                  + forward_ws            /* forward workspace */
+                  + 4.0 * (128 * 256 + 1) /* calibration tokens */
+                  + 4 * layer_params;     /* the layer's fp32 weights (mapped file) */
+    int widths[4] = {64, 64, 64, 172};
+    for (int g = 0; g < 4; g++) {
+        double n = widths[g];
+        want += 16 * tri(n)                    /* running sums: one rank owns every row */
+                + 16 * tri(n)                  /* reduction buffer */
+                + 8 * n * n                    /* float64 rows */
+                + 8.0 * 64 * 256 * n           /* staged inputs: 64 windows of 256 tokens */
+                + 8.0 * 256 * n + 40 * n + 4096; /* panel product, vectors, window lengths */
+    }
+    want += 8 + 8 * 172; /* commit of the down group: empty transposed block, mean */
+    CHECK_NEAR(m.total, want, 1e-12);
+    CHECK_NEAR(m.by_kind[TQP_MEM_WEIGHTS], 4 * layer_params, 1e-12);
+    CHECK(strstr(m.moment, "writing") != NULL);
+}
+
+static void quantize_ranks(void)
+{
+    /* the down group (n = 172) with LDLQ, no rotation: H0, the damping copy, pdpotrf's input,
+     * the factor, ScaLAPACK's local block; P = 2 adds Open MPI's ring allreduce block */
+    double n = 172, nn = 8 * n * n, layer = 4 * layer_params;
+    tqp_plan_input in = input(stories(), 1);
+    tqp_plan_mem m;
+    tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m);
+    CHECK_NEAR(m.total, layer + 4 * nn + nn, 1e-12);
+    CHECK(strstr(m.moment, "down group") != NULL);
+    in = input(stories(), 2);
+    tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m);
+    /* grid 1 x 2, nb 32: rank 0 holds 172 rows and 3 of the 6 column blocks (32, 32, 32) */
+    CHECK_NEAR(m.by_kind[TQP_MEM_FACTOR], nn + 8 * 172 * 96, 1e-12);
+    CHECK_NEAR(m.total, layer + 4 * nn + 8 * 172 * 96 + nn / 2, 1e-12);
+    tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 1, &m);
+    CHECK_NEAR(m.total, layer + 4 * nn + 8 * 172 * 76 + nn / 2, 1e-12); /* 172 - 96 columns */
+    /* nearest rounding: no factor, the peak is a matrix's rotated W (gate, 172 x 64, with the
+     * gathered codes, their 32-bit copy and the packed stream on rank 0) */
+    in = input(stories(), 1);
+    in.rounding = TQP_ROUND_NEAREST;
+    tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m);
+    double mn = 172 * 64;
+    double want_gate = layer + 8 * 64 * 64 + 8 * mn + (mn + 16 * 172) + 52 * 64 +
+                       (mn + 16 * 172) + 4 * mn + mn * 2 / 8;
+    double want_down = layer + nn + 8 * mn + (mn + 16 * 64) + 52 * 172 + (mn + 16 * 64) +
+                       4 * mn + mn * 2 / 8;
+    CHECK_NEAR(m.total, want_down > want_gate ? want_down : want_gate, 1e-12);
+}
+
+static void eval_ranks(void)
+{
+    /* 158223 tokens: 618 windows of 256; a batch holds all of a rank's windows (under
+     * 256 MiB); the peak is while down (64 x 172, the last matrix) is decoded: the layer holds
+     * the norms and the six matrices before it, the float64 buffer one 172 x 64 matrix, plus
+     * down's packed and 32-bit codes */
+    double mn = 172 * 64;
+    double fixed = 4.0 * 158223 + forward_ws + 4.0 * 512 * 64 + 4 * 64 /* tied head */ +
+                   4 * (layer_params - mn) + 8 * mn + mn * 2 / 8 + 4 * mn;
+    tqp_plan_input in = input(stories(), 1);
+    tqp_plan_mem m;
+    tqp_plan_rank_memory(&in, TQP_PHASE_EVAL, 0, &m);
+    CHECK_NEAR(m.total, fixed + 618.0 * 256 * 64 * 4, 1e-12);
+    in = input(stories(), 2);
+    tqp_plan_rank_memory(&in, TQP_PHASE_EVAL, 1, &m);
+    CHECK_NEAR(m.total, fixed + 309.0 * 256 * 64 * 4, 1e-12);
+}
+
+static void viterbi_and_time(void)
+{
+    tqp_plan_input in = input(stories(), 1);
+    in.trellis = 1;
+    in.rotation = TQP_ROT_RHT;
+    tqp_plan p;
+    CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+    /* q (64 x 64): 16 tiles; 2 passes x 2^16 states x 256 steps per tile; 6 ops each */
+    CHECK_NEAR(p.mats[0].tiles, 16, 0);
+    CHECK_NEAR(p.mats[0].state_steps, 2.0 * 65536 * 64 * 64, 1e-12);
+    CHECK_NEAR(p.mats[0].ops, 6 * 2.0 * 65536 * 64 * 64, 1e-12);
+    CHECK_NEAR(p.ops, 6 * 2.0 * 65536 * 226560, 1e-12); /* all 35 matrices */
+    /* one rank codes every band: q's Viterbi time is 4096 weights at the measured rate */
+    CHECK_NEAR(p.mats[0].viterbi_seconds, 4096 / in.rates[TQP_RATE_TRELLIS1].value, 1e-12);
+    /* L = 12 is 16 times faster per weight */
+    in.L = 12;
+    tqp_plan p12;
+    CHECK(tqp_plan_compute(&in, &p12) == TQP_OK);
+    CHECK_NEAR(p12.mats[0].viterbi_seconds * 16, p.mats[0].viterbi_seconds, 1e-12);
+    /* the Hessian phase's forward step: 5 layers x 32768 tokens x (2 matrix params + 4 ctx qd) */
+    const tqp_plan_step *st = &p.phase[TQP_PHASE_HESSIAN].steps[0];
+    double flops = 5.0 * 32768 * (2 * (layer_params - 128) + 4.0 * 256 * 64);
+    CHECK_NEAR(st->seconds, flops / (in.rates[TQP_RATE_SGEMM].value * 1e9), 1e-12);
+    CHECK(st->rate == TQP_RATE_SGEMM);
+    CHECK_NEAR(p.params, 5 * layer_params + 512.0 * 64 + 64, 0);
+}
+
+static void scaling_70b(void)
+{
+    tqp_config c = {.dim = 8192, .hidden_dim = 28672, .n_layers = 80, .n_heads = 64,
+                    .n_kv_heads = 8, .head_dim = 128, .vocab_size = 32000, .max_seq_len = 4096,
+                    .rms_eps = 1e-5f, .rope_theta = 10000.0f, .rope = TQP_ROPE_HALF};
+    int Ps[4] = {1, 4, 16, 64};
+    double prev[3] = {0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        tqp_plan_input in = input(c, Ps[i]);
+        in.dtype = TQP_DTYPE_BF16;
+        in.ctx = in.eval_ctx = 4096;
+        in.eval_tokens = 338535;
+        tqp_plan p;
+        CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+        double h = p.phase[TQP_PHASE_HESSIAN].peak.total, q = p.phase[TQP_PHASE_QUANTIZE].peak.total,
+               e = p.phase[TQP_PHASE_EVAL].peak.total;
+        if (i) {
+            CHECK_MSG(h < prev[0], "hessian per rank %g at P = %d vs %g", h, Ps[i], prev[0]);
+            CHECK_MSG(q < prev[1], "quantize per rank %g at P = %d vs %g", q, Ps[i], prev[1]);
+            CHECK_MSG(e <= prev[2], "eval per rank %g at P = %d vs %g", e, Ps[i], prev[2]);
+        }
+        /* the replicated part of the factorization stays: 4 n^2 float64 of the down group */
+        CHECK(q > 4 * 8.0 * 28672 * 28672);
+        prev[0] = h, prev[1] = q, prev[2] = e;
+    }
+}
+
+static void bad_input(void)
+{
+    tqp_plan p;
+    tqp_plan_input in = input(stories(), 0);
+    CHECK(tqp_plan_compute(&in, &p) == TQP_EUSAGE);
+    CHECK(strstr(tqp_error_message(), "--ranks") != NULL);
+    in = input(stories(), 2);
+    in.nodes = 3;
+    CHECK(tqp_plan_compute(&in, &p) == TQP_EUSAGE);
+    in = input(stories(), 2);
+    in.ctx = 1024; /* beyond max_seq_len 512 */
+    CHECK(tqp_plan_compute(&in, &p) == TQP_EUSAGE);
+    in = input(stories(), 2);
+    in.trellis = 1, in.L = 4, in.bits = 4; /* K V must stay below L */
+    CHECK(tqp_plan_compute(&in, &p) == TQP_EUSAGE);
+    CHECK(tqp_plan_rate_find("sgemm_gflops") == TQP_RATE_SGEMM);
+    CHECK(tqp_plan_rate_find("nope") == -1);
+}
+
+int main(void)
+{
+    hessian_one_rank();
+    quantize_ranks();
+    eval_ranks();
+    viterbi_and_time();
+    scaling_70b();
+    bad_input();
+    return check_done();
+}
