@@ -95,6 +95,9 @@ check "prints each rank beside the plan" grep -q "^| 1 | .*(down group: Cholesky
 ratios=$(awk '/"increment_bytes":/ { gsub(/[^0-9.e+]/, "", $2); inc = $2 }
   /"planned_bytes":/ { gsub(/[^0-9.e+]/, "", $2); printf "%s ", inc / $2 }' "$WORK/qm.json")
 check "two ranks measured" [ "$(echo $ratios | wc -w)" = 2 ]
+# Under AddressSanitizer every allocation carries redzones and shadow memory: the ratio only
+# means something in a plain build.
+if ldd "$TQP" 2> /dev/null | grep -q libasan; then ratios=""; echo "sanitizer build: measured / planned not compared"; fi
 for r in $ratios; do
   check "measured / planned = $r within [0.98, 1.06]" awk -v r="$r" 'BEGIN { exit !(r >= 0.98 && r <= 1.06) }'
 done
