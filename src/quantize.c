@@ -463,6 +463,27 @@ static void layer_done(const qctx *q, int layer, const tqp_qmat_info *infos, dou
     tqp_event_end(e);
 }
 
+static void result_summarize(tqp_quant_result *r, const tqp_model *m, const tqp_quant_options *o)
+{
+    double bits_code = 0, bits_total = 0, proxy = 0;
+    r->weights = 0;
+    for (int i = 0; i < r->n_mats; i++) {
+        double wts = (double)r->mats[i].rows * r->mats[i].cols;
+        r->weights += (int64_t)wts;
+        bits_code += wts * r->mats[i].code_bits;
+        bits_total += wts * r->mats[i].total_bits;
+        proxy += r->mats[i].proxy_rel;
+    }
+    r->bpw_code = r->weights ? bits_code / (double)r->weights : 0;
+    if (o->tcq) { /* the shared trellis LUT (hyb, lut), stored once, counted in the total */
+        const tqp_trellis *t = tqp_tcq_base(o->tcq);
+        bits_total += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
+    }
+    r->bpw_total = r->weights ? bits_total / (double)r->weights : 0;
+    r->proxy_mean = r->n_mats ? proxy / r->n_mats : 0;
+    r->plain_params = plain_params(&m->cfg);
+}
+
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
                             const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r)
 {
@@ -501,31 +522,9 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     free(keep);
     tqp_progress_finish(&pr, done, 0);
     TQP_CHECK(s);
-    tqp_quant_result_summarize(r, m, o);
+    result_summarize(r, m, o);
     r->seconds = tqp_now() - t0;
     return TQP_OK;
-}
-
-void tqp_quant_result_summarize(tqp_quant_result *r, const tqp_model *m,
-                                const tqp_quant_options *o)
-{
-    double bits_code = 0, bits_total = 0, proxy = 0;
-    r->weights = 0;
-    for (int i = 0; i < r->n_mats; i++) {
-        double wts = (double)r->mats[i].rows * r->mats[i].cols;
-        r->weights += (int64_t)wts;
-        bits_code += wts * r->mats[i].code_bits;
-        bits_total += wts * r->mats[i].total_bits;
-        proxy += r->mats[i].proxy_rel;
-    }
-    r->bpw_code = r->weights ? bits_code / (double)r->weights : 0;
-    if (o->tcq) { /* the shared trellis LUT (hyb, lut), stored once, counted in the total */
-        const tqp_trellis *t = tqp_tcq_base(o->tcq);
-        bits_total += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
-    }
-    r->bpw_total = r->weights ? bits_total / (double)r->weights : 0;
-    r->proxy_mean = r->n_mats ? proxy / r->n_mats : 0;
-    r->plain_params = plain_params(&m->cfg);
 }
 
 void tqp_quant_result_free(tqp_quant_result *r)

@@ -110,7 +110,7 @@ static tqp_status write_state(const tqp_qwriter *w)
 }
 
 /* The identity stored with an existing output (final file or state file), malloc'd, or NULL
- * with *kind saying why. */
+ * with *readable saying whether the file opened as HDF5. */
 static char *final_identity(const char *path, int *readable)
 {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -143,10 +143,9 @@ static int is_hdf5(const char *path)
     return n == sizeof head && !memcmp(head, hdf5_magic, sizeof head);
 }
 
-static tqp_status mismatch(const char *where, const char *theirs, const char *ours)
+/* `why`: the difference, as tqp_json_first_diff describes it. */
+static tqp_status mismatch(const char *where, const char *why)
 {
-    char why[512];
-    tqp_json_first_diff(theirs, ours, why, sizeof why);
     return tqp_error_set(TQP_EMISMATCH,
                          "%s: was written with other options (%s); use --force to start over "
                          "or choose another --out",
@@ -175,7 +174,7 @@ tqp_status tqp_qwriter_precheck(const char *path, const char *identity, int forc
                               path);
         else if (id) {
             char why[512];
-            if (tqp_json_first_diff(id, identity, why, sizeof why)) s = mismatch(path, id, identity);
+            if (tqp_json_first_diff(id, identity, why, sizeof why)) s = mismatch(path, why);
         }
         free(id);
         if (s != TQP_OK) return s;
@@ -186,7 +185,7 @@ tqp_status tqp_qwriter_precheck(const char *path, const char *identity, int forc
     tqp_status s = TQP_OK;
     char why[512];
     if (cJSON_IsString(id) && tqp_json_first_diff(id->valuestring, identity, why, sizeof why))
-        s = mismatch(dir, id->valuestring, identity);
+        s = mismatch(dir, why);
     cJSON_Delete(st);
     return s;
 }

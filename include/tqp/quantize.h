@@ -59,9 +59,6 @@ typedef struct {
  * so *r describes the whole model either way. */
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
                             const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r);
-/* Fill the totals of r from r->mats (n_mats set): weights, bits per weight, mean proxy loss. */
-void tqp_quant_result_summarize(tqp_quant_result *r, const tqp_model *m,
-                                const tqp_quant_options *o);
 void tqp_quant_result_free(tqp_quant_result *r);
 
 /* Damping (section 2) of a mean Hessian H (n, n): dead inputs (H_jj = 0) get H_jj = 1;
