@@ -205,14 +205,17 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "trellis")) return tqp_bench_trellis(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "quantize-memory"))
         return tqp_bench_quantize_memory(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "matvec")) return tqp_bench_matvec(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: tqp bench <name> [options]\n\nbenchmarks:\n  hessian   Hessian "
                "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n"
                "  trellis   trellis codes: Gaussian MSE, encoder weights/s vs reference and SIMD "
                "bound\n"
                "  quantize-memory  peak memory and step times of one matrix's quantization on a "
-               "synthetic layer, beside tqp plan\n");
+               "synthetic layer, beside tqp plan\n"
+               "  matvec    batch-1 fused decode + matrix-vector product on trellis codes vs "
+               "OpenBLAS sgemv\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis, quantize-memory); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis, quantize-memory, matvec); see tqp bench --help");
 }

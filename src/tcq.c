@@ -44,7 +44,7 @@ const tqp_trellis *tqp_tcq_base(const tqp_tcq *q)
     return q->base;
 }
 
-static tqp_status member(tqp_tcq *q, int T, const tqp_trellis **t)
+tqp_status tqp_tcq_member(tqp_tcq *q, int T, const tqp_trellis **t)
 {
     if (T == q->base->T) return *t = q->base, TQP_OK;
     for (int i = 0; i < q->n; i++)
@@ -63,7 +63,7 @@ tqp_status tqp_tcq_prepare(tqp_tcq *q, int rows, int n)
     int w[2] = {n < TQP_TCQ_TILE ? n : TQP_TCQ_TILE, n % TQP_TCQ_TILE};
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++)
-            if (r[i] > 0 && w[j] > 0) TQP_CHECK(member(q, r[i] * w[j], &t));
+            if (r[i] > 0 && w[j] > 0) TQP_CHECK(tqp_tcq_member(q, r[i] * w[j], &t));
     return TQP_OK;
 }
 
@@ -123,7 +123,7 @@ tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, in
     for (int j = nb - 1; s == TQP_OK && j >= 0; j--) {
         int c0 = j * TQP_TCQ_TILE, w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
         const tqp_trellis *t;
-        s = member(q, rows * w, &t);
+        s = tqp_tcq_member(q, rows * w, &t);
         if (s != TQP_OK) break;
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < w; c++) y[r * w + c] = (float)a[(size_t)r * n + c0 + c];
@@ -152,7 +152,7 @@ tqp_status tqp_tcq_decode(tqp_tcq *q, const uint8_t *packed, int m, int n, doubl
         for (int c0 = 0; c0 < n; c0 += TQP_TCQ_TILE) {
             int w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
             const tqp_trellis *t;
-            TQP_CHECK(member(q, rows * w, &t));
+            TQP_CHECK(tqp_tcq_member(q, rows * w, &t));
             tqp_trellis_decode(t, packed + off, yh);
             off += tile_bytes(q, rows * w);
             for (int r = 0; r < rows; r++)

@@ -33,6 +33,9 @@ const tqp_trellis *tqp_tcq_base(const tqp_tcq *q);
  * (the last band may be shorter) over n columns, so that coding bands concurrently creates
  * nothing. */
 tqp_status tqp_tcq_prepare(tqp_tcq *q, int rows, int n);
+/* The member for tiles of T weights, created on first use (after tqp_tcq_prepare for the
+ * shape, a lookup only: safe from several threads). */
+tqp_status tqp_tcq_member(tqp_tcq *q, int T, const tqp_trellis **t);
 /* Bytes of one band of `rows` rows and n columns, and of a whole (m, n) matrix. */
 size_t tqp_tcq_band_bytes(const tqp_tcq *q, int rows, int n);
 size_t tqp_tcq_matrix_bytes(const tqp_tcq *q, int m, int n);

@@ -1,0 +1,263 @@
+/* `tqp bench matvec`: batch-1 y = W x on trellis codes against fp32 OpenBLAS sgemv, side by side
+ * in one run, for each shape and bit width (one table, optional JSON).
+ *
+ * For each shape m x n and K: random code streams (every stream is a valid circular trellis
+ * stream) with an RHT of both sides; the fused operator (matvec.h) is timed whole (rotation of
+ * x, the pass over the codes, inverse rotation and scale of y) and without the rotations; the
+ * same matrix decoded to fp32 (the rotated basis) is the sgemv baseline's data, on the same
+ * rotated x, so the two results are compared (max relative difference) as well as timed.  The
+ * repetitions of the two alternate and the best time of each is kept.  Decode-only: the
+ * operator's kernel writing the fp32 matrix.  Effective bandwidth: bytes of codes (ours) or of
+ * fp32 weights (sgemv) over the time.  GPU columns need a CUDA build and device. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tqp/cli.h"
+#include "tqp/matvec.h"
+#include "tqp/progress.h"
+#include "tqp/rng.h"
+#include "tqp/tcq.h"
+
+typedef struct {
+    int m, n, K;
+    tqp_tcode code;
+    const char *kernel;
+    double t_ours, t_codes, t_blas, t_decode, code_bytes, maxrel;
+} mv_row;
+
+static void cpu_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 1 + (p[1] == ' ');
+                p[strcspn(p, "\n")] = 0;
+                snprintf(buf, cap, "%s", p);
+            }
+            break;
+        }
+    fclose(f);
+}
+
+static tqp_status parse_shapes(const char *text, int *ms, int *ns, int *count, int cap)
+{
+    *count = 0;
+    const char *p = text;
+    while (*p) {
+        int m, n, used;
+        if (sscanf(p, "%dx%d%n", &m, &n, &used) != 2 || m <= 0 || n <= 0 || *count == cap)
+            return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes '%s': expected MxN,... "
+                                             "(at most %d)", text, cap);
+        ms[*count] = m, ns[(*count)++] = n;
+        p += used;
+        if (*p == ',') p++;
+        else if (*p) return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes '%s'", text);
+    }
+    return *count ? TQP_OK : tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes is empty");
+}
+
+static tqp_status parse_bits(const char *text, int *bits, int *count)
+{
+    *count = 0;
+    for (const char *p = text; *p;) {
+        char *end;
+        long k = strtol(p, &end, 10);
+        if (end == p || k < 1 || k > 4 || *count == 4)
+            return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --bits '%s': 1..4, comma "
+                                             "separated", text);
+        bits[(*count)++] = (int)k;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --bits '%s'", text);
+    }
+    return TQP_OK;
+}
+
+static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, int reps_max,
+                            mv_row *row)
+{
+    int V = code == TQP_TCODE_HYB ? 2 : 1;
+    tqp_status s = TQP_OK;
+    tqp_trellis *t = NULL;
+    tqp_tcq *fam = NULL;
+    tqp_tmv *op = NULL;
+    tqp_rot rot = {0};
+    uint8_t *packed = NULL;
+    float *x = NULL, *y = NULL, *z = NULL, *zb = NULL, *W = NULL;
+    TQP_TRY(s, tqp_trellis_create(16, K, V, 256, code, NULL, &t), out);
+    TQP_TRY(s, tqp_tcq_create(16, K, V, code, NULL, &fam), out);
+    size_t bytes = tqp_tcq_matrix_bytes(fam, m, n);
+    packed = tqp_malloc(bytes);
+    x = tqp_malloc_aligned(sizeof(float) * (size_t)n);
+    y = tqp_malloc_aligned(sizeof(float) * (size_t)m);
+    z = tqp_malloc_aligned(sizeof(float) * (size_t)m);
+    zb = tqp_malloc_aligned(sizeof(float) * (size_t)m);
+    W = tqp_malloc_aligned(sizeof(float) * (size_t)m * n);
+    if (!packed || !x || !y || !z || !zb || !W) {
+        s = TQP_ENOMEM;
+        goto out;
+    }
+    uint64_t seed = 0x6d61747665630000ull ^ ((uint64_t)m << 32) ^ ((uint64_t)n << 8) ^ (uint64_t)K;
+    for (size_t i = 0; i < bytes; i++) packed[i] = (uint8_t)(tqp_splitmix64(&seed) >> 56);
+    for (int i = 0; i < n; i++)
+        x[i] = (float)((double)(tqp_splitmix64(&seed) >> 11) / 9007199254740992.0 - 0.5);
+    TQP_TRY(s, tqp_rot_create(TQP_ROT_RHT, m, n, seed, seed + 1, &rot), out);
+    TQP_TRY(s, tqp_tmv_create(t, packed, m, n, 0.01, &rot, TQP_TMV_AUTO, &op), out);
+    row->kernel = tqp_tmv_kernel_name(op);
+    row->code_bytes = (double)bytes;
+
+    /* decode-only, and the decoded matrix for the baseline */
+    double t0 = tqp_now();
+    tqp_tmv_decode(op, W, threads);
+    row->t_decode = tqp_now() - t0;
+    /* warm-up, then alternate: ours (whole), ours (codes only), sgemv on the decoded matrix */
+    tqp_tmv_apply(op, x, y, threads);
+    t0 = tqp_now();
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0f, W, n, x, 1, 0.0f, zb, 1);
+    double first = tqp_now() - t0;
+    int reps = first > 0 ? (int)(0.25 / first) : reps_max;
+    reps = reps < 3 ? 3 : reps > reps_max ? reps_max : reps;
+    row->t_ours = row->t_codes = row->t_blas = INFINITY;
+    for (int r = 0; r < reps; r++) {
+        t0 = tqp_now();
+        tqp_tmv_apply(op, x, y, threads);
+        double a = tqp_now() - t0;
+        t0 = tqp_now();
+        tqp_tmv_apply_codes(op, x, z, threads);
+        double b = tqp_now() - t0;
+        t0 = tqp_now();
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0f, W, n, x, 1, 0.0f, zb, 1);
+        double c = tqp_now() - t0;
+        row->t_ours = fmin(row->t_ours, a), row->t_codes = fmin(row->t_codes, b);
+        row->t_blas = fmin(row->t_blas, c);
+    }
+    t0 = tqp_now();
+    tqp_tmv_decode(op, W, threads); /* a second, warm decode */
+    row->t_decode = fmin(row->t_decode, tqp_now() - t0);
+    /* the same product two ways: the fused kernel and sgemv on its decoded matrix */
+    double num = 0, den = 0;
+    for (int i = 0; i < m; i++) {
+        num = fmax(num, fabs((double)z[i] - zb[i]));
+        den = fmax(den, fabs((double)zb[i]));
+    }
+    row->maxrel = den > 0 ? num / den : num;
+out:
+    tqp_tmv_destroy(&op);
+    tqp_rot_destroy(&rot);
+    tqp_tcq_destroy(&fam);
+    tqp_trellis_destroy(&t);
+    free(packed), free(x), free(y), free(z), free(zb), free(W);
+    return s;
+}
+
+tqp_status tqp_bench_matvec(int argc, char **argv)
+{
+    char *shapes = NULL, *bits_text = NULL, *code_name = NULL, *json = NULL;
+    int threads = 1, reps = 50;
+    tqp_opt opts[] = {
+        {"--shapes", TQP_OPT_STRING, &shapes, "4096x4096,8192x8192,28672x8192,8192x28672",
+         "MxN,...", "matrix shapes (rows x columns)"},
+        {"--bits", TQP_OPT_STRING, &bits_text, "2,3,4", "K,...", "bits per weight (1..4)"},
+        {"--code", TQP_OPT_STRING, &code_name, "1mad", "CODE", "1mad, 3inst or hyb"},
+        {"--threads", TQP_OPT_INT, &threads, "1", "N",
+         "threads for our kernel; OpenBLAS follows OPENBLAS_NUM_THREADS"},
+        {"--reps", TQP_OPT_INT, &reps, "50", "N", "at most this many timed repetitions (best kept)"},
+        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the results as JSON"},
+    };
+    tqp_cmd_spec spec = {"bench matvec",
+                         "Batch-1 matrix-vector product on trellis codes vs OpenBLAS sgemv.",
+                         "Random codes with RHT on both sides; ours is timed with the rotations "
+                         "and without; sgemv multiplies the same matrix decoded to fp32. One "
+                         "process: run it alone on an idle machine.",
+                         opts, (int)(sizeof opts / sizeof opts[0])};
+    int help;
+    TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
+    if (help) return TQP_OK;
+    int ms[16], ns[16], nshapes, bits[4], nbits;
+    TQP_CHECK(parse_shapes(shapes, ms, ns, &nshapes, 16));
+    TQP_CHECK(parse_bits(bits_text, bits, &nbits));
+    tqp_tcode code = tqp_tcode_parse(code_name);
+    if (code != TQP_TCODE_1MAD && code != TQP_TCODE_3INST && code != TQP_TCODE_HYB)
+        return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --code '%s': 1mad, 3inst or hyb",
+                             code_name);
+    if (threads < 1 || reps < 1)
+        return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --threads and --reps must be >= 1");
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
+    printf("tqp bench matvec: %s, our threads %d, OPENBLAS_NUM_THREADS=%s, code %s, L = 16\n", cpu,
+           threads, blas_threads ? blas_threads : "(unset)", code_name);
+    printf("GPU: not measured (%s)\n",
+#ifdef TQP_HAVE_CUDA
+           "CUDA kernels are not part of this build"
+#else
+           "built without CUDA"
+#endif
+    );
+    printf("\n| shape | K | kernel | ours ms | codes-only ms | sgemv ms | speedup | ours GB/s "
+           "(codes) | sgemv GB/s | ours Gw/s | decode Gw/s | max rel diff |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int nrows = nshapes * nbits;
+    mv_row *rows = calloc((size_t)nrows, sizeof *rows);
+    if (!rows) return TQP_ENOMEM;
+    tqp_status s = TQP_OK;
+    int done = 0;
+    for (int i = 0; i < nshapes && s == TQP_OK; i++)
+        for (int b = 0; b < nbits && s == TQP_OK; b++) {
+            mv_row *r = &rows[done];
+            *r = (mv_row){.m = ms[i], .n = ns[i], .K = bits[b], .code = code};
+            s = bench_one(ms[i], ns[i], bits[b], code, threads, reps, r);
+            if (s != TQP_OK) break;
+            double w = (double)r->m * r->n;
+            printf("| %dx%d | %d | %s | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | "
+                   "%.1e |\n",
+                   r->m, r->n, r->K, r->kernel, 1e3 * r->t_ours, 1e3 * r->t_codes,
+                   1e3 * r->t_blas, r->t_blas / r->t_ours, r->code_bytes / r->t_ours / 1e9,
+                   4 * w / r->t_blas / 1e9, w / r->t_ours / 1e9, w / r->t_decode / 1e9,
+                   r->maxrel);
+            fflush(stdout);
+            done++;
+        }
+    if (s == TQP_OK && json) {
+        cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "results");
+        cJSON_AddStringToObject(doc, "device", cpu);
+        cJSON_AddNullToObject(doc, "gpu");
+        cJSON_AddNumberToObject(doc, "threads", threads);
+        cJSON_AddStringToObject(doc, "openblas_num_threads", blas_threads ? blas_threads : "");
+        for (int i = 0; i < done; i++) {
+            mv_row *r = &rows[i];
+            double w = (double)r->m * r->n;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "m", r->m);
+            cJSON_AddNumberToObject(o, "n", r->n);
+            cJSON_AddNumberToObject(o, "bits", r->K);
+            cJSON_AddStringToObject(o, "code", tqp_tcode_name(r->code));
+            cJSON_AddStringToObject(o, "kernel", r->kernel);
+            cJSON_AddStringToObject(o, "device", cpu);
+            cJSON_AddNumberToObject(o, "seconds_ours", r->t_ours);
+            cJSON_AddNumberToObject(o, "seconds_codes_only", r->t_codes);
+            cJSON_AddNumberToObject(o, "seconds_baseline", r->t_blas);
+            cJSON_AddStringToObject(o, "baseline", "openblas sgemv fp32");
+            cJSON_AddNumberToObject(o, "speedup", r->t_blas / r->t_ours);
+            cJSON_AddNumberToObject(o, "gbps_ours", r->code_bytes / r->t_ours / 1e9);
+            cJSON_AddNumberToObject(o, "gbps_baseline", 4 * w / r->t_blas / 1e9);
+            cJSON_AddNumberToObject(o, "weights_per_second_ours", w / r->t_ours);
+            cJSON_AddNumberToObject(o, "decode_weights_per_second", w / r->t_decode);
+            cJSON_AddNumberToObject(o, "max_rel_diff", r->maxrel);
+            cJSON_AddItemToArray(arr, o);
+        }
+        s = tqp_json_write(json, doc);
+        cJSON_Delete(doc);
+    }
+    free(rows);
+    return s;
+}

@@ -1,0 +1,252 @@
+/* The fused decode + matrix-vector product on trellis codes (include/tqp/matvec.h): layout,
+ * kernel choice, the plain C kernel, the rotations around the product, and the float64
+ * reference of the tests. */
+#include "tqp/matvec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "matvec_impl.h"
+#include "tqp/tcq.h"
+
+struct tqp_tmv {
+    int m, n;
+    tqp_tmv_kernel kernel;
+    double scale, divisor;   // kernel units per code unit (1mad in avx512: 147.8...; else 1)
+    const tqp_rot *rot;
+    tqp_tcq *fam;            // the code family (reference kernel: members per tile size)
+    uint8_t *packed;         // reference kernel: the codes as stored
+    uint32_t *words;         // avx512: the rewritten streams (matvec_impl.h)
+    tqp_tmv_layout lay;
+    float *xr, *z;           // (n), (m)
+    double *dx, *scratch;    // (max(m, n)) each
+};
+
+void tqp_tmv_codes_avx512(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
+void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
+
+const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_MATVEC)
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+          __builtin_cpu_supports("avx512vbmi2")))
+        return "this CPU lacks AVX-512 F/BW/VL/VNNI/VBMI2";
+    if (getenv("TQP_NO_AVX512")) return "TQP_NO_AVX512 is set";
+    if (m % 16 || n % 16) return "the shape is not a multiple of 16 x 16 tiles";
+    if (t->L > 16) return "L > 16";
+    return NULL;
+#else
+    (void)t, (void)m, (void)n;
+    return "built without the AVX-512 kernels";
+#endif
+}
+
+const char *tqp_tmv_kernel_name(const tqp_tmv *op)
+{
+    return op->kernel == TQP_TMV_AVX512 ? "avx512" : "reference";
+}
+
+/* Chunk i (KV bits at bit i KV) of a little-endian packed stream. */
+static uint32_t chunk(const uint8_t *p, int i, int KV)
+{
+    uint32_t c = 0;
+    for (int b = 0; b < KV; b++) {
+        int pos = i * KV + b;
+        c |= (uint32_t)(p[pos >> 3] >> (pos & 7) & 1) << b;
+    }
+    return c;
+}
+
+/* The rewritten layout of matvec_impl.h from tiles in tcq order (all 16 x 16). */
+static void build_words(tqp_tmv *op, const uint8_t *packed, int K, int V)
+{
+    tqp_tmv_layout *k = &op->lay;
+    int KV = K * V, N = 256 / V, bands = op->m / 16;
+    size_t tile_bytes = (size_t)32 * K, tile = (size_t)k->Wt * 16;
+    for (int g = 0; g < k->groups; g++)
+        for (int cb = 0; cb < k->ncb; cb++) {
+            uint32_t *Wt = op->words + ((size_t)g * k->ncb + cb) * tile;
+            for (int j = 0; j < 16 && 16 * g + j < bands; j++) {
+                const uint8_t *src = packed + ((size_t)(16 * g + j) * k->ncb + cb) * tile_bytes;
+                for (int i = 0; i < N; i++) {
+                    uint32_t c = chunk(src, i, KV);
+                    for (int q = 0; q < KV; q++) {
+                        int pos = i * KV + q; /* most significant bit of the chunk first */
+                        uint32_t bit = c >> (KV - 1 - q) & 1;
+                        Wt[(size_t)(pos >> 5) * 16 + j] |= bit << (31 - (pos & 31));
+                    }
+                }
+            }
+        }
+}
+
+tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, int n,
+                          double scale, const tqp_rot *rot, tqp_tmv_kernel kernel,
+                          tqp_tmv **out)
+{
+    *out = NULL;
+    if (m <= 0 || n <= 0) return tqp_error_set(TQP_EINPUT, "matvec: bad shape %d x %d", m, n);
+    if (rot && rot->kind != TQP_ROT_NONE && (rot->out.n != m || rot->in.n != n))
+        return tqp_error_set(TQP_EINPUT, "matvec: rotation of %d x %d for a %d x %d matrix",
+                             rot->out.n, rot->in.n, m, n);
+    const char *why = tqp_tmv_avx512_unavailable(t, m, n);
+    if (kernel == TQP_TMV_AVX512 && why)
+        return tqp_error_set(TQP_EUSAGE, "matvec: the avx512 kernel cannot run: %s", why);
+    if (kernel == TQP_TMV_AUTO) kernel = why ? TQP_TMV_REFERENCE : TQP_TMV_AVX512;
+    tqp_tmv *op = tqp_calloc(1, sizeof *op);
+    if (!op) return TQP_ENOMEM;
+    op->m = m, op->n = n, op->kernel = kernel, op->scale = scale, op->rot = rot, op->divisor = 1;
+    tqp_status s = tqp_tcq_create(t->L, t->K, t->V, t->code, t->lut, &op->fam);
+    if (s == TQP_OK) s = tqp_tcq_prepare(op->fam, m, n);
+    int big = m > n ? m : n;
+    op->xr = tqp_malloc_aligned(sizeof(float) * (size_t)n);
+    op->z = tqp_malloc_aligned(sizeof(float) * (size_t)m);
+    op->dx = tqp_malloc(sizeof(double) * (size_t)big);
+    op->scratch = tqp_malloc(sizeof(double) * (size_t)big);
+    if (s == TQP_OK && (!op->xr || !op->z || !op->dx || !op->scratch)) s = TQP_ENOMEM;
+    if (s == TQP_OK && kernel == TQP_TMV_REFERENCE) {
+        size_t bytes = tqp_tcq_matrix_bytes(op->fam, m, n);
+        op->packed = tqp_malloc(bytes);
+        if (!op->packed) s = TQP_ENOMEM;
+        else memcpy(op->packed, packed, bytes);
+    }
+    if (s == TQP_OK && kernel == TQP_TMV_AVX512) {
+        const tqp_trellis *b = tqp_tcq_base(op->fam);
+        tqp_tmv_layout *k = &op->lay;
+        *k = (tqp_tmv_layout){.m = m, .n = n, .L = t->L, .K = t->K, .V = t->V, .code = t->code,
+                              .groups = (m + 255) / 256, .ncb = n / 16, .Wt = 8 * t->K,
+                              .table = b->table};
+        size_t nw = (size_t)k->groups * k->ncb * k->Wt * 16;
+        op->words = tqp_malloc_aligned(sizeof(uint32_t) * nw);
+        if (!op->words) {
+            s = TQP_ENOMEM;
+        } else {
+            memset(op->words, 0, sizeof(uint32_t) * nw);
+            build_words(op, packed, t->K, t->V);
+            k->words = op->words;
+            if (t->code == TQP_TCODE_1MAD) op->divisor = 147.800537109375;
+        }
+    }
+    if (s != TQP_OK) {
+        tqp_tmv_destroy(&op);
+        return s;
+    }
+    *out = op;
+    return TQP_OK;
+}
+
+void tqp_tmv_destroy(tqp_tmv **pop)
+{
+    tqp_tmv *op = *pop;
+    if (!op) return;
+    tqp_tcq_destroy(&op->fam);
+    free(op->packed), free(op->words), free(op->xr), free(op->z), free(op->dx), free(op->scratch);
+    free(op);
+    *pop = NULL;
+}
+
+/* Plain C: tile by tile, decode and dot, bands [b0, b1). */
+static void codes_reference(tqp_tmv *op, const float *xr, float *z, int b0, int b1)
+{
+    float yh[TQP_TCQ_TILE * TQP_TCQ_TILE];
+    int m = op->m, n = op->n;
+    size_t off = tqp_tcq_matrix_bytes(op->fam, 16 * b0 < m ? 16 * b0 : m, n);
+    for (int b = b0; b < b1; b++) {
+        int r0 = 16 * b, rows = m - r0 < 16 ? m - r0 : 16;
+        for (int r = 0; r < rows; r++) z[r0 + r] = 0;
+        for (int c0 = 0; c0 < n; c0 += 16) {
+            int w = n - c0 < 16 ? n - c0 : 16;
+            const tqp_trellis *t = NULL;
+            tqp_tcq_member(op->fam, rows * w, &t); /* created by tqp_tcq_prepare */
+            tqp_trellis_decode(t, op->packed + off, yh);
+            off += (size_t)tqp_trellis_packed_bytes(t);
+            for (int r = 0; r < rows; r++) {
+                float acc = 0;
+                for (int c = 0; c < w; c++) acc += yh[r * w + c] * xr[c0 + c];
+                z[r0 + r] += acc;
+            }
+        }
+    }
+}
+
+void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
+{
+    if (threads < 1) threads = 1;
+    if (op->kernel == TQP_TMV_AVX512) {
+        int G = op->lay.groups;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int g = 0; g < G; g++) tqp_tmv_codes_avx512(&op->lay, xr, z, g, g + 1);
+        if (op->divisor != 1)
+            for (int i = 0; i < op->m; i++) z[i] = (float)(z[i] / op->divisor);
+    } else {
+        int B = (op->m + 15) / 16;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int b = 0; b < B; b++) codes_reference(op, xr, z, b, b + 1);
+    }
+}
+
+void tqp_tmv_apply(tqp_tmv *op, const float *x, float *y, int threads)
+{
+    int m = op->m, n = op->n;
+    int rotate = op->rot && op->rot->kind != TQP_ROT_NONE;
+    if (rotate) {
+        for (int i = 0; i < n; i++) op->dx[i] = x[i];
+        tqp_rot_side_apply(&op->rot->in, op->rot->kind, op->dx, 0, op->scratch); /* V x */
+        for (int i = 0; i < n; i++) op->xr[i] = (float)op->dx[i];
+    } else {
+        memcpy(op->xr, x, sizeof(float) * (size_t)n);
+    }
+    tqp_tmv_apply_codes(op, op->xr, op->z, threads);
+    if (rotate) {
+        for (int i = 0; i < m; i++) op->dx[i] = op->z[i];
+        tqp_rot_side_apply(&op->rot->out, op->rot->kind, op->dx, 1, op->scratch); /* U^T z */
+        for (int i = 0; i < m; i++) y[i] = (float)(op->scale * op->dx[i]);
+    } else {
+        for (int i = 0; i < m; i++) y[i] = (float)(op->scale * op->z[i]);
+    }
+}
+
+void tqp_tmv_decode(tqp_tmv *op, float *W, int threads)
+{
+    if (threads < 1) threads = 1;
+    int m = op->m, n = op->n;
+    if (op->kernel == TQP_TMV_AVX512) {
+        int G = op->lay.groups;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int g = 0; g < G; g++) tqp_tmv_decode_avx512(&op->lay, W, g, g + 1);
+        return;
+    }
+    float yh[TQP_TCQ_TILE * TQP_TCQ_TILE];
+    size_t off = 0;
+    for (int r0 = 0; r0 < m; r0 += 16) {
+        int rows = m - r0 < 16 ? m - r0 : 16;
+        for (int c0 = 0; c0 < n; c0 += 16) {
+            int w = n - c0 < 16 ? n - c0 : 16;
+            const tqp_trellis *t = NULL;
+            tqp_tcq_member(op->fam, rows * w, &t);
+            tqp_trellis_decode(t, op->packed + off, yh);
+            off += (size_t)tqp_trellis_packed_bytes(t);
+            for (int r = 0; r < rows; r++)
+                memcpy(W + (size_t)(r0 + r) * n + c0, yh + r * w, sizeof(float) * (size_t)w);
+        }
+    }
+}
+
+tqp_status tqp_tmv_reference(const tqp_trellis *t, const uint8_t *packed, int m, int n,
+                             double scale, const tqp_rot *rot, const float *x, double *W,
+                             double *y)
+{
+    tqp_tcq *fam = NULL;
+    TQP_CHECK(tqp_tcq_create(t->L, t->K, t->V, t->code, t->lut, &fam));
+    tqp_status s = tqp_tcq_decode(fam, packed, m, n, W);
+    tqp_tcq_destroy(&fam);
+    TQP_CHECK(s);
+    if (rot) TQP_CHECK(tqp_rot_weights(rot, W, 1)); /* U^T Ŵ V */
+    for (int i = 0; i < m; i++) {
+        double acc = 0;
+        for (int j = 0; j < n; j++) acc += W[(size_t)i * n + j] * x[j];
+        y[i] = scale * acc;
+    }
+    return TQP_OK;
+}

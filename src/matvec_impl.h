@@ -1,0 +1,26 @@
+/* Internal to matvec.c and its SIMD kernels: the prepared layout (include/tqp/matvec.h).
+ *
+ * words: for each group of 16 bands (256 rows) and each 16-column block, the Wt = 256 K / 32
+ * words of the 16 tiles, word w of band j at [w * 16 + j]: band 16 g + j's tile rewritten so
+ * that its chunks (KV bits each) run from the most significant bit of word 0 onwards, chunk 0
+ * first.  The state of step i is then the L bits that end at bit (i + 1) KV of this circular
+ * stream.  Bands past the last (m not a multiple of 256) are zero words, their sums dropped. */
+#ifndef TQP_MATVEC_IMPL_H
+#define TQP_MATVEC_IMPL_H
+
+#include <stdint.h>
+
+typedef struct {
+    int m, n, L, K, V, code; // code: tqp_tcode
+    int groups, ncb, Wt;     // groups of 16 bands, 16-column blocks, words per tile
+    const uint32_t *words;   // 64-byte aligned
+    const float *table;      // (2^L, V) code values (gathered codes)
+} tqp_tmv_layout;
+
+/* z[16 g * 16 ..] for groups g0 .. g1-1: the products in code units, except 1mad, whose
+ * values come out as (byte sum - 510): the caller divides by 147.800537109375. */
+void tqp_tmv_codes_avx512(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
+/* Decode groups g0 .. g1-1 into W (m, n) row-major, in code units (bit-identical to the table). */
+void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
+
+#endif
