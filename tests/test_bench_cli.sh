@@ -1,5 +1,7 @@
 # tqp bench trellis runs end to end on a small sample and writes the JSON fields the
-# benchmark promises (MSE per code and K; encoder, reference and bound rates; decode rate).
+# benchmark promises (MSE per code and K; encoder, reference and bound rates; decode rate);
+# tqp bench matvec likewise on small shapes, with its agreement column (the fused kernel
+# against sgemv on the decoded matrix) small, and bad options refused.
 source "$(dirname "$0")/lib.sh" "$@"
 
 run_mpi 2 bench trellis --samples 512 --speed-seqs 1 --json "$WORK/b.json" > "$WORK/out" 2> /dev/null
@@ -13,4 +15,25 @@ done
 check "MSE of 1mad at K=2 is below scalar Lloyd-Max" awk '/"code":/ { c = $0 } /"K":/ { k = $2 } /"mse":/ { if (c ~ /1mad/ && k ~ /^2/) { gsub(/,/, "", $2); exit !($2 < 0.1175) } }' "$WORK/b.json"
 run_mpi 1 bench trellis --samples 10 > /dev/null 2> "$WORK/err"
 check "too few samples exits 2" [ $? = 2 ]
+run_mpi 1 bench matvec --shapes 256x512,512x256 --bits 2,3 --code 1mad --reps 2 \
+  --json "$WORK/m.json" > "$WORK/mout" 2> "$WORK/merr"
+check "bench matvec runs" [ $? = 0 ]
+check "prints 4 rows" [ "$(grep -cE '^\| (256x512|512x256) \| [23] \|' "$WORK/mout")" = 4 ]
+for key in seconds_ours seconds_baseline speedup gbps_ours decode_weights_per_second; do
+  check "matvec json has $key for 4 rows" [ "$(grep -c "\"$key\":" "$WORK/m.json")" = 4 ]
+done
+check "matvec json names the device (document and rows)" [ "$(grep -c '"device":' "$WORK/m.json")" = 5 ]
+check "fused kernel agrees with sgemv on the decoded matrix" \
+  awk '/"max_rel_diff":/ { gsub(/,/, "", $2); if (!($2 < 1e-4)) bad = 1; n++ } END { exit bad || n != 4 }' "$WORK/m.json"
+run_mpi 1 bench matvec --shapes 256x256 --bits 2 --code hyb --reps 1 > "$WORK/hout" 2>&1
+check "hyb runs" grep -qE '^\| 256x256 \| 2 \|' "$WORK/hout"
+run_mpi 1 bench matvec --shapes 40x24 --bits 2 --reps 1 > "$WORK/eout" 2>&1
+check "an edge shape runs on the reference kernel" grep -qE '^\| 40x24 \| 2 \| reference \|' "$WORK/eout"
+run_mpi 1 bench matvec --shapes 4096 > /dev/null 2> "$WORK/err"
+check "a bad shape exits 2" [ $? = 2 ]
+check "and names the option" grep -q -- "--shapes '4096'" "$WORK/err"
+run_mpi 1 bench matvec --bits 5 > /dev/null 2> "$WORK/err"
+check "bits 5 exits 2" [ $? = 2 ]
+run_mpi 1 bench matvec --code lut > /dev/null 2> "$WORK/err"
+check "an unsupported code exits 2" [ $? = 2 ]
 done_tests
