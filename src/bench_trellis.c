@@ -121,9 +121,10 @@ static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
     if (r == 0)
         for (int q = 0; q < reps; q++) tqp_trellis_decode(t, p, xh);
     row->decode = (double)reps * t->T / (tqp_now() - t0);
-    /* arithmetic vector instructions per step, one per `lanes` states: permute, sub, mul, add,
-     * cmp, blend (+ sub, mul, add for V = 2); two passes per sequence of T / V steps */
-    double per_step = (double)(1u << t->L) / tqp_trellis_simd_lanes() * (t->V == 2 ? 9 : 6);
+    /* arithmetic vector instructions per step, one per `lanes` states (trellis.h:
+     * tqp_trellis_ops_per_state); two passes per sequence of T / V steps */
+    int lanes = tqp_trellis_simd_lanes();
+    double per_step = (double)(1u << t->L) / lanes * tqp_trellis_ops_per_state(t->K, t->V, lanes);
     double per_weight = 2.0 * per_step / t->V;
     row->bound = tqp_bench_vector_rate() / per_weight;
 }

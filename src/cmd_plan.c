@@ -8,6 +8,7 @@
 #include "tqp/cli.h"
 #include "tqp/mpiutil.h"
 #include "tqp/plan.h"
+#include "tqp/trellis.h"
 
 typedef struct {
     const char *config, *codebook, *rounding, *rotation, *dtype, *rates, *json;
@@ -127,12 +128,13 @@ static void print_plan(const plan_args *a, const tqp_plan *p, const char *what,
     }
     if (in->trellis)
         printf("\nViterbi: each 16 x 16 tile (T = 256 weights) takes 2 tail-biting passes of T / V = "
-               "%d steps over 2^L = %.0f states; each state and step costs %d vector-lane "
-               "operations (permute, subtract, multiply, add, compare, blend%s), as in tqp bench "
+               "%d steps over 2^L = %.0f states; each state and step costs %.4g vector-lane "
+               "operations (subtract, multiply, add, min%s, and a permute per 2^KV vectors when "
+               "2^KV < 16), as in tqp bench "
                "trellis's SIMD bound. Whole model: %.4g state updates, %.4g operations (%.4g "
                "AVX-512 instructions of 16 lanes); %.4g core-hours at the measured rate "
                "(%.0f weights/s per core at L = %d), %.4g at the SIMD bound.\n",
-               256 / in->V, ldexp(1, in->L), in->V == 2 ? 9 : 6,
+               256 / in->V, ldexp(1, in->L), tqp_trellis_ops_per_state(in->bits, in->V, 16),
                in->V == 2 ? ", and three more for the second component" : "", p->state_steps,
                p->ops, p->ops / 16, p->viterbi_core_seconds / 3600,
                in->rates[in->V == 2 ? TQP_RATE_TRELLIS2 : TQP_RATE_TRELLIS1].value *

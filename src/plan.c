@@ -573,9 +573,12 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
         item(&q, TQP_MEM_CODES, code_bytes(in, rows, n) + 16.0 * rows, "own packed tiles",
              "%lld rows x n x K / 8", (long long)rows);
         item(&q, TQP_MEM_SCRATCH,
-             th * (2.0 * 17 * 8 * n + 2.0 * 16 * 8 * n + 12 * S + N * (ldexp(1, KV) - 1) * G / 8),
-             "band and Viterbi workspace", "%d thread(s) x (528 n + 12 x 2^L + traceback)", th);
-        item(&q, TQP_MEM_SCRATCH, 4 * 8.0 * in->V * S, "trellis tables", "4 tile sizes x 8 V 2^L");
+             th * (2.0 * 17 * 8 * n + 2.0 * 16 * 8 * n + 4 * S + 8 * G + 4 * (N - 1) * G),
+             "band and Viterbi workspace",
+             "%d thread(s) x (528 n + 4 x 2^L + 4 x (N + 1) x 2^(L - KV) minima)", th);
+        double lane_tables = (ldexp(1, KV) < 8 ? 2 : ldexp(1, KV) < 16 ? 1 : 0) * 4.0 * in->V * S;
+        item(&q, TQP_MEM_SCRATCH, 4 * (8.0 * in->V * S + lane_tables), "trellis tables",
+             "4 tile sizes x (8 V 2^L + lane-order copies)");
         if (r == 0)
             item(&q, TQP_MEM_CODES, code_bytes(in, m, n) + 16.0 * m, "gathered tiles (rank 0)",
                  "m n K / 8");
@@ -794,7 +797,7 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
         if (in->trellis) {
             pm->tiles = ceil(m / TQP_TCQ_TILE) * ceil(n / TQP_TCQ_TILE);
             pm->state_steps = 2.0 * ldexp(1, in->L) * m * n / in->V;
-            pm->ops = pm->state_steps * (in->V == 2 ? 9 : 6);
+            pm->ops = pm->state_steps * tqp_trellis_ops_per_state(in->bits, in->V, 16);
             pm->viterbi_seconds = rv / th / trellis_rate(in, 0);
             pm->bound_seconds = rv / th / trellis_rate(in, 1);
             p->state_steps += layers * pm->state_steps;

@@ -136,6 +136,15 @@ static void fill_table(tqp_trellis *t)
         }
         for (int k = 0; k < t->V; k++) ss += (double)v[k] * v[k], t->comp[k][s] = v[k];
     }
+    int H = 1 << t->K * t->V;
+    for (int w = 0; w < 2; w++) {
+        int VW = w ? 8 : 16, B = VW / H;
+        for (int k = 0; k < t->V; k++)
+            if (t->lane_comp[w][k])
+                for (uint32_t s0 = 0; s0 < S; s0 += (uint32_t)VW)
+                    for (int l = 0; l < VW; l++)
+                        t->lane_comp[w][k][s0 + l] = t->comp[k][s0 + H * (l % B) + l / B];
+    }
     t->rms = sqrt(ss / ((double)S * t->V));
 }
 
@@ -150,9 +159,18 @@ tqp_status tqp_trellis_create(int L, int K, int V, int T, tqp_tcode code, const 
     int entries = tqp_trellis_lut_entries(code, L);
     t->lut_bits = entries ? (code == TQP_TCODE_HYB ? TQP_HYB_Q : L) : 0;
     t->table = tqp_malloc(sizeof(float) * ((size_t)V << L));
-    for (int k = 0; k < V; k++) t->comp[k] = tqp_malloc_aligned(sizeof(float) << L);
+    int lane_fail = 0;
+    for (int k = 0; k < V; k++) {
+        t->comp[k] = tqp_malloc_aligned(sizeof(float) << L);
+        for (int w = 0; w < 2; w++)
+            if ((1 << K * V) < (w ? 8 : 16) && L >= 4) {
+                t->lane_comp[w][k] = tqp_malloc_aligned(sizeof(float) << L);
+                lane_fail |= !t->lane_comp[w][k];
+            }
+    }
     if (entries) t->lut = tqp_malloc(sizeof(float) * (size_t)entries * V);
-    if (!t->table || !t->comp[0] || (V == 2 && !t->comp[1]) || (entries && !t->lut)) {
+    if (!t->table || !t->comp[0] || (V == 2 && !t->comp[1]) || (entries && !t->lut) ||
+        lane_fail) {
         tqp_trellis_destroy(&t);
         return TQP_ENOMEM;
     }
@@ -171,6 +189,7 @@ void tqp_trellis_destroy(tqp_trellis **pt)
     free((*pt)->table);
     free((*pt)->comp[0]);
     free((*pt)->comp[1]);
+    for (int w = 0; w < 2; w++) free((*pt)->lane_comp[w][0]), free((*pt)->lane_comp[w][1]);
     free(*pt);
     *pt = NULL;
 }
@@ -232,7 +251,15 @@ float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, i
     return bc;
 }
 
-typedef float (*viterbi_fn)(const tqp_trellis *, const float *, int, int, uint32_t *);
+/* A Viterbi pass that need only return states[first .. N-1] (the others are unspecified). */
+typedef float (*viterbi_fn)(const tqp_trellis *, const float *, int, int, uint32_t *, int first);
+
+static float viterbi_ref_all(const tqp_trellis *t, const float *x, int start, int end,
+                             uint32_t *states, int first)
+{
+    (void)first;
+    return tqp_trellis_viterbi_ref(t, x, start, end, states);
+}
 
 /* Tail-biting encode with a given Viterbi pass (invariant 4), then pack (invariant 5). */
 static double encode_with(const tqp_trellis *t, viterbi_fn vit, const float *x, uint8_t *packed,
@@ -243,9 +270,9 @@ static double encode_with(const tqp_trellis *t, viterbi_fn vit, const float *x, 
     uint32_t *st = malloc(sizeof(uint32_t) * N), *chunk = malloc(sizeof(uint32_t) * N);
     memcpy(xr, x + (size_t)half * t->V, sizeof(float) * (size_t)(N - half) * t->V);
     memcpy(xr + (size_t)(N - half) * t->V, x, sizeof(float) * (size_t)half * t->V);
-    vit(t, xr, -1, -1, st);
+    vit(t, xr, -1, -1, st, N - half); /* only the state at original position 0 is needed */
     int overlap = (int)(st[N - half] >> KV); /* the state at original position 0 */
-    vit(t, x, overlap, overlap, st);
+    vit(t, x, overlap, overlap, st, 0);
     for (int i = 0; i < N; i++) chunk[i] = st[i] & ((1u << KV) - 1);
     tqp_pack_codes(chunk, (size_t)N, KV, packed);
     tqp_trellis_decode(t, packed, xhat);
@@ -257,7 +284,7 @@ static double encode_with(const tqp_trellis *t, viterbi_fn vit, const float *x, 
 
 double tqp_trellis_encode_ref(const tqp_trellis *t, const float *x, uint8_t *packed, float *xhat)
 {
-    return encode_with(t, tqp_trellis_viterbi_ref, x, packed, xhat);
+    return encode_with(t, viterbi_ref_all, x, packed, xhat);
 }
 
 /* Chunk i (KV bits at bit i KV of the little-endian stream) from a zero-padded copy. */
@@ -295,8 +322,8 @@ void tqp_trellis_decode(const tqp_trellis *t, const uint8_t *packed, float *xhat
 
 /* SIMD encoders (trellis_simd.h), each built when the compiler supports its instruction set
  * and chosen when the CPU has it; the reference otherwise. */
-float tqp_trellis_viterbi_avx512(const tqp_trellis *, const float *, int, int, uint32_t *);
-float tqp_trellis_viterbi_avx2(const tqp_trellis *, const float *, int, int, uint32_t *);
+float tqp_trellis_viterbi_avx512(const tqp_trellis *, const float *, int, int, uint32_t *, int);
+float tqp_trellis_viterbi_avx2(const tqp_trellis *, const float *, int, int, uint32_t *, int);
 double tqp_trellis_vector_rate_avx512(double (*now)(void));
 double tqp_trellis_vector_rate_avx2(double (*now)(void));
 
@@ -318,7 +345,13 @@ static isa fastest(void)
     if (__builtin_cpu_supports("avx2"))
         return (isa){"avx2", tqp_trellis_viterbi_avx2, tqp_trellis_vector_rate_avx2, 8};
 #endif
-    return (isa){"reference", tqp_trellis_viterbi_ref, NULL, 1};
+    return (isa){"reference", viterbi_ref_all, NULL, 1};
+}
+
+double tqp_trellis_ops_per_state(int K, int V, int lanes)
+{
+    int H = 1 << K * V;
+    return (V == 2 ? 7 : 4) + (H < lanes ? 1.0 / H : 0.0);
 }
 
 double tqp_bench_vector_rate(void)

@@ -7,11 +7,11 @@
  * the next step's minimum (strict <, ascending h: the first minimum wins), keeping only the
  * comparison masks (one bit per group and h >= 1) for the traceback.  Used when G >= VW.
  *
- * The includer defines: VW (lanes), vec, vidx, V_LOAD(p), V_LOAD_FEW(p, n) (n = 2, 4 or 8
- * floats into the low lanes, the rest undefined), V_STORE(p, v),
- * V_SET1(f), V_ADD/V_SUB/V_MUL(a, b), V_EXPAND(idx, v) (lane i <- v[idx[i]]), V_IDX(shift)
- * (lane i -> i >> shift), V_LT_BLEND(v, m, mask) (mask <- bits of v < m, m <- min),
- * VITERBI_NAME and RATE_NAME. */
+ * The includer defines: VW (lanes), LANE_SET (0 for 16 lanes, 1 for 8: trellis.h lane_comp),
+ * vec, vidx, V_LOAD(p), V_BCAST_FEW(p, n) (n = 2, 4 or 8 floats repeated over the vector),
+ * V_STORE(p, v), V_SET1(f), V_ADD/V_SUB/V_MUL/V_MIN(a, b) (V_MIN(a, b) = a < b ? a : b),
+ * V_EXPAND(idx, v) (lane i <- v[idx[i]]), V_LOAD_IDX(p) (VW int32), VITERBI_NAME and
+ * RATE_NAME. */
 #include <math.h>
 #include <stdalign.h>
 #include <stdlib.h>
@@ -23,38 +23,44 @@ float tqp_trellis_viterbi_ref(const tqp_trellis *t, const float *x, int start, i
                               uint32_t *states);
 
 typedef struct {
-    float *D, *Dn, *gm; // (2^L), (2^L), (G) 64-byte aligned
-    uint8_t *bp;        // (N, H - 1, G / 8) comparison masks, bit g % 8 of byte g / 8
-    size_t cap_states, cap_bp;
+    float *D;           // (2^L) 64-byte aligned: the last step's values
+    float *hot[2];      // (G) 64-byte aligned: minima not kept for the traceback
+    float *ring;        // (N - 1, G) 64-byte aligned: the group minima the traceback reads
+    size_t cap_states, cap_hot, cap_ring;
 } work;
 
 static _Thread_local work w_;
 
-static int reserve(size_t S, size_t bp)
+static int reserve(size_t S, size_t G, size_t ring)
 {
     if (S > w_.cap_states) {
-        free(w_.D), free(w_.Dn), free(w_.gm);
+        free(w_.D);
         w_.D = aligned_alloc(64, S * sizeof(float));
-        w_.Dn = aligned_alloc(64, S * sizeof(float));
-        w_.gm = aligned_alloc(64, S * sizeof(float));
-        w_.cap_states = w_.D && w_.Dn && w_.gm ? S : 0;
+        w_.cap_states = w_.D ? S : 0;
     }
-    if (bp > w_.cap_bp) {
-        free(w_.bp);
-        w_.bp = malloc(bp);
-        w_.cap_bp = w_.bp ? bp : 0;
+    if (G > w_.cap_hot) {
+        free(w_.hot[0]), free(w_.hot[1]);
+        w_.hot[0] = aligned_alloc(64, G * sizeof(float));
+        w_.hot[1] = aligned_alloc(64, G * sizeof(float));
+        w_.cap_hot = w_.hot[0] && w_.hot[1] ? G : 0;
     }
-    return w_.cap_states >= S && w_.cap_bp >= bp;
+    if (ring > w_.cap_ring) {
+        free(w_.ring);
+        w_.ring = aligned_alloc(64, ring * sizeof(float));
+        w_.cap_ring = w_.ring ? ring : 0;
+    }
+    return w_.cap_states >= S && w_.cap_hot >= G && w_.cap_ring >= ring;
 }
 
-/* D_i(s) = gm[s >> KV] + cost(s) for VW consecutive states from s (invariant 1's order). */
+/* D_i of the VW states of block s in lane order (trellis.h, lane_comp): where a vector holds
+ * B = VW / 2^KV groups, lane l is state s + 2^KV (l mod B) + l / B, so its group minimum is
+ * gm[s / 2^KV + l mod B]: the B minima broadcast, with no permute; otherwise lane l is s + l
+ * and one minimum serves the vector.  Invariant 1's order of operations. */
 static inline __attribute__((always_inline)) vec values(const float *c0, const float *c1, int V,
-                                                        vec x0, vec x1, const float *gm,
-                                                        vidx idx, int KV, uint32_t s)
+                                                        vec x0, vec x1, const float *gm, int KV,
+                                                        uint32_t s)
 {
-    /* only the VW >> KV minima needed are loaded (no cache-line splits), then spread */
-    vec g = (1 << KV) < VW ? V_EXPAND(idx, V_LOAD_FEW(gm + (s >> KV), VW >> KV))
-                           : V_SET1(gm[s >> KV]);
+    vec g = (1 << KV) < VW ? V_BCAST_FEW(gm + (s >> KV), VW >> KV) : V_SET1(gm[s >> KV]);
     vec d = V_SUB(x0, V_LOAD(c0 + s));
     vec e = V_MUL(d, d);
     if (V == 2) {
@@ -66,105 +72,122 @@ static inline __attribute__((always_inline)) vec values(const float *c0, const f
 
 static inline __attribute__((always_inline)) void step_body(const tqp_trellis *t, const float *xi,
                                                              const float *gm, int KV, int V, int sh,
-                                                             float *gn, uint8_t *masks,
-                                                             float *Dlast)
+                                                             float *gn, float *Dlast)
 {
     uint32_t G = 1u << sh, H = 1u << KV;
-    const float *c0 = t->comp[0], *c1 = t->comp[1];
-    const vidx idx = V_IDX((1 << KV) < VW ? KV : 0);
+    int lanes = (1 << KV) < VW; /* lane order differs from state order */
+    const float *c0 = lanes ? t->lane_comp[LANE_SET][0] : t->comp[0];
+    const float *c1 = lanes ? t->lane_comp[LANE_SET][1] : t->comp[1];
+    /* lane order -> state order: state offset k is lane (k mod 2^KV) B + k / 2^KV */
+    int32_t order[VW];
+    for (int k = 0; k < VW; k++) order[k] = lanes ? (k % (1 << KV)) * (VW >> KV) + k / (1 << KV) : k;
+    const vidx unperm = V_LOAD_IDX(order);
     const vec x0 = V_SET1(xi[0]), x1 = V_SET1(V == 2 ? xi[1] : 0.f);
     if (Dlast) {
-        for (uint32_t s = 0; s < (G << KV); s += VW)
-            V_STORE(Dlast + s, values(c0, c1, V, x0, x1, gm, idx, KV, s));
+        for (uint32_t s = 0; s < (G << KV); s += VW) {
+            vec v = values(c0, c1, V, x0, x1, gm, KV, s);
+            V_STORE(Dlast + s, lanes ? V_EXPAND(unperm, v) : v);
+        }
         return;
     }
-    /* UNROLL chunks of groups at a time: independent dependency chains (compare, blend) for
-     * the out-of-order core.  G is a power of two >= VW; with fewer chunks, the extra ones
-     * repeat the first (same values, same masks). */
+    /* UNROLL chunks of groups at a time: independent dependency chains for the out-of-order
+     * core.  G is a power of two >= VW; with fewer chunks, the extra ones repeat the first
+     * (same values).  The minima over the 2^KV predecessors (states h G + g) come out in lane
+     * order, since the blocks h G + g share g's permutation: one permute per VW groups. */
     enum { U = 4 };
     for (uint32_t g = 0; g < G; g += U * VW) {
         vec m[U];
         uint32_t gg[U];
         for (int u = 0; u < U; u++) {
             gg[u] = g + u * VW < G ? g + u * VW : g;
-            m[u] = values(c0, c1, V, x0, x1, gm, idx, KV, gg[u]);
+            m[u] = values(c0, c1, V, x0, x1, gm, KV, gg[u]);
         }
         for (uint32_t h = 1; h < H; h++)
             for (int u = 0; u < U; u++) {
-                vec v = values(c0, c1, V, x0, x1, gm, idx, KV, h * G + gg[u]);
-                V_LT_BLEND(v, m[u], masks + (size_t)(h - 1) * (G / 8) + gg[u] / 8);
+                vec v = values(c0, c1, V, x0, x1, gm, KV, h * G + gg[u]);
+                m[u] = V_MIN(v, m[u]); /* v < m ? v : m: the first minimum stays */
             }
-        for (int u = 0; u < U; u++) V_STORE(gn + gg[u], m[u]);
+        for (int u = 0; u < U; u++) V_STORE(gn + gg[u], lanes ? V_EXPAND(unperm, m[u]) : m[u]);
     }
 }
 
 /* step_body specialized for each (KV, V) a trellis can have: constant predecessor loops. */
 #define STEP_CASE(kv, v)                                                                           \
     case (kv) * 4 + (v):                                                                           \
-        step_body(t, xi, gm, kv, v, sh, gn, masks, Dlast);                                         \
+        step_body(t, xi, gm, kv, v, sh, gn, Dlast);                                                \
         return;
 static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV, int sh,
-                 float *gn, uint8_t *masks, float *Dlast)
+                 float *gn, float *Dlast)
 {
     switch (KV * 4 + t->V) {
         STEP_CASE(1, 1) STEP_CASE(2, 1) STEP_CASE(3, 1) STEP_CASE(4, 1)
         STEP_CASE(2, 2) STEP_CASE(4, 2) STEP_CASE(6, 2) STEP_CASE(8, 2)
     default:
-        step_body(t, xi, gm, KV, t->V, sh, gn, masks, Dlast);
+        step_body(t, xi, gm, KV, t->V, sh, gn, Dlast);
     }
 }
 #undef STEP_CASE
 
-static uint32_t backpointer(const uint8_t *masks, uint32_t G, uint32_t H, uint32_t g)
+/* D_i(s) recomputed as the kernel computes it: gm[s >> KV] + cost (gm = NULL: step 0, with the
+ * start constraint). */
+static float value_at(const tqp_trellis *t, const float *xi, const float *gm, int KV, int start,
+                      uint32_t s)
 {
-    for (uint32_t h = H - 1; h >= 1; h--)
-        if (masks[(size_t)(h - 1) * (G / 8) + g / 8] >> (g % 8) & 1) return h;
-    return 0;
+    const float *c = t->table + (size_t)s * t->V;
+    float d = xi[0] - c[0], e = d * d;
+    if (t->V == 2) {
+        float d1 = xi[1] - c[1];
+        e = e + d1 * d1;
+    }
+    if (!gm) return start < 0 || (int)(s >> KV) == start ? e : INFINITY;
+    return gm[s >> KV] + e;
 }
 
-float VITERBI_NAME(const tqp_trellis *t, const float *x, int start, int end, uint32_t *states)
+float VITERBI_NAME(const tqp_trellis *t, const float *x, int start, int end, uint32_t *states,
+                   int first)
 {
     int KV = t->K * t->V, N = t->T / t->V, sh = t->L - KV;
     uint32_t S = 1u << t->L, G = 1u << sh, H = 1u << KV;
-    size_t per_step = (size_t)(H - 1) * (G / 8);
-    if (G < VW || S < VW || !reserve(S, (size_t)N * per_step))
+    if (G < VW || S < VW || !reserve(S, G, (size_t)(N - 1) * G))
         return tqp_trellis_viterbi_ref(t, x, start, end, states);
-    float *D = w_.D, *Dn = w_.Dn, *gm = w_.gm;
-    for (uint32_t s = 0; s < S; s++) { /* step 0, as the reference */
-        const float *c = t->table + (size_t)s * t->V;
-        float d = x[0] - c[0], e = d * d;
-        if (t->V == 2) {
-            float d1 = x[1] - c[1];
-            e = e + d1 * d1;
-        }
-        D[s] = start < 0 || (int)(s >> KV) == start ? e : INFINITY;
-    }
-    /* step 0's group minima (masks as the kernel keeps them), then fused steps: step i's
-     * values fold into step i + 1's minima */
-    uint8_t *mk = w_.bp + per_step;
-    memset(mk, 0, per_step);
+    if (first < 0) first = 0;
+    /* The minima of step i go to ring slot i - keep when i >= keep (the traceback to `first`
+     * reads steps first - 1 .. N - 3), else to one of two buffers that stay in cache. */
+    int keep = first > 0 ? first - 1 : 0;
+#define SLOT(i) ((i) >= keep ? w_.ring + (size_t)((i) - keep) * G : w_.hot[(i) & 1])
+    float *D = w_.D;
+    /* step 0's group minima, then fused steps: step i's values fold into its minima (the min
+     * over the 2^KV predecessors of each group, first minimum kept); the last step's values
+     * go to D.  No back-pointers: the traceback recomputes the 2^KV candidates of the one
+     * group on the path from the minima of the step before. */
+    float *g0 = SLOT(0);
     for (uint32_t g = 0; g < G; g++) {
-        float m = D[g];
-        for (uint32_t h = 1; h < H; h++)
-            if (D[(h << sh) | g] < m) {
-                m = D[(h << sh) | g];
-                mk[(size_t)(h - 1) * (G / 8) + g / 8] |= (uint8_t)(1u << (g % 8));
-            }
-        gm[g] = m;
+        float m = value_at(t, x, NULL, KV, start, g);
+        for (uint32_t h = 1; h < H; h++) {
+            float v = value_at(t, x, NULL, KV, start, (h << sh) | g);
+            if (v < m) m = v;
+        }
+        g0[g] = m;
     }
     for (int i = 1; i < N; i++) {
         int last = i == N - 1;
-        step(t, x + (size_t)i * t->V, gm, KV, sh, Dn,
-             last ? NULL : w_.bp + (size_t)(i + 1) * per_step, last ? D : NULL);
-        float *tmp = gm;
-        gm = Dn, Dn = tmp;
+        step(t, x + (size_t)i * t->V, SLOT(i - 1), KV, sh, last ? NULL : SLOT(i),
+             last ? D : NULL);
     }
     float bc;
     states[N - 1] = tqp_trellis_best_end(D, S, G, end, &bc);
-    for (int i = N - 1; i > 0; i--) {
-        uint32_t g = states[i] >> KV;
-        states[i - 1] = (backpointer(w_.bp + (size_t)i * per_step, G, H, g) << sh) | g;
+    for (int i = N - 1; i > first; i--) {
+        uint32_t g = states[i] >> KV, best = g;
+        const float *gm = i >= 2 ? SLOT(i - 2) : NULL;
+        const float *xp = x + (size_t)(i - 1) * t->V;
+        float m = value_at(t, xp, gm, KV, start, g);
+        for (uint32_t h = 1; h < H; h++) {
+            float v = value_at(t, xp, gm, KV, start, (h << sh) | g);
+            if (v < m) m = v, best = (h << sh) | g;
+        }
+        states[i - 1] = best;
     }
+#undef SLOT
     return bc;
 }
 

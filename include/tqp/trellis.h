@@ -36,6 +36,9 @@ typedef struct {
     float *lut;       // (2^lut_bits, V) owned, hyb and lut only
     float *table;     // (2^L, V) owned: c(s) for every state
     float *comp[2];   // (2^L) owned: component v of c(s), for the SIMD encoders
+    float *lane_comp[2][2]; // [w][v] (2^L) owned: comp[v] with the states of each block of
+                            // 16 (w = 0) or 8 (w = 1) permuted, lane l <- state
+                            // 2^KV (l mod B) + l / B, B = lanes / 2^KV; NULL when 2^KV >= lanes
     double rms;       // RMS of the code over all states and components
 } tqp_trellis;
 
@@ -84,6 +87,11 @@ uint32_t tqp_trellis_best_end(const float *D, uint32_t S, uint32_t G, int end, f
  * TQP_NO_AVX512 in the environment skips AVX-512, for tests and comparisons), and its lanes. */
 const char *tqp_trellis_isa(void);
 int tqp_trellis_simd_lanes(void);
+/* Vector-lane operations per state and step of the SIMD encoders, with `lanes` lanes: subtract,
+ * multiply, add (and twice more for V = 2: 7 in all), min; plus one permute per 2^KV vectors
+ * when 2^KV < lanes (returning the minima to state order).  The count behind the SIMD bound of
+ * tqp bench trellis and tqp plan's Viterbi work. */
+double tqp_trellis_ops_per_state(int K, int V, int lanes);
 /* Independent vector additions per second on this core with the encoder's vectors (0 for the
  * reference): the rate behind tqp bench trellis's SIMD bound. */
 double tqp_bench_vector_rate(void);
