@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "tqp/cli.h"
+#include "tqp/gpu.h"
 #include "tqp/matvec.h"
 #include "tqp/progress.h"
 #include "tqp/rng.h"
@@ -28,6 +29,8 @@ typedef struct {
     tqp_tcode code;
     const char *kernel;
     double t_ours, t_codes, t_blas, t_decode, code_bytes, maxrel;
+    int has_gpu;
+    tqp_gpu_timing gpu;
 } mv_row;
 
 static void cpu_name(char *buf, size_t cap)
@@ -150,6 +153,16 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
         den = fmax(den, fabs((double)zb[i]));
     }
     row->maxrel = den > 0 ? num / den : num;
+    /* the device, when there is one: the same codes and vector */
+    char desc[256];
+    if (m % 16 == 0 && n % 16 == 0 && tqp_gpu_available(desc, sizeof desc)) {
+        tqp_gpu_tmv *g = NULL;
+        TQP_TRY(s, tqp_gpu_tmv_create(t, packed, m, n, &g), out);
+        s = tqp_gpu_tmv_bench(g, x, 20, &row->gpu);
+        tqp_gpu_tmv_destroy(&g);
+        if (s != TQP_OK) goto out;
+        row->has_gpu = 1;
+    }
 out:
     tqp_tmv_destroy(&op);
     tqp_rot_destroy(&rot);
@@ -196,13 +209,9 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
     const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
     printf("tqp bench matvec: %s, our threads %d, OPENBLAS_NUM_THREADS=%s, code %s, L = 16\n", cpu,
            threads, blas_threads ? blas_threads : "(unset)", code_name);
-    printf("GPU: not measured (%s)\n",
-#ifdef TQP_HAVE_CUDA
-           "CUDA kernels are not part of this build"
-#else
-           "built without CUDA"
-#endif
-    );
+    char gpu[256];
+    int have_gpu = tqp_gpu_available(gpu, sizeof gpu);
+    printf(have_gpu ? "GPU: %s (second table)\n" : "GPU: not measured (%s)\n", gpu);
     printf("\n| shape | K | kernel | ours ms | codes-only ms | sgemv ms | speedup | ours GB/s "
            "(codes) | sgemv GB/s | ours Gw/s | decode Gw/s | max rel diff |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -227,10 +236,28 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
             fflush(stdout);
             done++;
         }
+    if (s == TQP_OK && have_gpu) {
+        printf("\nGPU %s: the fused kernel (the pass over the codes) vs cuBLAS fp16 GEMV on the "
+               "same matrix\n\n| shape | K | ours us | cuBLAS fp16 us | speedup | ours GB/s (codes) "
+               "| copy GB/s | ours Gw/s | decode Gw/s | max rel diff |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n", gpu);
+        for (int i = 0; i < done; i++) {
+            mv_row *r = &rows[i];
+            double w = (double)r->m * r->n;
+            if (!r->has_gpu) continue;
+            printf("| %dx%d | %d | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1e |\n", r->m,
+                   r->n, r->K, 1e6 * r->gpu.seconds_ours, 1e6 * r->gpu.seconds_cublas,
+                   r->gpu.seconds_cublas / r->gpu.seconds_ours,
+                   r->code_bytes / r->gpu.seconds_ours / 1e9, r->gpu.copy_gbps,
+                   w / r->gpu.seconds_ours / 1e9, w / r->gpu.seconds_decode / 1e9,
+                   r->gpu.max_rel_diff);
+        }
+    }
     if (s == TQP_OK && json) {
         cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "results");
         cJSON_AddStringToObject(doc, "device", cpu);
-        cJSON_AddNullToObject(doc, "gpu");
+        if (have_gpu) cJSON_AddStringToObject(doc, "gpu", gpu);
+        else cJSON_AddNullToObject(doc, "gpu");
         cJSON_AddNumberToObject(doc, "threads", threads);
         cJSON_AddStringToObject(doc, "openblas_num_threads", blas_threads ? blas_threads : "");
         for (int i = 0; i < done; i++) {
@@ -253,6 +280,24 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
             cJSON_AddNumberToObject(o, "weights_per_second_ours", w / r->t_ours);
             cJSON_AddNumberToObject(o, "decode_weights_per_second", w / r->t_decode);
             cJSON_AddNumberToObject(o, "max_rel_diff", r->maxrel);
+            cJSON_AddItemToArray(arr, o);
+            if (!r->has_gpu) continue;
+            o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "m", r->m);
+            cJSON_AddNumberToObject(o, "n", r->n);
+            cJSON_AddNumberToObject(o, "bits", r->K);
+            cJSON_AddStringToObject(o, "code", tqp_tcode_name(r->code));
+            cJSON_AddStringToObject(o, "kernel", "cuda");
+            cJSON_AddStringToObject(o, "device", gpu);
+            cJSON_AddNumberToObject(o, "seconds_ours", r->gpu.seconds_ours);
+            cJSON_AddNumberToObject(o, "seconds_baseline", r->gpu.seconds_cublas);
+            cJSON_AddStringToObject(o, "baseline", "cublas fp16 gemv (cublasGemmEx, n = 1)");
+            cJSON_AddNumberToObject(o, "speedup", r->gpu.seconds_cublas / r->gpu.seconds_ours);
+            cJSON_AddNumberToObject(o, "gbps_ours", r->code_bytes / r->gpu.seconds_ours / 1e9);
+            cJSON_AddNumberToObject(o, "copy_gbps", r->gpu.copy_gbps);
+            cJSON_AddNumberToObject(o, "weights_per_second_ours", w / r->gpu.seconds_ours);
+            cJSON_AddNumberToObject(o, "decode_weights_per_second", w / r->gpu.seconds_decode);
+            cJSON_AddNumberToObject(o, "max_rel_diff", r->gpu.max_rel_diff);
             cJSON_AddItemToArray(arr, o);
         }
         s = tqp_json_write(json, doc);

@@ -52,6 +52,15 @@ int main(int argc, char **argv)
     /* A file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk,
      * instead of killing the process. */
     signal(SIGXFSZ, SIG_IGN);
+    /* tqp bench matvec is one process and needs no MPI: it runs where no MPI runtime is
+     * installed (a GPU node with only the CUDA toolkit) */
+    if (argc >= 3 && !strcmp(argv[1], "bench") && !strcmp(argv[2], "matvec")) {
+        tqp_status s = tqp_bench_matvec(argc - 2, argv + 2);
+        if (s != TQP_OK)
+            fprintf(stderr, "tqp bench: error: %s\n",
+                    *tqp_error_message() ? tqp_error_message() : tqp_strerror(s));
+        return tqp_exit_code(s);
+    }
     MPI_Init(&argc, &argv);
     tqp_h5_quiet();
     int rank;

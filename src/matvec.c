@@ -58,17 +58,15 @@ static uint32_t chunk(const uint8_t *p, int i, int KV)
     return c;
 }
 
-/* The rewritten layout of matvec_impl.h from tiles in tcq order (all 16 x 16). */
-static void build_words(tqp_tmv *op, const uint8_t *packed, int K, int V)
+void tqp_tmv_build_words(const uint8_t *packed, int m, int n, int K, int V, uint32_t *words)
 {
-    tqp_tmv_layout *k = &op->lay;
-    int KV = K * V, N = 256 / V, bands = op->m / 16;
-    size_t tile_bytes = (size_t)32 * K, tile = (size_t)k->Wt * 16;
-    for (int g = 0; g < k->groups; g++)
-        for (int cb = 0; cb < k->ncb; cb++) {
-            uint32_t *Wt = op->words + ((size_t)g * k->ncb + cb) * tile;
+    int KV = K * V, N = 256 / V, bands = m / 16, ncb = n / 16, groups = (m + 255) / 256;
+    size_t tile_bytes = (size_t)32 * K, tile = (size_t)8 * K * 16;
+    for (int g = 0; g < groups; g++)
+        for (int cb = 0; cb < ncb; cb++) {
+            uint32_t *Wt = words + ((size_t)g * ncb + cb) * tile;
             for (int j = 0; j < 16 && 16 * g + j < bands; j++) {
-                const uint8_t *src = packed + ((size_t)(16 * g + j) * k->ncb + cb) * tile_bytes;
+                const uint8_t *src = packed + ((size_t)(16 * g + j) * ncb + cb) * tile_bytes;
                 for (int i = 0; i < N; i++) {
                     uint32_t c = chunk(src, i, KV);
                     for (int q = 0; q < KV; q++) {
@@ -123,7 +121,7 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
             s = TQP_ENOMEM;
         } else {
             memset(op->words, 0, sizeof(uint32_t) * nw);
-            build_words(op, packed, t->K, t->V);
+            tqp_tmv_build_words(packed, m, n, t->K, t->V, op->words);
             k->words = op->words;
             if (t->code == TQP_TCODE_1MAD) op->divisor = 147.800537109375;
         }

@@ -17,6 +17,10 @@ typedef struct {
     const float *table;      // (2^L, V) code values (gathered codes)
 } tqp_tmv_layout;
 
+/* The words of the layout above for W (m, n), both multiples of 16, from tiles in tcq order:
+ * groups * ncb * Wt * 16 words, zeroed by the caller. */
+void tqp_tmv_build_words(const uint8_t *packed, int m, int n, int K, int V, uint32_t *words);
+
 /* z[16 g * 16 ..] for groups g0 .. g1-1: the products in code units, except 1mad, whose
  * values come out as (byte sum - 510): the caller divides by 147.800537109375. */
 void tqp_tmv_codes_avx512(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
