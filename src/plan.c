@@ -572,10 +572,13 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
         double G = ldexp(1, in->L - KV), S = ldexp(1, in->L), N = 256.0 / in->V;
         item(&q, TQP_MEM_CODES, code_bytes(in, rows, n) + 16.0 * rows, "own packed tiles",
              "%lld rows x n x K / 8", (long long)rows);
+        int R = KV <= 3 ? 1 + 6 / KV : 1; /* the encoder keeps every R-th step's minima */
+        double kept = ceil((N - 1) / R);
         item(&q, TQP_MEM_SCRATCH,
-             th * (2.0 * 17 * 8 * n + 2.0 * 16 * 8 * n + 4 * S + 8 * G + 4 * (N - 1) * G),
+             th * (2.0 * 17 * 8 * n + 2.0 * 16 * 8 * n + 4 * S + 8 * G + 4 * kept * G),
              "band and Viterbi workspace",
-             "%d thread(s) x (528 n + 4 x 2^L + 4 x (N + 1) x 2^(L - KV) minima)", th);
+             "%d thread(s) x (528 n + 4 x 2^L + 4 x (2 + %.0f kept steps) x 2^(L - KV))", th,
+             kept);
         double lane_tables = (ldexp(1, KV) < 8 ? 2 : ldexp(1, KV) < 16 ? 1 : 0) * 4.0 * in->V * S;
         item(&q, TQP_MEM_SCRATCH, 4 * (8.0 * in->V * S + lane_tables), "trellis tables",
              "4 tile sizes x (8 V 2^L + lane-order copies)");

@@ -2,10 +2,13 @@
  * including file defines the vector type and operations below and the function name, and is
  * compiled with the matching instruction set and -ffp-contract=off.  It performs the
  * reference's arithmetic (trellis.h, invariants 1-3), VW states per instruction, one pass over
- * the states per step: each group's minimum is expanded over its 2^KV states with one permute,
- * and the values of a group's 2^KV predecessors (states h * G + g) are reduced in registers into
- * the next step's minimum (strict <, ascending h: the first minimum wins), keeping only the
- * comparison masks (one bit per group and h >= 1) for the traceback.  Used when G >= VW.
+ * the states per step, in lane order (trellis.h, lane_comp): the previous minima arrive by
+ * broadcast loads, the values of a group's 2^KV predecessors (states h * G + g) are reduced
+ * with min into the next step's minimum, and the new minima are permuted back to group order
+ * once per 2^KV vectors.  No comparison masks: every R-th step's minima are kept, and the
+ * traceback recomputes the 2^KV candidates of the group on the path (and any minimum not kept)
+ * with the same float operations, taking the first minimum (strict <, ascending h) as the
+ * reference does.  Used when G >= VW.
  *
  * The includer defines: VW (lanes), LANE_SET (0 for 16 lanes, 1 for 8: trellis.h lane_comp),
  * vec, vidx, V_LOAD(p), V_BCAST_FEW(p, n) (n = 2, 4 or 8 floats repeated over the vector),
@@ -128,19 +131,59 @@ static void step(const tqp_trellis *t, const float *xi, const float *gm, int KV,
 }
 #undef STEP_CASE
 
-/* D_i(s) recomputed as the kernel computes it: gm[s >> KV] + cost (gm = NULL: step 0, with the
- * start constraint). */
-static float value_at(const tqp_trellis *t, const float *xi, const float *gm, int KV, int start,
-                      uint32_t s)
+/* Where the group minima of each step live (VITERBI_NAME): steps keep, keep + R, keep + 2R, ...
+ * in the ring, the others in two buffers that stay in cache. */
+typedef struct {
+    const tqp_trellis *t;
+    const float *x;
+    int KV, sh, start, keep, R;
+    uint32_t G, H;
+} trace;
+
+static inline int kept(const trace *c, int i)
 {
-    const float *c = t->table + (size_t)s * t->V;
-    float d = xi[0] - c[0], e = d * d;
-    if (t->V == 2) {
-        float d1 = xi[1] - c[1];
+    return i >= c->keep && (i - c->keep) % c->R == 0;
+}
+
+static inline float *slot(const trace *c, int i)
+{
+    return kept(c, i) ? w_.ring + (size_t)((i - c->keep) / c->R) * c->G : w_.hot[i & 1];
+}
+
+/* cost_i(s), in the kernel's order of operations. */
+static inline float cost_at(const trace *c, int i, uint32_t s)
+{
+    const float *xi = c->x + (size_t)i * c->t->V, *v = c->t->table + (size_t)s * c->t->V;
+    float d = xi[0] - v[0], e = d * d;
+    if (c->t->V == 2) {
+        float d1 = xi[1] - v[1];
         e = e + d1 * d1;
     }
-    if (!gm) return start < 0 || (int)(s >> KV) == start ? e : INFINITY;
-    return gm[s >> KV] + e;
+    return e;
+}
+
+static float gm_at(const trace *c, int q, uint32_t g);
+
+/* D_i(s) as the kernel computes it: the previous step's group minimum plus the cost (step 0:
+ * the cost, or infinity outside the start constraint). */
+static float value_at(const trace *c, int i, uint32_t s)
+{
+    float e = cost_at(c, i, s);
+    if (i == 0) return c->start < 0 || (int)(s >> c->KV) == c->start ? e : INFINITY;
+    return gm_at(c, i - 1, s >> c->KV) + e;
+}
+
+/* The group minimum of step q: read where it was kept, or recomputed from the minima of the
+ * steps before (at most R - 1 of them, 2^KV candidates each: exact, min is exact). */
+static float gm_at(const trace *c, int q, uint32_t g)
+{
+    if (kept(c, q)) return slot(c, q)[g];
+    float m = value_at(c, q, g);
+    for (uint32_t h = 1; h < c->H; h++) {
+        float v = value_at(c, q, (h << c->sh) | g);
+        if (v < m) m = v;
+    }
+    return m;
 }
 
 float VITERBI_NAME(const tqp_trellis *t, const float *x, int start, int end, uint32_t *states,
@@ -148,46 +191,44 @@ float VITERBI_NAME(const tqp_trellis *t, const float *x, int start, int end, uin
 {
     int KV = t->K * t->V, N = t->T / t->V, sh = t->L - KV;
     uint32_t S = 1u << t->L, G = 1u << sh, H = 1u << KV;
-    if (G < VW || S < VW || !reserve(S, G, (size_t)(N - 1) * G))
-        return tqp_trellis_viterbi_ref(t, x, start, end, states);
     if (first < 0) first = 0;
-    /* The minima of step i go to ring slot i - keep when i >= keep (the traceback to `first`
-     * reads steps first - 1 .. N - 3), else to one of two buffers that stay in cache. */
-    int keep = first > 0 ? first - 1 : 0;
-#define SLOT(i) ((i) >= keep ? w_.ring + (size_t)((i) - keep) * G : w_.hot[(i) & 1])
+    /* The traceback to `first` reads the minima of steps first - 1 .. N - 3.  Only every R-th
+     * of them is kept (from step keep on); a missing one costs (2^KV)^(R-1) recomputed values
+     * at most, R chosen so that this stays near 64. */
+    trace c = {t, x, KV, sh, start, first > 0 ? first - 1 : 0, KV <= 3 ? 1 + 6 / KV : 1, G, H};
+    size_t kept_steps = (size_t)(N - 1 - c.keep + c.R - 1) / c.R;
+    if (G < VW || S < VW || !reserve(S, G, kept_steps * G))
+        return tqp_trellis_viterbi_ref(t, x, start, end, states);
     float *D = w_.D;
     /* step 0's group minima, then fused steps: step i's values fold into its minima (the min
-     * over the 2^KV predecessors of each group, first minimum kept); the last step's values
-     * go to D.  No back-pointers: the traceback recomputes the 2^KV candidates of the one
-     * group on the path from the minima of the step before. */
-    float *g0 = SLOT(0);
+     * over the 2^KV predecessors of each group); the last step's values go to D.  No
+     * back-pointers: the traceback recomputes the 2^KV candidates of the one group on the
+     * path, from the kept minima. */
+    float *g0 = slot(&c, 0);
     for (uint32_t g = 0; g < G; g++) {
-        float m = value_at(t, x, NULL, KV, start, g);
+        float m = value_at(&c, 0, g);
         for (uint32_t h = 1; h < H; h++) {
-            float v = value_at(t, x, NULL, KV, start, (h << sh) | g);
+            float v = value_at(&c, 0, (h << sh) | g);
             if (v < m) m = v;
         }
         g0[g] = m;
     }
     for (int i = 1; i < N; i++) {
         int last = i == N - 1;
-        step(t, x + (size_t)i * t->V, SLOT(i - 1), KV, sh, last ? NULL : SLOT(i),
+        step(t, x + (size_t)i * t->V, slot(&c, i - 1), KV, sh, last ? NULL : slot(&c, i),
              last ? D : NULL);
     }
     float bc;
     states[N - 1] = tqp_trellis_best_end(D, S, G, end, &bc);
     for (int i = N - 1; i > first; i--) {
         uint32_t g = states[i] >> KV, best = g;
-        const float *gm = i >= 2 ? SLOT(i - 2) : NULL;
-        const float *xp = x + (size_t)(i - 1) * t->V;
-        float m = value_at(t, xp, gm, KV, start, g);
+        float m = value_at(&c, i - 1, g);
         for (uint32_t h = 1; h < H; h++) {
-            float v = value_at(t, xp, gm, KV, start, (h << sh) | g);
+            float v = value_at(&c, i - 1, (h << sh) | g);
             if (v < m) m = v, best = (h << sh) | g;
         }
         states[i - 1] = best;
     }
-#undef SLOT
     return bc;
 }
 
