@@ -22,8 +22,6 @@ struct tqp_tmv {
     double *dx, *scratch;    // (max(m, n)) each
 };
 
-void tqp_tmv_codes_avx512(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
-void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
 
 const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n)
 {
@@ -42,9 +40,52 @@ const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n)
 #endif
 }
 
+const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX2_MATVEC)
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return "this CPU lacks AVX2/FMA";
+    if (m % 16 || n % 16) return "the shape is not a multiple of 16 x 16 tiles";
+    if (t->L > 16) return "L > 16";
+    return NULL;
+#else
+    (void)t, (void)m, (void)n;
+    return "built without the AVX2 kernels";
+#endif
+}
+
 const char *tqp_tmv_kernel_name(const tqp_tmv *op)
 {
-    return op->kernel == TQP_TMV_AVX512 ? "avx512" : "reference";
+    return op->kernel == TQP_TMV_AVX512 ? "avx512" : op->kernel == TQP_TMV_AVX2 ? "avx2"
+                                                                                : "reference";
+}
+
+static int simd(const tqp_tmv *op)
+{
+    return op->kernel == TQP_TMV_AVX512 || op->kernel == TQP_TMV_AVX2;
+}
+
+/* Group g with the operator's SIMD kernel (only those built can have been chosen). */
+static void codes_simd(const tqp_tmv *op, const float *xr, float *z, int g)
+{
+#ifdef TQP_HAVE_AVX512_MATVEC
+    if (op->kernel == TQP_TMV_AVX512) tqp_tmv_codes_avx512(&op->lay, xr, z, g, g + 1);
+#endif
+#ifdef TQP_HAVE_AVX2_MATVEC
+    if (op->kernel == TQP_TMV_AVX2) tqp_tmv_codes_avx2(&op->lay, xr, z, g, g + 1);
+#endif
+    (void)op, (void)xr, (void)z, (void)g;
+}
+
+static void decode_simd(const tqp_tmv *op, float *W, int g)
+{
+#ifdef TQP_HAVE_AVX512_MATVEC
+    if (op->kernel == TQP_TMV_AVX512) tqp_tmv_decode_avx512(&op->lay, W, g, g + 1);
+#endif
+#ifdef TQP_HAVE_AVX2_MATVEC
+    if (op->kernel == TQP_TMV_AVX2) tqp_tmv_decode_avx2(&op->lay, W, g, g + 1);
+#endif
+    (void)op, (void)W, (void)g;
 }
 
 /* Chunk i (KV bits at bit i KV) of a little-endian packed stream. */
@@ -88,10 +129,13 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
     if (rot && rot->kind != TQP_ROT_NONE && (rot->out.n != m || rot->in.n != n))
         return tqp_error_set(TQP_EINPUT, "matvec: rotation of %d x %d for a %d x %d matrix",
                              rot->out.n, rot->in.n, m, n);
-    const char *why = tqp_tmv_avx512_unavailable(t, m, n);
+    const char *why = tqp_tmv_avx512_unavailable(t, m, n), *why2 = tqp_tmv_avx2_unavailable(t, m, n);
     if (kernel == TQP_TMV_AVX512 && why)
         return tqp_error_set(TQP_EUSAGE, "matvec: the avx512 kernel cannot run: %s", why);
-    if (kernel == TQP_TMV_AUTO) kernel = why ? TQP_TMV_REFERENCE : TQP_TMV_AVX512;
+    if (kernel == TQP_TMV_AVX2 && why2)
+        return tqp_error_set(TQP_EUSAGE, "matvec: the avx2 kernel cannot run: %s", why2);
+    if (kernel == TQP_TMV_AUTO)
+        kernel = !why ? TQP_TMV_AVX512 : !why2 ? TQP_TMV_AVX2 : TQP_TMV_REFERENCE;
     tqp_tmv *op = tqp_calloc(1, sizeof *op);
     if (!op) return TQP_ENOMEM;
     op->m = m, op->n = n, op->kernel = kernel, op->scale = scale, op->rot = rot, op->divisor = 1;
@@ -109,7 +153,7 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
         if (!op->packed) s = TQP_ENOMEM;
         else memcpy(op->packed, packed, bytes);
     }
-    if (s == TQP_OK && kernel == TQP_TMV_AVX512) {
+    if (s == TQP_OK && (kernel == TQP_TMV_AVX512 || kernel == TQP_TMV_AVX2)) {
         const tqp_trellis *b = tqp_tcq_base(op->fam);
         tqp_tmv_layout *k = &op->lay;
         *k = (tqp_tmv_layout){.m = m, .n = n, .L = t->L, .K = t->K, .V = t->V, .code = t->code,
@@ -171,10 +215,10 @@ static void codes_reference(tqp_tmv *op, const float *xr, float *z, int b0, int 
 void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
 {
     if (threads < 1) threads = 1;
-    if (op->kernel == TQP_TMV_AVX512) {
+    if (simd(op)) {
         int G = op->lay.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (int g = 0; g < G; g++) tqp_tmv_codes_avx512(&op->lay, xr, z, g, g + 1);
+        for (int g = 0; g < G; g++) codes_simd(op, xr, z, g);
         if (op->divisor != 1)
             for (int i = 0; i < op->m; i++) z[i] = (float)(z[i] / op->divisor);
     } else {
@@ -209,10 +253,10 @@ void tqp_tmv_decode(tqp_tmv *op, float *W, int threads)
 {
     if (threads < 1) threads = 1;
     int m = op->m, n = op->n;
-    if (op->kernel == TQP_TMV_AVX512) {
+    if (simd(op)) {
         int G = op->lay.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (int g = 0; g < G; g++) tqp_tmv_decode_avx512(&op->lay, W, g, g + 1);
+        for (int g = 0; g < G; g++) decode_simd(op, W, g);
         return;
     }
     float yh[TQP_TCQ_TILE * TQP_TCQ_TILE];

@@ -26,5 +26,8 @@ void tqp_tmv_build_words(const uint8_t *packed, int m, int n, int K, int V, uint
 void tqp_tmv_codes_avx512(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
 /* Decode groups g0 .. g1-1 into W (m, n) row-major, in code units (bit-identical to the table). */
 void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
+/* The same two with AVX2 (src/matvec_avx2.c). */
+void tqp_tmv_codes_avx2(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
+void tqp_tmv_decode_avx2(const tqp_tmv_layout *k, float *W, int g0, int g1);
 
 #endif

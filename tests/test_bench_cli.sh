@@ -29,6 +29,10 @@ run_mpi 1 bench matvec --shapes 256x256 --bits 2 --code hyb --reps 1 > "$WORK/ho
 check "hyb runs" grep -qE '^\| 256x256 \| 2 \|' "$WORK/hout"
 run_mpi 1 bench matvec --shapes 40x24 --bits 2 --reps 1 > "$WORK/eout" 2>&1
 check "an edge shape runs on the reference kernel" grep -qE '^\| 40x24 \| 2 \| reference \|' "$WORK/eout"
+expect=reference
+grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && expect=avx2
+TQP_NO_AVX512=1 run_mpi 1 bench matvec --shapes 256x256 --bits 2 --reps 1 > "$WORK/aout" 2>&1
+check "without AVX-512 the $expect kernel runs" grep -qE "^\| 256x256 \| 2 \| $expect \|" "$WORK/aout"
 run_mpi 1 bench matvec --shapes 4096 > /dev/null 2> "$WORK/err"
 check "a bad shape exits 2" [ $? = 2 ]
 check "and names the option" grep -q -- "--shapes '4096'" "$WORK/err"

@@ -146,14 +146,26 @@ int main(void)
         one(TQP_TCODE_3INST, 16, 2, 1, 512, 192, TQP_ROT_RHT, TQP_TMV_AUTO);
         one(TQP_TCODE_1MAD, 10, 3, 1, 256, 64, TQP_ROT_RHT, TQP_TMV_AVX512); /* L < 16 */
     }
+    const char *why2 = tqp_tmv_avx2_unavailable(t, 256, 256);
+    if (why2) {
+        printf("avx2 kernel skipped: %s\n", why2);
+    } else {
+        all_codes(TQP_TMV_AVX2, 256, 32);
+        all_codes(TQP_TMV_AVX2, 272, 48); /* 17 bands: the second half of a group is empty */
+        one(TQP_TCODE_1MAD, 16, 2, 1, 264 + 120, 192, TQP_ROT_RHT, TQP_TMV_AVX2);
+        one(TQP_TCODE_1MAD, 10, 3, 1, 256, 64, TQP_ROT_RHT, TQP_TMV_AVX2); /* L < 16 */
+    }
     /* refused with a reason: edge tiles */
     tqp_tmv *op = NULL;
     uint8_t codes[4096] = {0};
     CHECK(tqp_tmv_create(t, codes, 40, 24, 1.0, NULL, TQP_TMV_AVX512, &op) != TQP_OK);
+    CHECK(tqp_tmv_create(t, codes, 40, 24, 1.0, NULL, TQP_TMV_AVX2, &op) != TQP_OK);
     CHECK(tqp_tmv_avx512_unavailable(t, 40, 24) != NULL);
+    CHECK(tqp_tmv_avx2_unavailable(t, 40, 24) != NULL);
+    /* without AVX-512, AUTO takes AVX2 where there is one */
     setenv("TQP_NO_AVX512", "1", 1);
     CHECK(tqp_tmv_create(t, codes, 32, 32, 1.0, NULL, TQP_TMV_AUTO, &op) == TQP_OK);
-    if (op) CHECK(!strcmp(tqp_tmv_kernel_name(op), "reference"));
+    if (op) CHECK(!strcmp(tqp_tmv_kernel_name(op), why2 ? "reference" : "avx2"));
     tqp_tmv_destroy(&op);
     tqp_trellis_destroy(&t);
     return check_done();

@@ -17,7 +17,10 @@
  *     state (VPMULLD, then VPDPBUSD for 1mad's byte sum, bit operations for 3inst's two fp16
  *     halves), hyb and lut are gathered from the code table.  Same number of code bytes as the
  *     file (T K / 8 per tile).  Needs AVX-512 F/BW/VL, VNNI and VBMI2, full 16 x 16 tiles
- *     (m and n multiples of 16), and L <= 16; the reference kernel is used otherwise.
+ *     (m and n multiples of 16), and L <= 16;
+ *   - avx2: the same layout, each group of 16 bands as two halves of 8 lanes; the funnel shift
+ *     is two shifts and an or, 1mad's byte sum VPMADDUBSW + VPMADDWD.  Needs AVX2 and FMA.
+ * AUTO takes avx512, else avx2, else the reference kernel.
  * The decoded values are bit-identical in both kernels (they are the code table's); the sums
  * differ only by float rounding order.
  */
@@ -33,7 +36,7 @@
 
 typedef struct tqp_tmv tqp_tmv;
 
-typedef enum { TQP_TMV_AUTO, TQP_TMV_REFERENCE, TQP_TMV_AVX512 } tqp_tmv_kernel;
+typedef enum { TQP_TMV_AUTO, TQP_TMV_REFERENCE, TQP_TMV_AVX512, TQP_TMV_AVX2 } tqp_tmv_kernel;
 
 /* Prepare W (m, n) from its packed codes (tqp_tcq_matrix_bytes bytes, copied or rewritten), the
  * code family `t` (its L, K, V, code and LUT; any T), the scale and the rotation (NULL: none;
@@ -43,10 +46,11 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
                           double scale, const tqp_rot *rot, tqp_tmv_kernel kernel,
                           tqp_tmv **out);
 void tqp_tmv_destroy(tqp_tmv **op);
-/* The kernel in use: "avx512" or "reference". */
+/* The kernel in use: "avx512", "avx2" or "reference". */
 const char *tqp_tmv_kernel_name(const tqp_tmv *op);
-/* Why the AVX-512 kernel cannot run for this code/shape on this CPU (NULL if it can). */
+/* Why the AVX-512 (or AVX2) kernel cannot run for this code/shape on this CPU (NULL if it can). */
 const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n);
+const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n);
 
 /* y (m) = W x (n), float.  Not thread-safe on one operator (it owns its work vectors); with
  * threads > 1 the bands are shared among OpenMP threads. */
