@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tqp/gpu.h"
 #include "tqp/io.h"
 #include "tqp/mpiutil.h"
 #include "tqp/tokenizer.h"
@@ -120,4 +121,20 @@ int tqp_json_first_diff(const char *a, const char *b, char *buf, size_t cap)
     cJSON_Delete(x);
     cJSON_Delete(y);
     return differ;
+}
+
+tqp_status tqp_check_validate_on(const char *where, int allow_none)
+{
+    if (!strcmp(where, "auto") || !strcmp(where, "cpu") || (allow_none && !strcmp(where, "none")))
+        return TQP_OK;
+    if (!strcmp(where, "gpu")) {
+        char why[256];
+        if (!tqp_gpu_available(why, sizeof why))
+            return tqp_error_set(TQP_EUSAGE, "--validate-on gpu: no GPU here: %s (use auto or "
+                                 "cpu)", why);
+        return tqp_error_set(TQP_EUSAGE, "--validate-on gpu: evaluating on the GPU is not "
+                             "implemented yet, only its decode and matvec kernels (use auto or "
+                             "cpu)");
+    }
+    return tqp_error_set(TQP_EUSAGE, "--validate-on must be auto, cpu%s", allow_none ? " or none" : "");
 }

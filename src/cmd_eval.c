@@ -8,7 +8,7 @@
 #include "tqp/qfile.h"
 
 typedef struct {
-    const char *model, *tokenizer, *text, *tokens, *json, *quantized, *only;
+    const char *model, *tokenizer, *text, *tokens, *json, *quantized, *only, *validate_on;
     int ctx, half_window, quiet;
 } eval_args;
 
@@ -69,6 +69,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
          "evaluate the quantized model in FILE.h5 (from tqp quantize of --model)"},
         {"--only", TQP_OPT_STRING, &a.only, NULL, "LIST",
          "with --quantized: decode only these matrices (e.g. q,k), the rest full precision"},
+        {"--validate-on", TQP_OPT_STRING, &a.validate_on, "auto", "D",
+         "where to evaluate: auto or cpu (the CPU; gpu is refused: not implemented)"},
         {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens"},
         {"--half-window", TQP_OPT_FLAG, &a.half_window, NULL, NULL,
          "score only the second half of each window (llama.cpp's convention)"},
@@ -88,6 +90,7 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
         return tqp_error_set(TQP_EUSAGE, "tqp eval: give exactly one of --text and --tokens");
     if (a.only && !a.quantized)
         return tqp_error_set(TQP_EUSAGE, "tqp eval: --only needs --quantized");
+    TQP_CHECK(tqp_check_validate_on(a.validate_on, 0));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     TQP_CHECK(
         tqp_mpi_agree(MPI_COMM_WORLD, a.json && rank == 0 ? tqp_check_writable(a.json) : TQP_OK));

@@ -91,12 +91,7 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
                              "them first");
     if (a->text && a->tokens)
         return tqp_error_set(TQP_EUSAGE, "give only one of --text and --tokens");
-    if (!strcmp(a->validate_on, "gpu"))
-        return tqp_error_set(TQP_EUSAGE, "--validate-on gpu: this build has no GPU support "
-                                         "(use auto or cpu)");
-    if (strcmp(a->validate_on, "auto") && strcmp(a->validate_on, "cpu") &&
-        strcmp(a->validate_on, "none"))
-        return tqp_error_set(TQP_EUSAGE, "--validate-on must be auto, cpu or none");
+    TQP_CHECK(tqp_check_validate_on(a->validate_on, 1));
     if (a->eval_ctx < 2 || a->eval_ctx > 1 << 20)
         return tqp_error_set(TQP_EUSAGE, "--eval-ctx must be at least 2");
     return TQP_OK;

@@ -40,6 +40,10 @@ for n in 1 2; do
   expect 2 "$WORK/tok.bin: truncated" $n eval --model "$MODEL" --tokenizer "$WORK/tok.bin" $E
   echo "Once upon a time" > "$WORK/short.txt"
   expect 2 "fewer than one window" $n eval --model "$MODEL" --text "$WORK/short.txt" --quiet
+  expect 2 "validate-on gpu: " $n eval --model "$MODEL" $E --validate-on gpu
+  expect 2 "validate-on must be auto, cpu" $n eval --model "$MODEL" $E --validate-on tpu
+  expect 2 "validate-on gpu: " $n quantize --model "$MODEL" --text "$EVAL_TEXT" \
+    --out "$WORK/never.h5" --validate-on gpu
   : > "$WORK/empty.txt"
   expect 2 "fewer than one window" $n eval --model "$MODEL" --text "$WORK/empty.txt" --quiet
   printf 'abc' > "$WORK/odd.u32"

@@ -57,6 +57,10 @@ tqp_status tqp_json_write(const char *path, const cJSON *doc);
  * there, 2 now"), or 0 if they agree; unparsable text counts as a difference. */
 int tqp_json_first_diff(const char *a, const char *b, char *buf, size_t cap);
 
+/* Check a --validate-on value: auto and cpu (and none where allow_none) are accepted and run on
+ * the CPU; gpu is refused with the reason (no device, or no GPU evaluation yet). */
+tqp_status tqp_check_validate_on(const char *where, int allow_none);
+
 /* Subcommands: each returns a status; the caller prints the error and sets the exit code. */
 tqp_status tqp_cmd_eval(int argc, char **argv);
 tqp_status tqp_cmd_convert(int argc, char **argv);
