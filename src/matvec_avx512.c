@@ -18,6 +18,20 @@
 #define PREFETCH 4096
 #endif
 
+/* VPSHLDD with its count as an immediate (non-destructive, unlike the variable form): the
+ * count is a constant wherever the kernels call it, so the switch folds away. */
+INLINE __m512i shld(__m512i a, __m512i b, const int cnt)
+{
+    switch (cnt) {
+#define C_(i) case i: return _mm512_shldi_epi32(a, b, i);
+        C_(1) C_(2) C_(3) C_(4) C_(5) C_(6) C_(7) C_(8) C_(9) C_(10) C_(11) C_(12) C_(13) C_(14)
+        C_(15) C_(16) C_(17) C_(18) C_(19) C_(20) C_(21) C_(22) C_(23) C_(24) C_(25) C_(26)
+        C_(27) C_(28) C_(29) C_(30) C_(31)
+#undef C_
+    default: return a;
+    }
+}
+
 /* The state of step k (0..31) of the period at p (word w of lane j at p[16 w + j]); prev: the
  * word before the period (the tile's last word for the first period: the stream is circular). */
 INLINE __m512i state_at(const uint32_t *p, __m512i prev, const int KV, const int k, __m512i lmask)
@@ -28,7 +42,7 @@ INLINE __m512i state_at(const uint32_t *p, __m512i prev, const int KV, const int
         s = b;
     } else {
         __m512i a = wl ? _mm512_load_si512(p + 16 * (wl - 1)) : prev;
-        s = _mm512_shldv_epi32(a, b, _mm512_set1_epi32(cnt)); /* high word of (a:b) << cnt */
+        s = shld(a, b, cnt); /* high word of (a:b) << cnt */
     }
     return _mm512_and_si512(s, lmask);
 }
