@@ -34,7 +34,7 @@ tqp_status tqp_gpu_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m
     if (m <= 0 || n <= 0 || m % 16 || n % 16 || t->L > 16)
         return tqp_error_set(TQP_EINPUT, "GPU: %d x %d with L = %d: needs whole 16 x 16 tiles "
                              "and L <= 16", m, n, t->L);
-    size_t nw = (size_t)((m + 255) / 256) * (n / 16) * (8 * t->K) * 16;
+    size_t nw = tqp_tmv_words_count(m, n, t->K);
     uint32_t *words = tqp_calloc(nw, sizeof *words);
     tqp_gpu_tmv *op = tqp_calloc(1, sizeof *op);
     if (!words || !op) {
@@ -42,7 +42,7 @@ tqp_status tqp_gpu_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m
         return TQP_ENOMEM;
     }
     tqp_tmv_build_words(packed, m, n, t->K, t->V, words);
-    tqp_tmv_cuda_spec sp = {m, n, t->L, t->K, t->V, (int)t->code, words, t->table,
+    tqp_tmv_cuda_spec sp = {m, n, t->L, t->K, t->V, (int)t->code, words, nw, t->table,
                             t->code == TQP_TCODE_HYB ? t->lut : NULL};
     char err[256];
     int rc = tqp_cuda_tmv_create(&sp, &op->k, err, sizeof err);

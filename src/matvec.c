@@ -99,6 +99,11 @@ static uint32_t chunk(const uint8_t *p, int i, int KV)
     return c;
 }
 
+size_t tqp_tmv_words_count(int m, int n, int K)
+{
+    return (size_t)((m + 255) / 256) * (size_t)(n / 16) * (size_t)(8 * K) * 16;
+}
+
 void tqp_tmv_build_words(const uint8_t *packed, int m, int n, int K, int V, uint32_t *words)
 {
     int KV = K * V, N = 256 / V, bands = m / 16, ncb = n / 16, groups = (m + 255) / 256;
@@ -159,7 +164,7 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
         *k = (tqp_tmv_layout){.m = m, .n = n, .L = t->L, .K = t->K, .V = t->V, .code = t->code,
                               .groups = (m + 255) / 256, .ncb = n / 16, .Wt = 8 * t->K,
                               .table = b->table};
-        size_t nw = (size_t)k->groups * k->ncb * k->Wt * 16;
+        size_t nw = tqp_tmv_words_count(m, n, t->K);
         op->words = tqp_malloc_aligned(sizeof(uint32_t) * nw);
         if (!op->words) {
             s = TQP_ENOMEM;

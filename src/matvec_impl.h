@@ -8,6 +8,7 @@
 #ifndef TQP_MATVEC_IMPL_H
 #define TQP_MATVEC_IMPL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -17,8 +18,10 @@ typedef struct {
     const float *table;      // (2^L, V) code values (gathered codes)
 } tqp_tmv_layout;
 
+/* Words of the layout above for W (m, n) at K bits: groups * ncb * Wt * 16. */
+size_t tqp_tmv_words_count(int m, int n, int K);
 /* The words of the layout above for W (m, n), both multiples of 16, from tiles in tcq order:
- * groups * ncb * Wt * 16 words, zeroed by the caller. */
+ * tqp_tmv_words_count words, zeroed by the caller. */
 void tqp_tmv_build_words(const uint8_t *packed, int m, int n, int K, int V, uint32_t *words);
 
 /* z[16 g * 16 ..] for groups g0 .. g1-1: the products in code units, except 1mad, whose

@@ -191,7 +191,7 @@ extern "C" int tqp_cuda_tmv_create(const tqp_tmv_cuda_spec *sp, tmv_cuda **out, 
     k->splits = (8 * sms + k->groups - 1) / k->groups;
     if (k->splits > k->ncb) k->splits = k->ncb;
     if (k->splits < 1) k->splits = 1;
-    size_t nw = (size_t)k->groups * k->ncb * k->Wt * 16;
+    size_t nw = sp->nwords;
     CU(cudaMalloc(&k->words, nw * 4), "cudaMalloc codes");
     CU(cudaMemcpy(k->words, sp->words, nw * 4, cudaMemcpyHostToDevice), "copying codes");
     size_t tf = ((size_t)1 << sp->L) * sp->V;

@@ -15,6 +15,7 @@ typedef struct tmv_cuda tmv_cuda;
 typedef struct {
     int m, n, L, K, V, code;  // code: tqp_tcode (0 1mad, 1 3inst, 2 hyb, 3 lut)
     const uint32_t *words;    // src/matvec_impl.h layout
+    size_t nwords;            // its length (tqp_tmv_words_count)
     const float *table;       // (2^L, V) code values
     const float *hyb_lut;     // (512, 2) for hyb, else NULL
 } tqp_tmv_cuda_spec;
