@@ -33,25 +33,6 @@ typedef struct {
     tqp_gpu_timing gpu;
 } mv_row;
 
-static void cpu_name(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "model name", 10)) {
-            char *p = strchr(line, ':');
-            if (p) {
-                p += 1 + (p[1] == ' ');
-                p[strcspn(p, "\n")] = 0;
-                snprintf(buf, cap, "%s", p);
-            }
-            break;
-        }
-    fclose(f);
-}
-
 static tqp_status parse_shapes(const char *text, int *ms, int *ns, int *count, int cap)
 {
     *count = 0;
@@ -205,7 +186,7 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
     if (threads < 1 || reps < 1)
         return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --threads and --reps must be >= 1");
     char cpu[256];
-    cpu_name(cpu, sizeof cpu);
+    tqp_cpu_name(cpu, sizeof cpu);
     const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
     printf("tqp bench matvec: %s, our threads %d, OPENBLAS_NUM_THREADS=%s, code %s, L = 16\n", cpu,
            threads, blas_threads ? blas_threads : "(unset)", code_name);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "tqp/mpiutil.h"
+#include "tqp/rblas.h"
 
 /* BLACS and ScaLAPACK (no header ships with them).  Fortran routines take every argument by
  * reference and, for each CHARACTER argument, a hidden length after the last argument. */
@@ -28,6 +29,7 @@ void Cblacs_gridexit(int ctxt);
 int numroc_(const int *n, const int *nb, const int *iproc, const int *isrcproc, const int *nprocs);
 void descinit_(int *desc, const int *m, const int *n, const int *mb, const int *nb,
                const int *irsrc, const int *icsrc, const int *ctxt, const int *lld, int *info);
+int pilaenv_(const int *ictxt, const char *prec, size_t prec_len);
 void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const int *ja,
               const int *desc, int *info, size_t uplo_len);
 
@@ -131,12 +133,38 @@ static tqp_status describe(const chol_grid *g, int n, int *desc)
     return TQP_OK;
 }
 
-/* Collective: the same *info and status on every rank from each rank's pdpotrf info. */
-static tqp_status agree_info(MPI_Comm comm, int n, int local, int *info)
+static int64_t rblas_calls(void)
 {
-    int mine[2] = {local, -local}, most[2];
-    TQP_MPI_CHECK(MPI_Allreduce(mine, most, 2, MPI_INT, MPI_MAX, comm));
-    *info = most[1] > 0 ? -most[1] : most[0];
+    tqp_rblas_counts c;
+    tqp_rblas_get_counts(&c);
+    return c.gemm + c.syrk + c.trsm + c.gemv + c.dot + c.axpy + c.scal + c.copy;
+}
+
+/* Grid ranks: PBLAS cuts its updates into pieces of pilaenv columns; a block no wider keeps
+ * every panel in one piece on every grid (docs/quantize.md, "Determinism"). */
+static tqp_status check_nb(const chol_grid *g)
+{
+    if (g->myr < 0) return TQP_OK;
+    int pb = pilaenv_(&g->ctxt, "D", 1);
+    if (g->nb > pb)
+        return tqp_error_set(TQP_EINPUT,
+                             "chol: block size %d is wider than PBLAS's internal block (%d): the "
+                             "factor would depend on the grid",
+                             g->nb, pb);
+    return TQP_OK;
+}
+
+/* Collective: the same *info and status on every rank from each rank's pdpotrf info and its
+ * count of calls that reached the reproducible BLAS (calls). */
+static tqp_status agree_info(MPI_Comm comm, int n, int local, int64_t calls, int *info)
+{
+    int64_t mine[3] = {local, -local, calls}, most[3];
+    TQP_MPI_CHECK(MPI_Allreduce(mine, most, 3, MPI_INT64_T, MPI_MAX, comm));
+    if (n >= 2 && most[2] == 0)
+        return tqp_error_set(TQP_EINTERNAL,
+                             "chol: pdpotrf made no call to TQP's reproducible BLAS (is ScaLAPACK "
+                             "linked statically?): the factor would depend on the rank count");
+    *info = most[1] > 0 ? (int)-most[1] : (int)most[0];
     if (*info < 0)
         return tqp_error_set(TQP_EINTERNAL, "chol: pdpotrf: argument %d is illegal", -*info);
     if (*info > 0)
@@ -152,15 +180,23 @@ tqp_status tqp_chol_factor(MPI_Comm comm, int n, const double *A, double *L, int
     *info = 0;
     if (n < 0) return tqp_error_set(TQP_EINPUT, "chol: negative order %d", n);
     if (n == 0) return TQP_OK;
+    if (!tqp_rblas_bound())
+        return tqp_error_set(TQP_EINTERNAL,
+                             "chol: this executable does not export TQP's reproducible BLAS "
+                             "(dgemm_ etc.) to ScaLAPACK: the factor would depend on the rank "
+                             "count");
     chol_grid g;
     grid_open(comm, n, nb > 0 ? nb : TQP_CHOL_DEFAULT_NB, &g);
     double *a = tqp_malloc(sizeof(double) * (size_t)g.lld * (size_t)(g.nloc > 1 ? g.nloc : 1));
     int desc[9], one = 1, pinfo = 0;
-    tqp_status s = tqp_mpi_agree(comm, a ? describe(&g, n, desc) : TQP_ENOMEM);
+    tqp_status s = a ? check_nb(&g) : TQP_ENOMEM;
+    if (s == TQP_OK) s = describe(&g, n, desc);
+    s = tqp_mpi_agree(comm, s);
     if (s == TQP_OK) {
         copy_local(&g, n, A, a);
+        int64_t calls = rblas_calls();
         if (g.myr >= 0) pdpotrf_("L", &n, a, &one, &one, desc, &pinfo, 1);
-        s = agree_info(comm, n, pinfo, info);
+        s = agree_info(comm, n, pinfo, rblas_calls() - calls, info);
     }
     if (s == TQP_OK) {
         place_factor(&g, n, a, L);

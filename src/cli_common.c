@@ -138,3 +138,23 @@ tqp_status tqp_check_validate_on(const char *where, int allow_none)
     }
     return tqp_error_set(TQP_EUSAGE, "--validate-on must be auto, cpu%s", allow_none ? " or none" : "");
 }
+
+/* The CPU's model name from /proc/cpuinfo ("unknown CPU" if none). */
+void tqp_cpu_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 1 + (p[1] == ' ');
+                p[strcspn(p, "\n")] = 0;
+                snprintf(buf, cap, "%s", p);
+            }
+            break;
+        }
+    fclose(f);
+}

@@ -206,6 +206,7 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "quantize-memory"))
         return tqp_bench_quantize_memory(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "matvec")) return tqp_bench_matvec(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "chol")) return tqp_bench_chol(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: tqp bench <name> [options]\n\nbenchmarks:\n  hessian   Hessian "
                "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n"
@@ -214,8 +215,10 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
                "  quantize-memory  peak memory and step times of one matrix's quantization on a "
                "synthetic layer, beside tqp plan\n"
                "  matvec    batch-1 fused decode + matrix-vector product on trellis codes vs "
-               "OpenBLAS sgemv\n");
+               "OpenBLAS sgemv\n"
+               "  chol      distributed Cholesky (pdpotrf) with the reproducible BLAS vs the "
+               "system BLAS\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis, quantize-memory, matvec); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis, quantize-memory, matvec, chol); see tqp bench --help");
 }

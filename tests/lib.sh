@@ -37,3 +37,18 @@ run_mpi() { # run_mpi N [program] args...: tqp (or a program given by path) on N
   if [ -x "${1:-}" ] && [ "${1#/}" != "$1" ]; then timeout 300 mpiexec -n "$n" "$@"
   else timeout 300 mpiexec -n "$n" "$TQP" "$@"; fi
 }
+
+# core_types T...: sets CORE_TYPES to those of the named OpenBLAS core types (OPENBLAS_CORETYPE
+# values) that this CPU can execute and this OpenBLAS has, and names each one skipped and why.
+# test_chol --probe runs a few BLAS calls under the forced type and prints the core in use.
+core_types() {
+  CORE_TYPES=""
+  local t core
+  for t in "$@"; do
+    core=$(OPENBLAS_CORETYPE=$t "$TESTBIN/test_chol" --probe 2> /dev/null | sed -n 's/^core \([A-Za-z0-9_]*\).*/\1/p')
+    if [ -z "$core" ]; then echo "skip $t: this CPU cannot run OpenBLAS's $t kernels"; continue; fi
+    if [ "${core,,}" != "${t,,}" ]; then echo "skip $t: this OpenBLAS has no $t core (it runs $core)"; continue; fi
+    CORE_TYPES="$CORE_TYPES $t"
+  done
+  echo "core types run:$CORE_TYPES"
+}

@@ -4,13 +4,15 @@
  * count; every rank checks its own copy of the factor, and the counts are summed on rank 0.
  * It prints a digest of one factor (n = 300, the default nb), which test_chol_ranks.sh compares
  * across rank counts.
- * Usage: test_chol */
+ * Usage: test_chol [--probe: print the OpenBLAS core type and exit] */
+#include <cblas.h>
 #include <mpi.h>
 #include <stdint.h>
 
 #include "check.h"
 #include "testutil.h"
 #include "tqp/chol.h"
+#include "tqp/rblas.h"
 #include "tqp/io.h"
 
 /* Open MPI keeps allocations until exit; leak checking would only report those. */
@@ -156,7 +158,7 @@ static void check_not_positive_definite(void)
 {
     check_negative_pivot(5, 2, 1);
     check_negative_pivot(200, 16, 150); /* in a later block, owned by another rank */
-    check_negative_pivot(3, 64, 0);
+    check_negative_pivot(3, 32, 0);
     int n = 64;
     uint64_t seed = 77;
     double *A = malloc(sizeof(double) * n * n);
@@ -223,6 +225,8 @@ static void check_grid_shapes(void)
     }
 }
 
+char *openblas_get_corename(void);
+
 /* The digest case; rank 0 also reports how far it is from dpotrf. */
 static void check_digest(int P)
 {
@@ -238,10 +242,34 @@ static void check_digest(int P)
                nb, pr, pc, diff, memcmp(L, ref, sizeof(double) * n * n) ? "no" : "yes");
         char hex[65];
         tqp_sha256_hex(L, sizeof(double) * n * n, hex);
-        printf("digest %s\n", hex);
+        printf("digest %s (OpenBLAS core %s, reproducible BLAS kernel %s)\n", hex,
+               openblas_get_corename(), tqp_rblas_kernel_name(tqp_rblas_active()));
         free(A);
         free(ref);
     }
+    free(L);
+}
+
+/* The factorization runs on TQP's reproducible BLAS (include/tqp/rblas.h): the executable
+ * exports it, pdpotrf calls it, and a block wider than PBLAS's internal one is refused. */
+static void check_rblas(void)
+{
+    CHECK(tqp_rblas_bound());
+    int n = 200, info;
+    double *A = random_spd(n, 31), *L = malloc(sizeof(double) * n * n);
+    tqp_rblas_counts c0, c1;
+    tqp_rblas_get_counts(&c0);
+    CHECK(tqp_chol_factor(MPI_COMM_WORLD, n, A, L, 32, &info) == TQP_OK);
+    tqp_rblas_get_counts(&c1);
+    long long mine = c1.gemm + c1.syrk - c0.gemm - c0.syrk, trsm = c1.trsm - c0.trsm, all, alltrsm;
+    MPI_Allreduce(&mine, &all, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(&trsm, &alltrsm, 1, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    CHECK_MSG(all > 0 && alltrsm > 0, "pdpotrf made %lld gemm/syrk and %lld trsm calls here", all,
+              alltrsm);
+    tqp_status s = tqp_chol_factor(MPI_COMM_WORLD, n, A, L, 64, &info);
+    CHECK_MSG(s == TQP_EINPUT && strstr(tqp_error_message(), "PBLAS's internal block"),
+              "nb = 64: %s", tqp_error_message());
+    free(A);
     free(L);
 }
 
@@ -258,12 +286,20 @@ static int finish(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--probe")) { /* the OpenBLAS core, after running it */
+        double a[96 * 96], c[96 * 96];
+        for (int i = 0; i < 96 * 96; i++) a[i] = (i % 13) - 6;
+        cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, 96, 96, 96, 1, a, 96, a, 96, 0, c, 96);
+        cblas_dtrsm(CblasColMajor, CblasRight, CblasLower, CblasTrans, CblasUnit, 96, 96, 1, a, 96, c, 96);
+        printf("core %s %g\n", openblas_get_corename(), cblas_ddot(96 * 96, a, 1, c, 1));
+        return 0;
+    }
     MPI_Init(&argc, &argv);
     int P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     check_grid_shapes();
-    static const int ns[] = {1, 5, 64, 172, 200, 300}, nbs[] = {7, 16, 64};
+    static const int ns[] = {1, 5, 64, 172, 200, 300}, nbs[] = {7, 16, 32};
     for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
         for (size_t b = 0; b < sizeof nbs / sizeof nbs[0]; b++)
             check_spd(MPI_COMM_WORLD, ns[a], nbs[b], 1000 + a, NULL);
@@ -271,6 +307,7 @@ int main(int argc, char **argv)
     check_lower_only();
     check_default_nb();
     check_subcomm();
+    check_rblas();
     check_digest(P);
     int rc = finish();
     MPI_Finalize();

@@ -17,10 +17,12 @@
 
 #include "tqp/error.h"
 
-/* Default block size.  PBLAS splits its triangular solves and updates into pieces of 32
- * columns (its internal block size); with nb <= 32 every grid shape performs the same
- * arithmetic, so the factor is bit-identical for any rank count (measured: nb = 33..128 is
- * not).  TQP relies on that for rank-count-invariant output. */
+/* Default block size.  PBLAS splits its triangular solves and updates into pieces of pilaenv
+ * (32) columns; with nb <= 32 every panel is one piece on every grid, so every element of the
+ * factor receives the same operations for any rank count, and the reproducible BLAS
+ * (include/tqp/rblas.h) computes each of them the same way whatever the shape of the local
+ * call: the factor is bit-identical for any rank count on any CPU.  A wider block is refused
+ * (measured: nb = 48 and 64 give different factors on different grids). */
 enum { TQP_CHOL_DEFAULT_NB = 32 };
 
 /* Collective on comm.  A: (n, n) row-major symmetric fp64, identical on every rank (borrowed).
@@ -28,7 +30,9 @@ enum { TQP_CHOL_DEFAULT_NB = 32 };
  * A = L L^T, with zeros above the diagonal, identical (bit for bit) on every rank.
  * Computed with ScaLAPACK pdpotrf on a 2-D BLACS grid built from the ranks of comm
  * (pr x pc with pr <= pc, pr*pc = P, as square as possible; e.g. 1->1x1, 2->1x2, 4->2x2,
- * 6->2x3), block size nb (nb <= 0 means TQP_CHOL_DEFAULT_NB).  Each rank copies its block-cyclic
+ * 6->2x3), block size nb (nb <= 0 means TQP_CHOL_DEFAULT_NB; wider than PBLAS's internal block:
+ * TQP_EINPUT).  ScaLAPACK's local BLAS calls go to the reproducible BLAS; if this executable
+ * does not bind them there, or pdpotrf made no call to it, TQP_EINTERNAL.  Each rank copies its block-cyclic
  * local part out of A, factors, then the factor is assembled on every rank by an MPI_Allreduce
  * (sum) of buffers where each element is contributed by exactly one rank (so the result is
  * exact).  If A is not positive definite, returns TQP_ENUMERIC with *info set to the pdpotrf
