@@ -40,4 +40,13 @@ run_mpi 1 bench matvec --bits 5 > /dev/null 2> "$WORK/err"
 check "bits 5 exits 2" [ $? = 2 ]
 run_mpi 1 bench matvec --code lut > /dev/null 2> "$WORK/err"
 check "an unsupported code exits 2" [ $? = 2 ]
+# tqp bench chol: both BLAS on the same matrices, a row per order, factors close, JSON written.
+run_mpi 2 bench chol --orders 100,300 --repeat 1 --json "$WORK/c.json" > "$WORK/cout" 2>&1
+check "bench chol runs" [ $? = 0 ]
+check "bench chol names the CPU and kernel" grep -q "reproducible BLAS kernel" "$WORK/cout"
+check "bench chol prints a row per order" [ "$(grep -c '^| [13]00 |' "$WORK/cout")" = 2 ]
+check "bench chol factors agree" awk -F'|' '/^\| [13]00 \|/ { if (!($8 + 0 < 1e-12)) bad = 1 } END { exit bad }' "$WORK/cout"
+check "bench chol JSON has the rows" [ "$(grep -c '"seconds_reproducible"' "$WORK/c.json")" = 2 ]
+run_mpi 1 bench chol --orders 0 > /dev/null 2> "$WORK/cerr"
+check "bench chol refuses a bad order with exit 2" [ $? = 2 ]
 done_tests
