@@ -4,10 +4,11 @@
  *
  * The steps and buffers are those of quantize.c's group_load, factor_damped, quantize_matrix
  * and quantize_matrix_tcq, through the same public functions (tqp_hessian_prepare, tqp_rot_*,
- * tqp_chol_factor, tqp_tcq_block_factor, tqp_quant_row, tqp_quad_form, tqp_tcq_band,
- * tqp_pack_codes): the layer's fp32 weights are held, the group's Hessian H0, its damped copy,
- * pdpotrf's input and the factor are replicated, the rotated W is on every rank, codes are
- * gathered to rank 0 and packed.  What differs:
+ * tqp_dfactor_*, tqp_ldlq_panel, tqp_quad_form, tqp_tcq_band_tile, tqp_pack_codes): the layer's
+ * fp32 weights are held, the group's Hessian H0 is replicated (and factored itself, with the
+ * damping added in the factor's layout, as for a Hessian without dead inputs), the factor
+ * stays in ScaLAPACK's block-cyclic layout and its rows are handed out panel by panel, the
+ * rotated W is on every rank, codes are gathered to rank 0 and packed.  What differs:
  *  - H is a random SPD matrix, diag(d) + G G^T / k with d in [0.5, 1.5] and G (n, 32) Gaussian,
  *    written straight into H0 (the real path reads it from the Hessian file);
  *  - W is Gaussian (std 0.02) in its place of the layer; the layer's other matrices are zeros;
@@ -32,6 +33,7 @@
 #include "tqp/mpiutil.h"
 #include "tqp/plan.h"
 #include "tqp/progress.h"
+#include "tqp/quant.h"
 #include "tqp/quantize.h"
 #include "tqp/rng.h"
 #include "tqp/tcq.h"
@@ -129,55 +131,43 @@ static size_t band_bytes(tqp_tcq *q, long r0, long r1, int n)
 }
 
 /* The group's Hessian as quantize.c's group_load: H0 and Hf rotated, Hf damped and factored
- * into Lu; Hf is freed at the end. */
-static tqp_status group_part(MPI_Comm comm, const bench_cfg *b, double *H0, double *Lu,
+ * into the distributed factor f (the damping added in its layout). */
+static tqp_status group_part(MPI_Comm comm, const bench_cfg *b, double *H0, tqp_dfactor *f,
                              measures *ms)
 {
     const tqp_plan_input *in = &b->in;
     int n = (int)b->n;
-    size_t nn = (size_t)n * n;
-    double *Hf = tqp_malloc(sizeof(double) * nn), md = 0, t0 = tqp_now();
-    if (!Hf) return TQP_ENOMEM;
+    double md = 0, t0 = tqp_now();
+    /* the synthetic H has no dead input: as in group_load, H0 itself is factored */
     tqp_status s = make_hessian(n, b->seed, H0);
-    if (s == TQP_OK) {
-        memcpy(Hf, H0, sizeof(double) * nn);
-        s = tqp_hessian_prepare(Hf, n, &md);
-    }
+    if (s == TQP_OK) s = tqp_hessian_prepare(H0, n, &md);
     mark(ms, 1, t0);
     t0 = tqp_now();
     uint64_t seed_in = tqp_seed_derive(b->seed, 0, (uint64_t)tqp_group_width(&in->cfg, 0));
     tqp_rot rot = {0};
     if (s == TQP_OK) s = tqp_rot_create(in->rotation, 1, n, 0, seed_in, &rot);
     if (s == TQP_OK) s = tqp_rot_hessian(&rot, H0);
-    if (s == TQP_OK) s = tqp_rot_hessian(&rot, Hf);
     tqp_rot_destroy(&rot);
     mark(ms, 2, t0);
     t0 = tqp_now();
-    if (s == TQP_OK && in->rounding == TQP_ROUND_LDLQ) {
-        double *A = tqp_malloc(sizeof(double) * nn), sigma = 0.01;
+    if (s == TQP_OK && in->rounding == TQP_ROUND_LDLQ) { /* quantize.c's factor_damped */
+        double sigma = 0.01;
         int info = 0;
-        s = A ? TQP_ENUMERIC : TQP_ENOMEM;
-        for (int tries = 0; A && s == TQP_ENUMERIC && tries <= TQP_DAMP_MAX_RETRIES; tries++) {
-            memcpy(A, Hf, sizeof(double) * nn);
-            for (int j = 0; j < n; j++) A[(size_t)j * n + j] += sigma * md;
-            s = tqp_chol_factor(comm, n, A, Lu, 0, &info);
+        s = tqp_dfactor_open(comm, n, 0, f);
+        if (s == TQP_OK) s = TQP_ENUMERIC;
+        for (int tries = 0; s == TQP_ENUMERIC && tries <= TQP_DAMP_MAX_RETRIES; tries++) {
+            tqp_dfactor_load(f, H0, sigma * md);
+            s = tqp_dfactor_factor(f, &info);
             sigma *= 2;
         }
-        free(A);
-        if (s == TQP_OK && in->trellis)
-            tqp_tcq_block_factor(Lu, n);
-        else if (s == TQP_OK)
-            for (int i = 0; i < n; i++)
-                for (int k = i; k >= 0; k--) Lu[(size_t)i * n + k] /= Lu[(size_t)k * n + k];
     }
     mark(ms, 3, t0);
-    free(Hf);
     return s;
 }
 
 /* Scalar grid: quantize.c's quantize_matrix with --rows rows per rank. */
 static tqp_status matrix_scalar(MPI_Comm comm, const bench_cfg *b, const float *W, const double *H0,
-                                const double *Lu, measures *ms)
+                                tqp_dfactor *f, measures *ms)
 {
     const tqp_plan_input *in = &b->in;
     int P, rank, n = (int)b->n;
@@ -188,7 +178,14 @@ static tqp_status matrix_scalar(MPI_Comm comm, const bench_cfg *b, const float *
     size_t mn = (size_t)(b->m * b->n), local = (size_t)(r1 - r0);
     const tqp_codebook *cb = tqp_codebook_find("scalar");
     double *Wt = tqp_malloc(sizeof(double) * mn);
-    double *work = tqp_malloc(sizeof(double) * 6 * (size_t)n + sizeof(uint32_t) * (size_t)n);
+    int ldlq = in->rounding == TQP_ROUND_LDLQ;
+    size_t rn = local * n + 1;
+    double *X = tqp_malloc(sizeof(double) * rn), *A = tqp_malloc(sizeof(double) * rn);
+    double *E = tqp_malloc(sizeof(double) * rn), *Xh = tqp_malloc(sizeof(double) * rn);
+    uint32_t *c = tqp_malloc(sizeof(uint32_t) * rn);
+    double *Pn = ldlq ? tqp_malloc(sizeof(double) * TQP_LDLQ_PANEL * (size_t)n) : NULL;
+    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
+    int work = X && A && E && Xh && c && d && (Pn || !ldlq);
     uint8_t *codes = tqp_malloc(local * n + 1);
     double *lb = tqp_malloc(sizeof(double) * (2 * local + 1));
     uint8_t *all_codes = rank == 0 ? tqp_malloc(mn) : NULL;
@@ -211,18 +208,28 @@ static tqp_status matrix_scalar(MPI_Comm comm, const bench_cfg *b, const float *
         memset(codes, 0, local * n + 1);
         memset(lb, 0, sizeof(double) * (2 * local + 1));
         long todo = b->rows > 0 && b->rows < (long)local ? b->rows : (long)local;
-        double *x = work, *what = work + n, *d = work + 2 * n, *scratch = work + 3 * n;
-        uint32_t *c = (uint32_t *)(work + 5 * n);
+        size_t tn = (size_t)todo * n; /* quantize.c's quantize_rows on the first todo rows */
+        for (size_t i = 0; i < rn; i++) X[i] = i < local * n ? Wt[(size_t)r0 * n + i] / scale : 0;
+        memcpy(A, X, sizeof(double) * rn);
+        memset(E, 0, sizeof(double) * rn), memset(Xh, 0, sizeof(double) * rn), memset(c, 0, 4 * rn);
+        if (ldlq) memset(Pn, 0, sizeof(double) * TQP_LDLQ_PANEL * (size_t)n);
+        for (int k1 = n; s == TQP_OK && ldlq && k1 > 0;) {
+            int k0 = (k1 - 1) / TQP_LDLQ_PANEL * TQP_LDLQ_PANEL;
+            s = tqp_dfactor_lu_rows(f, 1, k0, k1, Pn);
+            if (s == TQP_OK) tqp_ldlq_panel(cb, in->bits, Pn, k1, k0, k1, n, (int)todo, X, A, E, c, Xh);
+            k1 = k0;
+        }
+        for (size_t i = 0; s == TQP_OK && !ldlq && i < tn; i++)
+            c[i] = cb->quantize(X[i], in->bits, &Xh[i]);
         for (long r = r0; r < r0 + todo; r++) {
             const double *wr = Wt + (size_t)r * n;
-            for (int k = 0; k < n; k++) x[k] = wr[k] / scale;
-            tqp_quant_row(cb, in->bits, in->rounding, Lu, n, x, c, what, scratch);
+            size_t o = (size_t)(r - r0) * n;
             for (int k = 0; k < n; k++) {
-                codes[(size_t)(r - r0) * n + k] = (uint8_t)c[k];
-                d[k] = (what[k] - x[k]) * scale;
+                codes[o + k] = (uint8_t)c[o + k];
+                d[k] = (Xh[o + k] - X[o + k]) * scale;
             }
-            lb[2 * (r - r0)] = tqp_quad_form(H0, d, n, scratch);
-            lb[2 * (r - r0) + 1] = tqp_quad_form(H0, wr, n, scratch);
+            lb[2 * (r - r0)] = tqp_quad_form(H0, d, n, d + n);
+            lb[2 * (r - r0) + 1] = tqp_quad_form(H0, wr, n, d + n);
         }
         ms->rows_done = (double)todo;
     }
@@ -258,13 +265,14 @@ static tqp_status matrix_scalar(MPI_Comm comm, const bench_cfg *b, const float *
         mark(ms, 7, t0);
     }
     tqp_rot_destroy(&rot);
-    free(Wt), free(work), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
+    free(Wt), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
+    free(X), free(A), free(E), free(Xh), free(c), free(Pn), free(d);
     return tqp_mpi_agree(comm, s);
 }
 
 /* Trellis: quantize.c's quantize_matrix_tcq (one thread per rank) with --rows rows per rank. */
 static tqp_status matrix_trellis(MPI_Comm comm, const bench_cfg *b, const float *W,
-                                 const double *H0, const double *Lu, measures *ms)
+                                 const double *H0, tqp_dfactor *f, measures *ms)
 {
     const tqp_plan_input *in = &b->in;
     int P, rank, n = (int)b->n, tile = TQP_TCQ_TILE;
@@ -281,10 +289,17 @@ static tqp_status matrix_trellis(MPI_Comm comm, const bench_cfg *b, const float 
     double *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
     uint8_t *packed = tqp_malloc(mine + 1), *all = rank == 0 ? tqp_malloc(total) : NULL;
     double *all_lb = rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)b->m) : NULL;
-    size_t per = 2 * ((size_t)tile + 1) * n;
-    double *scratch = tqp_malloc(sizeof(double) * per);
+    int ldlq = in->rounding == TQP_ROUND_LDLQ;
+    size_t rn = (size_t)(r1 - r0) * n + 1;
+    double *X = tqp_malloc(sizeof(double) * rn), *A = tqp_malloc(sizeof(double) * rn);
+    double *E = tqp_malloc(sizeof(double) * rn), *Xh = tqp_malloc(sizeof(double) * rn);
+    double *Pn = ldlq ? tqp_malloc(sizeof(double) * (size_t)tile * n) : NULL;
+    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
     tqp_rot rot = {0};
-    tqp_status s = Wt && lb && packed && scratch && (rank || (all && all_lb)) ? TQP_OK : TQP_ENOMEM;
+    tqp_status s = Wt && lb && packed && X && A && E && Xh && d && (Pn || !ldlq) &&
+                           (rank || (all && all_lb))
+                       ? TQP_OK
+                       : TQP_ENOMEM;
     double t0 = tqp_now();
     uint64_t seed_in = tqp_seed_derive(b->seed, 0, (uint64_t)tqp_group_width(&in->cfg, 0));
     if (s == TQP_OK) s = tqp_rot_create(in->rotation, (int)b->m, n, b->seed + 16, seed_in, &rot);
@@ -305,21 +320,29 @@ static tqp_status matrix_trellis(MPI_Comm comm, const bench_cfg *b, const float 
         memset(packed, 0, mine + 1);
         memset(lb, 0, sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
         long last = b->rows > 0 && r0 + b->rows < r1 ? r0 + b->rows : r1;
-        size_t off = 0;
-        double *x = scratch, *xh = x + (size_t)tile * n, *d = xh + (size_t)tile * n;
-        const double *L = in->rounding == TQP_ROUND_LDLQ ? Lu : NULL;
-        for (long bb = r0; bb < last && s == TQP_OK; bb += tile) {
-            int rows = (int)(r1 - bb < tile ? r1 - bb : tile);
-            for (size_t i = 0; i < (size_t)rows * n; i++) x[i] = Wt[(size_t)bb * n + i] / scale;
-            s = tqp_tcq_band(q, L, n, x, rows, packed + off, xh);
-            for (int r = 0; s == TQP_OK && r < rows; r++) {
-                for (int k = 0; k < n; k++)
-                    d[k] = (xh[(size_t)r * n + k] - x[(size_t)r * n + k]) * scale;
-                lb[2 * (bb - r0 + r)] = tqp_quad_form(H0, d, n, d + n);
-                lb[2 * (bb - r0 + r) + 1] = tqp_quad_form(H0, Wt + (size_t)(bb + r) * n, n, d + n);
+        /* quantize.c's quantize_bands on the bands of the first rows, one thread */
+        for (size_t i = 0; i < rn; i++) X[i] = i + 1 < rn ? Wt[(size_t)r0 * n + i] / scale : 0;
+        memcpy(A, X, sizeof(double) * rn);
+        memset(E, 0, sizeof(double) * rn), memset(Xh, 0, sizeof(double) * rn);
+        if (ldlq) memset(Pn, 0, sizeof(double) * (size_t)tile * n);
+        for (int j = (n + tile - 1) / tile - 1; s == TQP_OK && j >= 0; j--) {
+            int c0 = j * tile, w = n - c0 < tile ? n - c0 : tile;
+            if (ldlq && c0 > 0) s = tqp_dfactor_lu_rows(f, tile, c0, c0 + w, Pn);
+            size_t off = 0;
+            for (long bb = r0; bb < last && s == TQP_OK; bb += tile) {
+                int rows = (int)(r1 - bb < tile ? r1 - bb : tile);
+                size_t o = (size_t)(bb - r0) * n;
+                s = tqp_tcq_band_tile(q, n, j, rows, X + o, A + o, E + o, Xh + o, packed + off,
+                                      ldlq && c0 > 0 ? Pn : NULL, c0 + w);
+                off += tqp_tcq_band_bytes(q, rows, n);
             }
-            off += tqp_tcq_band_bytes(q, rows, n);
-            ms->rows_done += rows;
+        }
+        for (long r = r0; s == TQP_OK && r < last; r++) {
+            size_t o = (size_t)(r - r0) * n;
+            for (int k = 0; k < n; k++) d[k] = (Xh[o + k] - X[o + k]) * scale;
+            lb[2 * (r - r0)] = tqp_quad_form(H0, d, n, d + n);
+            lb[2 * (r - r0) + 1] = tqp_quad_form(H0, Wt + (size_t)r * n, n, d + n);
+            ms->rows_done += 1;
         }
     }
     s = tqp_mpi_agree(comm, s);
@@ -346,7 +369,8 @@ static tqp_status matrix_trellis(MPI_Comm comm, const bench_cfg *b, const float 
     mark(ms, 6, t0);
     mark(ms, 7, tqp_now()); /* the trellis stream is written as gathered */
     tqp_rot_destroy(&rot);
-    free(Wt), free(lb), free(packed), free(all), free(all_lb), free(scratch);
+    free(Wt), free(lb), free(packed), free(all), free(all_lb);
+    free(X), free(A), free(E), free(Xh), free(Pn), free(d);
     tqp_tcq_destroy(&q);
     return tqp_mpi_agree(comm, s);
 }
@@ -373,13 +397,15 @@ static tqp_status run(MPI_Comm comm, const bench_cfg *b, measures *ms)
     for (size_t i = 0; i < (size_t)(b->m * b->n); i++) W[i] = (float)(0.02 * gauss(&s0));
     mark(ms, 0, t0);
     size_t nn = (size_t)(b->n * b->n);
-    double *H0 = tqp_malloc(sizeof(double) * nn), *Lu = tqp_malloc(sizeof(double) * nn);
-    tqp_status s = tqp_mpi_agree(comm, H0 && Lu ? TQP_OK : TQP_ENOMEM);
-    if (s == TQP_OK) s = tqp_mpi_agree(comm, group_part(comm, b, H0, Lu, ms));
+    double *H0 = tqp_malloc(sizeof(double) * nn);
+    tqp_dfactor f = {0};
+    tqp_status s = tqp_mpi_agree(comm, H0 ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK) s = tqp_mpi_agree(comm, group_part(comm, b, H0, &f, ms));
     if (s == TQP_OK)
-        s = in->trellis ? matrix_trellis(comm, b, W, H0, Lu, ms)
-                        : matrix_scalar(comm, b, W, H0, Lu, ms);
-    free(H0), free(Lu), free(layer);
+        s = in->trellis ? matrix_trellis(comm, b, W, H0, &f, ms)
+                        : matrix_scalar(comm, b, W, H0, &f, ms);
+    if (f.a) tqp_dfactor_close(&f);
+    free(H0), free(layer);
     /* after the peak: one side of the rotation alone, on 32 MB of vectors of each length */
     tqp_rot rot = {0};
     if (s == TQP_OK && in->rotation != TQP_ROT_NONE &&

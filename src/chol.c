@@ -12,6 +12,7 @@
  */
 #include "tqp/chol.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,14 +37,6 @@ void pdpotrf_(const char *uplo, const int *n, double *a, const int *ia, const in
 /* Largest elements per MPI_Allreduce call, well under INT_MAX. */
 #define CHUNK ((size_t)1 << 27)
 
-typedef struct {
-    int sys, ctxt;      // BLACS system handle of comm, and the grid's context
-    int pr, pc;         // grid shape
-    int myr, myc;       // my place in it; myr < 0 if this rank is outside the grid
-    int nb, mloc, nloc; // block size; my local rows and columns
-    int lld;            // leading dimension of my local part, >= 1
-} chol_grid;
-
 void tqp_chol_grid_shape(int P, int *pr, int *pc)
 {
     int r = 1;
@@ -53,85 +46,20 @@ void tqp_chol_grid_shape(int P, int *pr, int *pc)
     *pc = P / r;
 }
 
-/* Collective on comm: build the grid and the local layout for an (n, n) matrix. */
-static void grid_open(MPI_Comm comm, int n, int nb, chol_grid *g)
-{
-    int P, zero = 0;
-    MPI_Comm_size(comm, &P);
-    tqp_chol_grid_shape(P, &g->pr, &g->pc);
-    g->sys = Csys2blacs_handle(comm);
-    g->ctxt = g->sys;
-    char order[] = "Row";
-    Cblacs_gridinit(&g->ctxt, order, g->pr, g->pc);
-    Cblacs_gridinfo(g->ctxt, &g->pr, &g->pc, &g->myr, &g->myc);
-    g->nb = nb;
-    g->mloc = g->nloc = 0;
-    if (g->myr >= 0 && g->myc >= 0) {
-        g->mloc = numroc_(&n, &nb, &g->myr, &zero, &g->pr);
-        g->nloc = numroc_(&n, &nb, &g->myc, &zero, &g->pc);
-    } else {
-        g->myr = -1;
-    }
-    g->lld = g->mloc > 1 ? g->mloc : 1;
-}
-
-static void grid_close(chol_grid *g)
-{
-    if (g->myr >= 0) Cblacs_gridexit(g->ctxt);
-    Cfree_blacs_system_handle(g->sys);
-}
-
 /* Global index of local index l along a dimension dealt over np processes, for process p. */
 static int64_t to_global(int64_t l, int nb, int p, int np)
 {
     return (l / nb * np + p) * nb + l % nb;
 }
 
-/* a (lld, nloc) column-major <- my block-cyclic part of A (n, n) row-major. */
-static void copy_local(const chol_grid *g, int n, const double *A, double *a)
+/* Process owning global index g along a dimension dealt over np processes, and its local index. */
+static int owner(int64_t g, int nb, int np, int64_t *l)
 {
-    for (int64_t jl = 0; jl < g->nloc; jl++) {
-        int64_t j = to_global(jl, g->nb, g->myc, g->pc);
-        for (int64_t il = 0; il < g->mloc; il++) {
-            int64_t i = to_global(il, g->nb, g->myr, g->pr);
-            a[jl * g->lld + il] = A[i * n + j];
-        }
-    }
+    int64_t blk = g / nb;
+    *l = blk / np * nb + g % nb;
+    return (int)(blk % np);
 }
 
-/* L (n, n) row-major <- zeros, except my local elements on or below the diagonal. */
-static void place_factor(const chol_grid *g, int n, const double *a, double *L)
-{
-    memset(L, 0, sizeof(double) * (size_t)n * (size_t)n);
-    for (int64_t jl = 0; jl < g->nloc; jl++) {
-        int64_t j = to_global(jl, g->nb, g->myc, g->pc);
-        for (int64_t il = 0; il < g->mloc; il++) {
-            int64_t i = to_global(il, g->nb, g->myr, g->pr);
-            if (i >= j) L[i * n + j] = a[jl * g->lld + il];
-        }
-    }
-}
-
-/* Collective: sum x (count) over comm in place, in chunks that fit an int count. */
-static tqp_status allreduce_sum(MPI_Comm comm, double *x, size_t count)
-{
-    for (size_t off = 0; off < count; off += CHUNK) {
-        size_t len = count - off < CHUNK ? count - off : CHUNK;
-        TQP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x + off, (int)len, MPI_DOUBLE, MPI_SUM, comm));
-    }
-    return TQP_OK;
-}
-
-/* Grid ranks: desc <- the descriptor of my local part (outside the grid: nothing to do). */
-static tqp_status describe(const chol_grid *g, int n, int *desc)
-{
-    int zero = 0, dinfo = 0;
-    if (g->myr < 0) return TQP_OK;
-    descinit_(desc, &n, &n, &g->nb, &g->nb, &zero, &zero, &g->ctxt, &g->lld, &dinfo);
-    if (dinfo != 0)
-        return tqp_error_set(TQP_EINTERNAL, "chol: descinit: argument %d is illegal", -dinfo);
-    return TQP_OK;
-}
 
 static int64_t rblas_calls(void)
 {
@@ -142,16 +70,74 @@ static int64_t rblas_calls(void)
 
 /* Grid ranks: PBLAS cuts its updates into pieces of pilaenv columns; a block no wider keeps
  * every panel in one piece on every grid (docs/quantize.md, "Determinism"). */
-static tqp_status check_nb(const chol_grid *g)
+static tqp_status check_nb(const tqp_dfactor *f)
 {
-    if (g->myr < 0) return TQP_OK;
-    int pb = pilaenv_(&g->ctxt, "D", 1);
-    if (g->nb > pb)
+    if (f->myr < 0) return TQP_OK;
+    int pb = pilaenv_(&f->ctxt, "D", 1);
+    if (f->nb > pb)
         return tqp_error_set(TQP_EINPUT,
                              "chol: block size %d is wider than PBLAS's internal block (%d): the "
                              "factor would depend on the grid",
-                             g->nb, pb);
+                             f->nb, pb);
     return TQP_OK;
+}
+
+tqp_status tqp_dfactor_open(MPI_Comm comm, int n, int nb, tqp_dfactor *f)
+{
+    memset(f, 0, sizeof *f);
+    f->comm = comm, f->n = n, f->nb = nb > 0 ? nb : TQP_CHOL_DEFAULT_NB, f->myr = -1;
+    if (n < 0) return tqp_error_set(TQP_EINPUT, "chol: negative order %d", n);
+    if (!tqp_rblas_bound())
+        return tqp_error_set(TQP_EINTERNAL,
+                             "chol: this executable does not export TQP's reproducible BLAS "
+                             "(dgemm_ etc.) to ScaLAPACK: the factor would depend on the rank "
+                             "count");
+    int P, zero = 0;
+    MPI_Comm_size(comm, &P);
+    tqp_chol_grid_shape(P, &f->pr, &f->pc);
+    f->sys = Csys2blacs_handle(comm);
+    f->ctxt = f->sys;
+    char order[] = "Row";
+    Cblacs_gridinit(&f->ctxt, order, f->pr, f->pc);
+    Cblacs_gridinfo(f->ctxt, &f->pr, &f->pc, &f->myr, &f->myc);
+    if (f->myr >= 0 && f->myc >= 0) {
+        f->mloc = numroc_(&n, &f->nb, &f->myr, &zero, &f->pr);
+        f->nloc = numroc_(&n, &f->nb, &f->myc, &zero, &f->pc);
+    } else {
+        f->myr = -1;
+    }
+    f->lld = f->mloc > 1 ? f->mloc : 1;
+    f->a = tqp_malloc(sizeof(double) * (size_t)f->lld * (size_t)(f->nloc > 1 ? f->nloc : 1));
+    tqp_status s = f->a ? check_nb(f) : TQP_ENOMEM;
+    s = tqp_mpi_agree(comm, s);
+    if (s != TQP_OK) tqp_dfactor_close(f);
+    return s;
+}
+
+void tqp_dfactor_close(tqp_dfactor *f)
+{
+    if (f->sys || f->a) {
+        if (f->myr >= 0) Cblacs_gridexit(f->ctxt);
+        Cfree_blacs_system_handle(f->sys);
+    }
+    free(f->a);
+    free(f->diag);
+    memset(f, 0, sizeof *f);
+}
+
+void tqp_dfactor_load(tqp_dfactor *f, const double *A, double shift)
+{
+    int64_t n = f->n;
+    for (int64_t jl = 0; jl < f->nloc; jl++) {
+        int64_t j = to_global(jl, f->nb, f->myc, f->pc);
+        for (int64_t il = 0; il < f->mloc; il++) {
+            int64_t i = to_global(il, f->nb, f->myr, f->pr);
+            double v = i >= j ? A[i * n + j] : 0.0;
+            f->a[jl * f->lld + il] = i == j ? v + shift : v;
+        }
+    }
+    free(f->diag);
+    f->diag = NULL, f->diag_tile = 0;
 }
 
 /* Collective: the same *info and status on every rank from each rank's pdpotrf info and its
@@ -175,34 +161,124 @@ static tqp_status agree_info(MPI_Comm comm, int n, int local, int64_t calls, int
     return TQP_OK;
 }
 
+tqp_status tqp_dfactor_factor(tqp_dfactor *f, int *info)
+{
+    *info = 0;
+    if (f->n == 0) return TQP_OK;
+    int desc[9], one = 1, zero = 0, pinfo = 0, dinfo = 0;
+    if (f->myr >= 0) {
+        descinit_(desc, &f->n, &f->n, &f->nb, &f->nb, &zero, &zero, &f->ctxt, &f->lld, &dinfo);
+        if (dinfo != 0) pinfo = dinfo; /* an illegal argument, reported below */
+    }
+    int64_t calls = rblas_calls();
+    if (f->myr >= 0 && dinfo == 0) pdpotrf_("L", &f->n, f->a, &one, &one, desc, &pinfo, 1);
+    return agree_info(f->comm, f->n, pinfo, rblas_calls() - calls, info);
+}
+
+/* Collective: sum x (count) over comm in place, in chunks that fit an int count. */
+static tqp_status allreduce_sum(MPI_Comm comm, double *x, size_t count)
+{
+    for (size_t off = 0; off < count; off += CHUNK) {
+        size_t len = count - off < CHUNK ? count - off : CHUNK;
+        TQP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, x + off, (int)len, MPI_DOUBLE, MPI_SUM, comm));
+    }
+    return TQP_OK;
+}
+
+/* My element C[i][j] (global indices, i >= j, owned by me). */
+static double local_el(const tqp_dfactor *f, int64_t i, int64_t j)
+{
+    int64_t il, jl;
+    owner(i, f->nb, f->pr, &il);
+    owner(j, f->nb, f->pc, &jl);
+    return f->a[jl * f->lld + il];
+}
+
+static int mine(const tqp_dfactor *f, int64_t i, int64_t j)
+{
+    int64_t l;
+    return f->myr >= 0 && owner(i, f->nb, f->pr, &l) == f->myr && owner(j, f->nb, f->pc, &l) == f->myc;
+}
+
+/* Collective: the diagonal blocks of C (tile x tile, row-major, block b at diag + b*tile*tile),
+ * on every rank. */
+static tqp_status cache_diag(tqp_dfactor *f, int tile)
+{
+    if (f->diag_tile == tile) return TQP_OK;
+    free(f->diag);
+    f->diag_tile = 0;
+    int64_t nblk = (f->n + tile - 1) / tile;
+    size_t count = (size_t)nblk * tile * tile;
+    f->diag = tqp_calloc(count ? count : 1, sizeof(double));
+    TQP_CHECK(tqp_mpi_agree(f->comm, f->diag ? TQP_OK : TQP_ENOMEM));
+    for (int64_t b = 0; b < nblk; b++)
+        for (int r = 0; r < tile && b * tile + r < f->n; r++)
+            for (int c = 0; c <= r; c++)
+                if (mine(f, b * tile + r, b * tile + c))
+                    f->diag[(b * tile + r) * tile + c] = local_el(f, b * tile + r, b * tile + c);
+    TQP_CHECK(allreduce_sum(f->comm, f->diag, count));
+    f->diag_tile = tile;
+    return TQP_OK;
+}
+
+void tqp_solve_block_row(const double *Cbb, int ld, int w, double *x)
+{
+    for (int j = w - 1; j >= 0; j--) {
+        double t = x[j];
+        for (int k = w - 1; k > j; k--) t = fma(-x[k], Cbb[(size_t)k * ld + j], t);
+        x[j] = t / Cbb[(size_t)j * ld + j];
+    }
+}
+
+tqp_status tqp_dfactor_lu_rows(tqp_dfactor *f, int tile, int r0, int r1, double *P)
+{
+    if (tile < 1 || f->nb % tile || r0 % tile || r0 < 0 || r1 > f->n || r0 > r1)
+        return tqp_error_set(TQP_EINTERNAL, "chol: rows [%d, %d) of a tile-%d factor (nb %d)", r0,
+                             r1, tile, f->nb);
+    TQP_CHECK(cache_diag(f, tile));
+    int64_t w = r1 - r0;
+    memset(P, 0, sizeof(double) * (size_t)(w * r1));
+    double x[TQP_CHOL_DEFAULT_NB];
+    for (int64_t i = r0; i < r1; i++) {
+        double *row = P + (i - r0) * r1;
+        for (int64_t b0 = 0; b0 <= i; b0 += tile) {
+            if (!mine(f, i, b0)) continue; /* a tile lies in one block column */
+            if (i < b0 + tile) {           /* the block holding the diagonal: the identity */
+                row[i] = 1.0;
+                continue;
+            }
+            int bw = tile; /* a whole block left of the diagonal one */
+            for (int c = 0; c < bw; c++) x[c] = local_el(f, i, b0 + c);
+            tqp_solve_block_row(f->diag + b0 * tile, tile, bw, x);
+            memcpy(row + b0, x, sizeof(double) * (size_t)bw);
+        }
+    }
+    return allreduce_sum(f->comm, P, (size_t)(w * r1));
+}
+
+tqp_status tqp_dfactor_gather(tqp_dfactor *f, double *L)
+{
+    int64_t n = f->n;
+    memset(L, 0, sizeof(double) * (size_t)(n * n));
+    for (int64_t jl = 0; jl < f->nloc; jl++) {
+        int64_t j = to_global(jl, f->nb, f->myc, f->pc);
+        for (int64_t il = 0; il < f->mloc; il++) {
+            int64_t i = to_global(il, f->nb, f->myr, f->pr);
+            if (i >= j) L[i * n + j] = f->a[jl * f->lld + il];
+        }
+    }
+    return allreduce_sum(f->comm, L, (size_t)(n * n));
+}
+
 tqp_status tqp_chol_factor(MPI_Comm comm, int n, const double *A, double *L, int nb, int *info)
 {
     *info = 0;
     if (n < 0) return tqp_error_set(TQP_EINPUT, "chol: negative order %d", n);
-    if (n == 0) return TQP_OK;
-    if (!tqp_rblas_bound())
-        return tqp_error_set(TQP_EINTERNAL,
-                             "chol: this executable does not export TQP's reproducible BLAS "
-                             "(dgemm_ etc.) to ScaLAPACK: the factor would depend on the rank "
-                             "count");
-    chol_grid g;
-    grid_open(comm, n, nb > 0 ? nb : TQP_CHOL_DEFAULT_NB, &g);
-    double *a = tqp_malloc(sizeof(double) * (size_t)g.lld * (size_t)(g.nloc > 1 ? g.nloc : 1));
-    int desc[9], one = 1, pinfo = 0;
-    tqp_status s = a ? check_nb(&g) : TQP_ENOMEM;
-    if (s == TQP_OK) s = describe(&g, n, desc);
-    s = tqp_mpi_agree(comm, s);
-    if (s == TQP_OK) {
-        copy_local(&g, n, A, a);
-        int64_t calls = rblas_calls();
-        if (g.myr >= 0) pdpotrf_("L", &n, a, &one, &one, desc, &pinfo, 1);
-        s = agree_info(comm, n, pinfo, rblas_calls() - calls, info);
-    }
-    if (s == TQP_OK) {
-        place_factor(&g, n, a, L);
-        s = allreduce_sum(comm, L, (size_t)n * (size_t)n);
-    }
-    free(a);
-    grid_close(&g);
+    tqp_dfactor f;
+    TQP_CHECK(tqp_dfactor_open(comm, n, nb, &f));
+    tqp_dfactor_load(&f, A, 0.0);
+    tqp_status s = tqp_dfactor_factor(&f, info);
+    if (s == TQP_OK) s = tqp_dfactor_gather(&f, L);
+    tqp_dfactor_close(&f);
     return s;
 }

@@ -12,6 +12,7 @@
 #include "tqp/chol.h"
 #include "tqp/forward.h"
 #include "tqp/hacc.h"
+#include "tqp/qfile.h"
 #include "tqp/had.h"
 #include "tqp/hessian.h"
 #include "tqp/io.h"
@@ -497,41 +498,31 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     int ldlq = in->rounding == TQP_ROUND_LDLQ, rot = in->rotation != TQP_ROT_NONE;
     const char *gname = tqp_group_name((tqp_group)mat_group[i]);
     tqp_plan_mem q;
-    /* group: rotating H0 and the working copy Hf */
+    /* group: rotating H0 (a Hessian without dead inputs is factored itself: no second copy) */
     if (rot) {
         mem_start(&q, r, "%s group: rotating H", gname);
         layer_weights(in, &q);
-        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
-             (long long)n);
-        item(&q, TQP_MEM_HESSIANS, nn, "damping copy of H", "8 n^2");
+        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss, and factored)",
+             "8 n^2, n = %lld", (long long)n);
         item(&q, TQP_MEM_SCRATCH, nn + 8.0 * n + rot_side_bytes(in, n, n),
              "rotation transpose", "8 n^2");
         mem_sum(&q);
         keep_max(best, &q);
     }
-    /* group: pdpotrf, then the factor assembled on every rank */
+    /* group: pdpotrf on the damped H formed in the block-cyclic local part; the factor stays
+     * distributed */
+    double fac = 0;
+    int pr, pc;
+    tqp_chol_grid_shape(in->ranks, &pr, &pc);
+    int64_t mloc = numroc(n, TQP_CHOL_DEFAULT_NB, r / pc, pr), nloc = numroc(n, TQP_CHOL_DEFAULT_NB, r % pc, pc);
     if (ldlq) {
-        int pr, pc;
-        tqp_chol_grid_shape(in->ranks, &pr, &pc);
-        int myr = r / pc, myc = r % pc;
-        int64_t mloc = numroc(n, TQP_CHOL_DEFAULT_NB, myr, pr),
-                nloc = numroc(n, TQP_CHOL_DEFAULT_NB, myc, pc);
-        mem_start(&q, r, "%s group: Cholesky factor assembled", gname);
+        fac = 8.0 * (double)(mloc > 1 ? mloc : 1) * (double)(nloc > 1 ? nloc : 1);
+        mem_start(&q, r, "%s group: Cholesky factorization", gname);
         layer_weights(in, &q);
-        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
-             (long long)n);
-        item(&q, TQP_MEM_HESSIANS, nn, "damping copy of H", "8 n^2");
-        item(&q, TQP_MEM_HESSIANS, nn, "pdpotrf input (damped)", "8 n^2");
-        item(&q, TQP_MEM_FACTOR, 8.0 * (double)(mloc > 1 ? mloc : 1) * (double)(nloc > 1 ? nloc : 1),
-             "ScaLAPACK local block", "8 x %lld x %lld (grid %dx%d, nb 32)", (long long)mloc,
-             (long long)nloc, pr, pc);
-        item(&q, TQP_MEM_FACTOR, nn, "factor Lu (replicated)", "8 n^2");
-        if (in->ranks > 1) { /* Open MPI 4.1's ring allreduce: 1 (P = 2) or 2 blocks of S / P */
-            double chunk = nn < 8.0 * (1 << 27) ? nn : 8.0 * (1 << 27);
-            item(&q, TQP_MEM_SCRATCH, chunk * (in->ranks > 2 ? 2 : 1) / in->ranks,
-                 "MPI allreduce blocks (Open MPI ring)", "%d x min(8 n^2, 1 GiB) / P",
-                 in->ranks > 2 ? 2 : 1);
-        }
+        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss, and factored)",
+             "8 n^2, n = %lld", (long long)n);
+        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld (grid %dx%d, nb 32)",
+             (long long)mloc, (long long)nloc, pr, pc);
         mem_sum(&q);
         keep_max(best, &q);
     }
@@ -540,7 +531,9 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     layer_weights(in, &q);
     item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
          (long long)n);
-    if (ldlq) item(&q, TQP_MEM_FACTOR, nn, "factor Lu (replicated)", "8 n^2");
+    if (ldlq)
+        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
+             (long long)mloc, (long long)nloc);
     item(&q, TQP_MEM_WEIGHTS, 8 * mn, "rotated W (float64, every rank)", "8 m n, m = %lld",
          (long long)m);
     if (rot)
@@ -554,13 +547,21 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     layer_weights(in, &q);
     item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
          (long long)n);
-    if (ldlq) item(&q, TQP_MEM_FACTOR, nn, "factor Lu (replicated)", "8 n^2");
+    int tile = in->trellis ? 16 : 1, panel = in->trellis ? 16 : 32;
+    if (ldlq) {
+        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
+             (long long)mloc, (long long)nloc);
+        item(&q, TQP_MEM_FACTOR, 8.0 * n * tile + 8.0 * n * panel,
+             "diagonal blocks and one panel of Lu", "8 n x (%d + %d)", tile, panel);
+    }
     item(&q, TQP_MEM_WEIGHTS, 8 * mn, "rotated W (float64, every rank)", "8 m n, m = %lld",
          (long long)m);
+    item(&q, TQP_MEM_WEIGHTS, 32.0 * rows * n + 32, "own rows: x, feedback, errors, reconstruction",
+         "4 x 8 x %lld rows x n", (long long)rows);
     if (!in->trellis) {
-        item(&q, TQP_MEM_CODES, (double)rows * n + 16.0 * rows, "own codes (1 byte each)",
-             "%lld rows x n", (long long)rows);
-        item(&q, TQP_MEM_SCRATCH, 52.0 * n, "row workspace", "52 n");
+        item(&q, TQP_MEM_CODES, 5.0 * rows * n + 16.0 * rows + 8,
+             "own codes (32-bit while rounding, then 1 byte)", "5 x %lld rows x n", (long long)rows);
+        item(&q, TQP_MEM_SCRATCH, 16.0 * n, "row workspace", "16 n");
         if (r == 0) {
             item(&q, TQP_MEM_CODES, mn + 16.0 * m, "gathered codes (rank 0)", "m n");
             item(&q, TQP_MEM_CODES, 4 * mn, "32-bit codes for the writer (rank 0)", "4 m n");
@@ -574,10 +575,9 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
              "%lld rows x n x K / 8", (long long)rows);
         int R = KV <= 3 ? 1 + 6 / KV : 1; /* the encoder keeps every R-th step's minima */
         double kept = ceil((N - 1) / R);
-        item(&q, TQP_MEM_SCRATCH,
-             th * (2.0 * 17 * 8 * n + 2.0 * 16 * 8 * n + 4 * S + 8 * G + 4 * kept * G),
-             "band and Viterbi workspace",
-             "%d thread(s) x (528 n + 4 x 2^L + 4 x (2 + %.0f kept steps) x 2^(L - KV))", th,
+        item(&q, TQP_MEM_SCRATCH, 16.0 * n + th * (4 * S + 8 * G + 4 * kept * G),
+             "loss and Viterbi workspace",
+             "16 n + %d thread(s) x (4 x 2^L + 4 x (2 + %.0f kept steps) x 2^(L - KV))", th,
              kept);
         double lane_tables = (ldexp(1, KV) < 8 ? 2 : ldexp(1, KV) < 16 ? 1 : 0) * 4.0 * in->V * S;
         item(&q, TQP_MEM_SCRATCH, 4 * (8.0 * in->V * S + lane_tables), "trellis tables",
@@ -772,10 +772,14 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
         double n = tqp_group_width(c, (tqp_group)g);
         read += layers * in->nodes * 8 * n * n; /* a node's ranks share its page cache */
         tqp_plan_rotation_work(in->rotation, (int64_t)n, (int64_t)n, w);
-        for (int k = 0; k < 3; k++) rot[k] += layers * 2 * w[k]; /* H0 and the damping copy */
+        for (int k = 0; k < 3; k++) rot[k] += layers * w[k]; /* H0, rotated once */
         if (ldlq) {
+            int mats = 0;
+            for (int i = 0; i < TQP_QMATS; i++) mats += tqp_qmat_group(i) == g;
             chol += layers * n * n * n / 3 / P;
-            ared += in->ranks > 1 ? layers * 2 * 8 * n * n * p->ranks_per_node : 0;
+            /* each matrix takes the n^2 / 2 elements of Lu panel by panel, by allreduce (about
+             * twice the data through each rank's link) */
+            ared += in->ranks > 1 ? layers * mats * 8 * n * n * p->ranks_per_node : 0;
         }
     }
     for (int i = 0; i < 7; i++) {
@@ -815,7 +819,7 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
     if (ldlq) {
         step(ph, "Cholesky, pdpotrf (n^3 / 3 over P)", chol, "flop", TQP_RATE_CHOL,
              chol / (rate(in, TQP_RATE_CHOL) * 1e9));
-        step(ph, "assembling the factor (allreduce)", ared, "B", TQP_RATE_NET,
+        step(ph, "panels of Lu to every rank (allreduce)", ared, "B", TQP_RATE_NET,
              ared / (rate(in, TQP_RATE_NET) * 1e9));
     }
     step(ph, in->trellis ? "proxy loss per row (2 dsymv)"

@@ -1,6 +1,8 @@
 /* Codebooks, scales, nearest and LDLQ rounding, bit packing (see include/tqp/quant.h). */
 #include "tqp/quant.h"
 
+#include "tqp/rblas.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -81,33 +83,36 @@ double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, in
     return s > 0 && isfinite(s) ? s : 1.0; /* an all-zero matrix codes to the middle points */
 }
 
-enum { PANEL = 64 }; /* columns between the level-2 updates of earlier columns */
-
-/* LDLQ on one row: a (n) accumulates the feedback, e (n) holds w - ŵ of finished columns. */
-static void ldlq_row(const tqp_codebook *cb, int bits, const double *Lu, int n, const double *w,
-                     uint32_t *codes, double *what, double *a, double *e)
+void tqp_ldlq_panel(const tqp_codebook *cb, int bits, const double *P, int ldp, int k0, int k1,
+                    int n, int rows, const double *W, double *A, double *E, uint32_t *codes,
+                    double *What)
 {
-    memcpy(a, w, sizeof(double) * (size_t)n);
-    for (int k1 = n; k1 > 0; k1 -= PANEL) {
-        int k0 = k1 > PANEL ? k1 - PANEL : 0;
+    for (int r = 0; r < rows; r++) {
+        size_t o = (size_t)r * n;
+        const double *w = W + o;
+        double *a = A + o, *e = E + o, *what = What + o;
         for (int k = k1 - 1; k >= k0; k--) {
-            codes[k] = cb->quantize(a[k], bits, &what[k]);
+            codes[o + k] = cb->quantize(a[k], bits, &what[k]);
             e[k] = w[k] - what[k];
-            const double *lk = Lu + (size_t)k * n;
+            const double *lk = P + (size_t)(k - k0) * ldp;
             for (int t = k0; t < k; t++) a[t] += e[k] * lk[t];
         }
-        /* a[0 .. k0) += sum over k in [k0, k1) of e_k Lu[k, 0 .. k0) */
-        if (k0 > 0)
-            cblas_dgemv(CblasRowMajor, CblasTrans, k1 - k0, k0, 1.0, Lu + (size_t)k0 * n, n,
-                        e + k0, 1, 1.0, a, 1);
     }
+    /* A[:, 0 .. k0) += E[:, k0 .. k1) P[:, 0 .. k0): column-major A^T += P^T E^T */
+    if (k0 > 0) tqp_rblas_dgemm('N', 'N', k0, rows, k1 - k0, 1.0, P, ldp, E + k0, n, 1.0, A, n);
 }
 
 void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const double *Lu, int n,
                    const double *w, uint32_t *codes, double *what, double *scratch)
 {
     if (rnd == TQP_ROUND_LDLQ) {
-        ldlq_row(cb, bits, Lu, n, w, codes, what, scratch, scratch + n);
+        double *a = scratch, *e = scratch + n;
+        memcpy(a, w, sizeof(double) * (size_t)n);
+        for (int k1 = n; k1 > 0;) {
+            int k0 = (k1 - 1) / TQP_LDLQ_PANEL * TQP_LDLQ_PANEL;
+            tqp_ldlq_panel(cb, bits, Lu + (size_t)k0 * n, n, k0, k1, n, 1, w, a, e, codes, what);
+            k1 = k0;
+        }
         return;
     }
     for (int k = 0; k < n; k++) codes[k] = cb->quantize(w[k], bits, &what[k]);

@@ -36,32 +36,32 @@ tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
 typedef struct {
     int n, g;
     uint64_t seed_in;
-    double *H0;    // (n, n) rotated mean Hessian, undamped: the proxy loss's H
-    double *Lu;    // (n, n) unit lower LDL factor of the damped, rotated H
-    double damp;   // final σ
+    double *H0;       // (n, n) rotated mean Hessian, undamped: the proxy loss's H
+    tqp_dfactor f;    // LDLQ: the Cholesky factor C of the damped, rotated H, distributed
+    int factored;     // f holds a factor
+    double damp;      // final σ
     int retries;
 } group_state;
 
 static void group_free(group_state *gs)
 {
     free(gs->H0);
-    free(gs->Lu);
+    if (gs->factored) tqp_dfactor_close(&gs->f);
     memset(gs, 0, sizeof *gs);
 }
 
-/* Cholesky of Hf + σ md I with σ doubling on failure; then Lu = C diag(C)^-1. */
+/* Cholesky of Hf + σ md I with σ doubling on failure, into the distributed factor (the damped
+ * matrix is formed only in each rank's block-cyclic part). */
 static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int n, double sigma,
                                 int verbose, const char *what, group_state *gs)
 {
-    int64_t nn = (int64_t)n * n;
-    double *A = tqp_malloc(sizeof(double) * (size_t)nn);
-    if (!A) return TQP_ENOMEM;
+    TQP_CHECK(tqp_dfactor_open(comm, n, 0, &gs->f));
+    gs->factored = 1;
     tqp_status s = TQP_ENUMERIC;
     int info = 0;
     for (gs->retries = 0; gs->retries <= TQP_DAMP_MAX_RETRIES; gs->retries++) {
-        memcpy(A, Hf, sizeof(double) * (size_t)nn);
-        for (int j = 0; j < n; j++) A[(int64_t)j * n + j] += sigma * md;
-        s = tqp_chol_factor(comm, n, A, gs->Lu, 0, &info);
+        tqp_dfactor_load(&gs->f, Hf, sigma * md);
+        s = tqp_dfactor_factor(&gs->f, &info);
         if (s != TQP_ENUMERIC) break;
         if (verbose)
             fprintf(stderr,
@@ -70,7 +70,6 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
                     what, sigma, info, 2 * sigma);
         sigma *= 2;
     }
-    free(A);
     if (s == TQP_ENUMERIC)
         return tqp_error_set(TQP_ENUMERIC,
                              "%s: Hessian not positive definite even with damping %g after %d "
@@ -90,29 +89,32 @@ static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int 
     gs->n = n, gs->g = g;
     gs->seed_in = tqp_seed_derive(o->seed, (uint64_t)layer, (uint64_t)g);
     gs->H0 = tqp_malloc(sizeof(double) * (size_t)nn);
-    gs->Lu = tqp_malloc(sizeof(double) * (size_t)nn);
-    double *Hf = tqp_malloc(sizeof(double) * (size_t)nn), md = 0;
+    double *Hf = NULL, md = 0; /* the matrix to factor when it is not H0 itself */
     tqp_rot rot = {0};
-    tqp_status s = gs->H0 && gs->Lu && Hf ? TQP_OK : TQP_ENOMEM;
+    tqp_status s = gs->H0 ? TQP_OK : TQP_ENOMEM;
     if (s == TQP_OK) s = tqp_hfile_read(hf, layer, g, n, gs->H0, &count);
     if (s == TQP_OK && count <= 0)
         s = tqp_error_set(TQP_EINPUT, "%s: %s: token count %lld", hf->path, what, (long long)count);
     if (s == TQP_OK) {
+        int dead = 0;
         for (int64_t i = 0; i < nn; i++) gs->H0[i] /= (double)count;
-        memcpy(Hf, gs->H0, sizeof(double) * (size_t)nn);
-        s = tqp_hessian_prepare(Hf, n, &md);
-        if (s != TQP_OK) s = tqp_error_set(s, "%s: %s: %s", hf->path, what, tqp_error_message());
+        for (int64_t j = 0; j < n; j++) dead |= gs->H0[j * n + j] == 0;
+        /* Dead inputs (a zero diagonal) get 1 in the matrix that is factored but not in H0 (the
+         * proxy loss's): only then is a second copy made and rotated.  Otherwise the factored
+         * matrix is H0 itself, rotated once, and the damping is added in the factor's layout. */
+        if (dead && (Hf = tqp_malloc(sizeof(double) * (size_t)nn)) == NULL) s = TQP_ENOMEM;
+        if (s == TQP_OK && Hf) memcpy(Hf, gs->H0, sizeof(double) * (size_t)nn);
+        if (s == TQP_OK) s = tqp_hessian_prepare(Hf ? Hf : gs->H0, n, &md);
+        if (s != TQP_OK && s != TQP_ENOMEM)
+            s = tqp_error_set(s, "%s: %s: %s", hf->path, what, tqp_error_message());
     }
     if (s == TQP_OK) s = tqp_rot_create(o->rotation, 1, n, 0, gs->seed_in, &rot);
     if (s == TQP_OK) s = tqp_rot_hessian(&rot, gs->H0);
-    if (s == TQP_OK) s = tqp_rot_hessian(&rot, Hf);
+    if (s == TQP_OK && Hf) s = tqp_rot_hessian(&rot, Hf);
     if (s == TQP_OK && o->rounding == TQP_ROUND_LDLQ) {
-        s = factor_damped(comm, Hf, md, n, o->damp, verbose, what, gs);
-        if (s == TQP_OK && o->cb->tile) /* BlockLDLQ: Lu = C blockdiag(C_ii)^-1 */
-            tqp_tcq_block_factor(gs->Lu, n);
-        else if (s == TQP_OK) /* LDLQ: Lu = C diag(C)^-1 */
-            for (int i = 0; i < n; i++)
-                for (int k = i; k >= 0; k--) gs->Lu[(int64_t)i * n + k] /= gs->Lu[(int64_t)k * n + k];
+        /* the rounding factor Lu (C diag(C)^-1, or C blockdiag(C_ii)^-1 for BlockLDLQ) is handed
+         * out panel by panel from the distributed C while the rows are coded */
+        s = factor_damped(comm, Hf ? Hf : gs->H0, md, n, o->damp, verbose, what, gs);
     } else {
         gs->damp = o->damp, gs->retries = 0;
     }
@@ -121,26 +123,46 @@ static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int 
     return s;
 }
 
-/* Rows [r0, r1) of the rotated W (scaled here): codes and, per row, the pair (proxy loss,
- * w H w^T) in lb. */
-static void quantize_rows(const group_state *gs, const tqp_quant_options *o, const double *Wt,
-                          double scale, int64_t r0, int64_t r1, uint8_t *codes, double *lb,
-                          double *work)
+/* Collective: rows [r0, r1) of the rotated W (scaled here) into codes (uint8, one per weight)
+ * and, per row, the pair (proxy loss, w H w^T) in lb.  LDLQ takes the panels of Lu from the
+ * distributed factor in the same order on every rank (also on ranks without rows). */
+static tqp_status quantize_rows(MPI_Comm comm, group_state *gs, const tqp_quant_options *o,
+                                const double *Wt, double scale, int64_t r0, int64_t r1,
+                                uint8_t *codes, double *lb)
 {
-    int n = gs->n;
-    double *x = work, *what = work + n, *d = work + 2 * n, *scratch = work + 3 * n;
-    uint32_t *c = (uint32_t *)(work + 5 * n);
-    for (int64_t r = r0; r < r1; r++) {
-        const double *wr = Wt + r * n;
-        for (int k = 0; k < n; k++) x[k] = wr[k] / scale;
-        tqp_quant_row(o->cb, o->bits, o->rounding, gs->Lu, n, x, c, what, scratch);
-        for (int k = 0; k < n; k++) {
-            codes[(r - r0) * n + k] = (uint8_t)c[k];
-            d[k] = (what[k] - x[k]) * scale;
-        }
-        lb[2 * (r - r0)] = tqp_quad_form(gs->H0, d, n, scratch);
-        lb[2 * (r - r0) + 1] = tqp_quad_form(gs->H0, wr, n, scratch);
+    int n = gs->n, rows = (int)(r1 - r0), ldlq = o->rounding == TQP_ROUND_LDLQ;
+    size_t rn = (size_t)rows * n;
+    double *X = tqp_malloc(sizeof(double) * (rn + 1)), *A = tqp_malloc(sizeof(double) * (rn + 1));
+    double *E = tqp_malloc(sizeof(double) * (rn + 1)), *Xh = tqp_malloc(sizeof(double) * (rn + 1));
+    uint32_t *c = tqp_malloc(sizeof(uint32_t) * (rn + 1));
+    double *P = ldlq ? tqp_malloc(sizeof(double) * TQP_LDLQ_PANEL * (size_t)n) : NULL;
+    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
+    tqp_status s = X && A && E && Xh && c && d && (P || !ldlq) ? TQP_OK : TQP_ENOMEM;
+    s = tqp_mpi_agree(comm, s);
+    if (s == TQP_OK) {
+        for (size_t i = 0; i < rn; i++) X[i] = Wt[(size_t)r0 * n + i] / scale;
+        memcpy(A, X, sizeof(double) * rn);
     }
+    for (int k1 = n; s == TQP_OK && ldlq && k1 > 0;) {
+        int k0 = (k1 - 1) / TQP_LDLQ_PANEL * TQP_LDLQ_PANEL;
+        s = tqp_dfactor_lu_rows(&gs->f, 1, k0, k1, P);
+        if (s == TQP_OK) tqp_ldlq_panel(o->cb, o->bits, P, k1, k0, k1, n, rows, X, A, E, c, Xh);
+        k1 = k0;
+    }
+    if (s == TQP_OK && !ldlq)
+        for (size_t i = 0; i < rn; i++) c[i] = o->cb->quantize(X[i], o->bits, &Xh[i]);
+    for (int r = 0; s == TQP_OK && r < rows; r++) {
+        const double *wr = Wt + (size_t)(r0 + r) * n;
+        for (int k = 0; k < n; k++) {
+            size_t i = (size_t)r * n + k;
+            codes[i] = (uint8_t)c[i];
+            d[k] = (Xh[i] - X[i]) * scale;
+        }
+        lb[2 * r] = tqp_quad_form(gs->H0, d, n, d + n);
+        lb[2 * r + 1] = tqp_quad_form(gs->H0, wr, n, d + n);
+    }
+    free(X), free(A), free(E), free(Xh), free(c), free(P), free(d);
+    return s;
 }
 
 typedef struct {
@@ -174,7 +196,7 @@ static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *co
 
 /* The rotated weights of matrix `mat` (every rank computes all of them: rotations mix rows). */
 static tqp_status rotated_weights(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
-                                  const group_state *gs, int64_t m, int n, tqp_rot *rot,
+                                  group_state *gs, int64_t m, int n, tqp_rot *rot,
                                   double *Wt, uint64_t *seed_out)
 {
     *seed_out = tqp_seed_derive(q->o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
@@ -185,7 +207,7 @@ static tqp_status rotated_weights(const qctx *q, const tqp_layer_weights *lw, in
 }
 
 /* Rank 0: the matrix's record from the gathered (loss, base) pairs. */
-static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, const group_state *gs,
+static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, group_state *gs,
                         double scale, double rho, const double *all_lb, double code_bits,
                         tqp_qmat_info *info)
 {
@@ -226,52 +248,48 @@ static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
     return bytes;
 }
 
-/* One band at row b (rows rows) into packed codes at `packed` and (loss, base) pairs at lb.
- * scratch: 2 tile n + 2 n doubles. */
-static tqp_status quantize_band(const qctx *q, const group_state *gs, const double *Wt,
-                                double scale, long b, int rows, int n, uint8_t *packed,
-                                double *lb, double *scratch)
-{
-    double *x = scratch, *xh = x + (size_t)q->o->cb->tile * n, *d = xh + (size_t)q->o->cb->tile * n;
-    const double *Lu = q->o->rounding == TQP_ROUND_LDLQ ? gs->Lu : NULL;
-    for (size_t i = 0; i < (size_t)rows * n; i++) x[i] = Wt[(size_t)b * n + i] / scale;
-    TQP_CHECK(tqp_tcq_band(q->o->tcq, Lu, n, x, rows, packed, xh));
-    for (int r = 0; r < rows; r++) {
-        for (int k = 0; k < n; k++) d[k] = (xh[(size_t)r * n + k] - x[(size_t)r * n + k]) * scale;
-        lb[2 * r] = tqp_quad_form(gs->H0, d, n, d + n);
-        lb[2 * r + 1] = tqp_quad_form(gs->H0, Wt + (size_t)(b + r) * n, n, d + n);
-    }
-    return TQP_OK;
-}
-
-/* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
- * pairs per row, the bands shared by `threads` threads (each band's result is the same whichever
- * thread codes it). */
-static tqp_status quantize_bands(const qctx *q, const group_state *gs, const double *Wt,
-                                 double scale, long r0, long r1, int n, uint8_t *packed,
-                                 double *lb)
+/* Collective: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss,
+ * base) pairs per row.  Tiles go from the last column block to the first; for each, every rank
+ * takes that block's rows of Lu from the distributed factor (BlockLDLQ), then `threads` threads
+ * code the tile of each of its bands (a band's result is the same whichever thread codes it, and
+ * whatever other rows are coded). */
+static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *Wt, double scale,
+                                 long r0, long r1, int n, uint8_t *packed, double *lb)
 {
     int tile = q->o->cb->tile, threads = q->o->threads > 0 ? q->o->threads : 1;
+    int ldlq = q->o->rounding == TQP_ROUND_LDLQ, ntiles = (n + tile - 1) / tile;
     long nb = (r1 - r0 + tile - 1) / tile;
-    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1)), per = 2 * ((size_t)tile + 1) * n;
-    double *scratch = tqp_malloc(sizeof(double) * per * (size_t)threads);
-    tqp_status s = off && scratch ? TQP_OK : TQP_ENOMEM;
+    size_t rn = (size_t)(r1 - r0) * n;
+    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1));
+    double *X = tqp_malloc(sizeof(double) * (rn + 1)), *A = tqp_malloc(sizeof(double) * (rn + 1));
+    double *E = tqp_malloc(sizeof(double) * (rn + 1)), *Xh = tqp_malloc(sizeof(double) * (rn + 1));
+    double *P = ldlq ? tqp_malloc(sizeof(double) * (size_t)tile * n) : NULL;
+    tqp_status s = off && X && A && E && Xh && (P || !ldlq) ? TQP_OK : TQP_ENOMEM;
     for (long i = 0; s == TQP_OK && i <= nb; i++) /* each band's byte offset */
         off[i] = i ? off[i - 1] + rows_bytes(q, r0 + (i - 1) * tile, r0 + i * tile < r1 ? r0 + i * tile : r1, n) : 0;
     if (s == TQP_OK) s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
     if (s == TQP_OK) {
+        for (size_t i = 0; i < rn; i++) X[i] = Wt[(size_t)r0 * n + i] / scale;
+        memcpy(A, X, sizeof(double) * rn);
+    }
+    s = tqp_mpi_agree(q->comm, s);
+    for (int j = ntiles - 1; s == TQP_OK && j >= 0; j--) {
+        int c0 = j * tile, w = n - c0 < tile ? n - c0 : tile;
+        const double *Pj = NULL;
+        if (ldlq && c0 > 0) {
+            s = tqp_dfactor_lu_rows(&gs->f, tile, c0, c0 + w, P);
+            Pj = P;
+        }
+        if (s != TQP_OK) break;
         tqp_status first = TQP_OK;
         char why[512] = ""; /* messages are per thread: keep the failing thread's */
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
         for (long i = 0; i < nb; i++) {
             long b = r0 + i * tile;
             int rows = (int)(r1 - b < tile ? r1 - b : tile);
-            double *mine = scratch;
-#ifdef _OPENMP
-            mine += per * (size_t)omp_get_thread_num();
-#endif
-            tqp_status bs = quantize_band(q, gs, Wt, scale, b, rows, n, packed + off[i],
-                                          lb + 2 * (b - r0), mine);
+            size_t o = (size_t)(b - r0) * n;
+            tqp_status bs = tqp_tcq_band_tile(q->o->tcq, n, j, rows, X + o, A + o, E + o, Xh + o,
+                                              packed + off[i], Pj, c0 + w);
             if (bs != TQP_OK) {
 #pragma omp critical
                 if (first == TQP_OK) {
@@ -281,8 +299,17 @@ static tqp_status quantize_bands(const qctx *q, const group_state *gs, const dou
             }
         }
         s = first == TQP_OK ? TQP_OK : tqp_error_set(first, "%s", why);
+        s = tqp_mpi_agree(q->comm, s);
     }
-    free(off), free(scratch);
+    double *d = s == TQP_OK ? tqp_malloc(sizeof(double) * 2 * (size_t)n) : NULL;
+    if (s == TQP_OK && !d) s = TQP_ENOMEM;
+    for (long r = r0; s == TQP_OK && r < r1; r++) {
+        size_t o = (size_t)(r - r0) * n;
+        for (int k = 0; k < n; k++) d[k] = (Xh[o + k] - X[o + k]) * scale;
+        lb[2 * (r - r0)] = tqp_quad_form(gs->H0, d, n, d + n);
+        lb[2 * (r - r0) + 1] = tqp_quad_form(gs->H0, Wt + (size_t)r * n, n, d + n);
+    }
+    free(off), free(X), free(A), free(E), free(Xh), free(P), free(d);
     return s;
 }
 
@@ -307,7 +334,7 @@ static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *m
 }
 
 static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw, int layer,
-                                      int mat, const group_state *gs, tqp_qmat_info *info)
+                                      int mat, group_state *gs, tqp_qmat_info *info)
 {
     const tqp_quant_options *o = q->o;
     int64_t mr, nc;
@@ -345,7 +372,7 @@ static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw
 }
 
 static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
-                                  const group_state *gs, tqp_qmat_info *info)
+                                  group_state *gs, tqp_qmat_info *info)
 {
     if (q->o->cb->tile) return quantize_matrix_tcq(q, lw, layer, mat, gs, info);
     const tqp_quant_options *o = q->o;
@@ -356,22 +383,21 @@ static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, in
     tqp_partition((long)mr, q->P, q->rank, &r0, &r1);
     size_t mn = (size_t)(mr * nc), local = (size_t)(r1 - r0);
     double *Wt = tqp_malloc(sizeof(double) * mn);
-    double *work = tqp_malloc(sizeof(double) * 6 * (size_t)n + sizeof(uint32_t) * (size_t)n);
     uint8_t *codes = tqp_malloc(local * n + 1);
     double *lb = tqp_malloc(sizeof(double) * (2 * local + 1));
     uint8_t *all_codes = q->rank == 0 ? tqp_malloc(mn) : NULL;
     double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
     uint32_t *codes32 = q->rank == 0 ? tqp_malloc(sizeof(uint32_t) * mn) : NULL;
     tqp_rot rot = {0};
-    tqp_status s = Wt && work && codes && lb && (q->rank || (all_codes && all_lb && codes32))
+    tqp_status s = Wt && codes && lb && (q->rank || (all_codes && all_lb && codes32))
                        ? TQP_OK
                        : TQP_ENOMEM;
     uint64_t seed_out = 0;
     if (s == TQP_OK) s = rotated_weights(q, lw, layer, mat, gs, mr, n, &rot, Wt, &seed_out);
     double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
     if (s == TQP_OK) scale = tqp_quant_scale(Wt, mn, o->cb, o->bits, rho);
-    if (s == TQP_OK) quantize_rows(gs, o, Wt, scale, r0, r1, codes, lb, work);
     s = tqp_mpi_agree(q->comm, s);
+    if (s == TQP_OK) s = quantize_rows(q->comm, gs, o, Wt, scale, r0, r1, codes, lb);
     if (s == TQP_OK) s = gather_rows(q, mr, n, codes, lb, all_codes, all_lb);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, info);
@@ -379,7 +405,7 @@ static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, in
         s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
     }
     tqp_rot_destroy(&rot);
-    free(Wt), free(work), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
+    free(Wt), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
     return tqp_mpi_agree(q->comm, s);
 }
 

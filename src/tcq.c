@@ -1,6 +1,9 @@
 /* Trellis-coded quantization of matrices: tiles, BlockLDLQ, decoding (see include/tqp/tcq.h). */
 #include "tqp/tcq.h"
 
+#include "tqp/chol.h"
+#include "tqp/rblas.h"
+
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,18 +93,44 @@ size_t tqp_tcq_matrix_bytes(const tqp_tcq *q, int m, int n)
     return b;
 }
 
-/* Lu = C blockdiag(C_ii)^-1: each block column solved against its diagonal block. */
+/* Lu = C blockdiag(C_ii)^-1: each row's blocks solved against their diagonal blocks with
+ * tqp_solve_block_row, as tqp_dfactor_lu_rows does (the same bits); the identity on the
+ * diagonal blocks. */
 void tqp_tcq_block_factor(double *C, int n)
 {
-    for (int c0 = 0; c0 < n; c0 += TQP_TCQ_TILE) {
+    double x[TQP_TCQ_TILE];
+    for (int c0 = n - (n - 1) % TQP_TCQ_TILE - 1; n > 0 && c0 >= 0; c0 -= TQP_TCQ_TILE) {
         int w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
-        double Cii[TQP_TCQ_TILE * TQP_TCQ_TILE];
-        for (int i = 0; i < w; i++)
-            for (int j = 0; j < w; j++) Cii[i * w + j] = C[(size_t)(c0 + i) * n + c0 + j];
-        /* rows c0 .. n-1 of the block column: X <- X Cii^-1 */
-        cblas_dtrsm(CblasRowMajor, CblasRight, CblasLower, CblasNoTrans, CblasNonUnit, n - c0, w,
-                    1.0, Cii, w, C + (size_t)c0 * n + c0, n);
+        for (int i = c0 + w; i < n; i++) { /* rows below the diagonal block */
+            double *row = C + (size_t)i * n + c0;
+            memcpy(x, row, sizeof(double) * (size_t)w);
+            tqp_solve_block_row(C + (size_t)c0 * n + c0, n, w, x);
+            memcpy(row, x, sizeof(double) * (size_t)w);
+        }
+        for (int i = c0; i < c0 + w; i++) /* the diagonal block */
+            for (int j = c0; j < c0 + w; j++) C[(size_t)i * n + j] = i == j ? 1.0 : 0.0;
     }
+}
+
+tqp_status tqp_tcq_band_tile(tqp_tcq *q, int n, int j, int rows, const double *x, double *a,
+                             double *e, double *xhat, uint8_t *packed, const double *P, int ldp)
+{
+    int c0 = j * TQP_TCQ_TILE, w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
+    float y[TQP_TCQ_TILE * TQP_TCQ_TILE], yh[TQP_TCQ_TILE * TQP_TCQ_TILE];
+    const tqp_trellis *t;
+    TQP_CHECK(tqp_tcq_member(q, rows * w, &t));
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < w; c++) y[r * w + c] = (float)a[(size_t)r * n + c0 + c];
+    tqp_trellis_encode(t, y, packed + (size_t)j * tile_bytes(q, rows * TQP_TCQ_TILE), yh);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < w; c++) {
+            size_t k = (size_t)r * n + c0 + c;
+            xhat[k] = yh[r * w + c];
+            e[k] = x[k] - xhat[k];
+        }
+    /* a[:, 0 .. c0) += E_tile P: in column-major terms a^T += P^T E_tile^T */
+    if (P && c0 > 0) tqp_rblas_dgemm('N', 'N', c0, rows, w, 1.0, P, ldp, e + c0, n, 1.0, a, n);
+    return TQP_OK;
 }
 
 tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, int rows,
@@ -109,37 +138,13 @@ tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, in
 {
     size_t rn = (size_t)rows * n;
     double *a = tqp_malloc(sizeof(double) * rn), *e = tqp_malloc(sizeof(double) * rn);
-    float y[TQP_TCQ_TILE * TQP_TCQ_TILE], yh[TQP_TCQ_TILE * TQP_TCQ_TILE];
     tqp_status s = a && e ? TQP_OK : TQP_ENOMEM;
     if (s == TQP_OK) memcpy(a, x, sizeof(double) * rn);
-    int nb = (n + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE;
-    size_t *off = tqp_malloc(sizeof(size_t) * (size_t)nb); /* byte offset of each tile */
-    if (!off) s = TQP_ENOMEM;
-    for (int j = 0, pos = 0; s == TQP_OK && j < nb; j++) {
-        int w = n - j * TQP_TCQ_TILE < TQP_TCQ_TILE ? n - j * TQP_TCQ_TILE : TQP_TCQ_TILE;
-        off[j] = (size_t)pos;
-        pos += (int)tile_bytes(q, rows * w);
+    for (int j = (n + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE - 1; s == TQP_OK && j >= 0; j--) {
+        const double *P = Lu ? Lu + (size_t)j * TQP_TCQ_TILE * n : NULL;
+        s = tqp_tcq_band_tile(q, n, j, rows, x, a, e, xhat, packed, P, n);
     }
-    for (int j = nb - 1; s == TQP_OK && j >= 0; j--) {
-        int c0 = j * TQP_TCQ_TILE, w = n - c0 < TQP_TCQ_TILE ? n - c0 : TQP_TCQ_TILE;
-        const tqp_trellis *t;
-        s = tqp_tcq_member(q, rows * w, &t);
-        if (s != TQP_OK) break;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < w; c++) y[r * w + c] = (float)a[(size_t)r * n + c0 + c];
-        tqp_trellis_encode(t, y, packed + off[j], yh);
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < w; c++) {
-                size_t k = (size_t)r * n + c0 + c;
-                xhat[k] = yh[r * w + c];
-                e[k] = x[k] - xhat[k];
-            }
-        /* a[:, 0 .. c0) += E_blk Lu[c0 .. c0+w, 0 .. c0) */
-        if (Lu && c0 > 0)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c0, w, 1.0, e + c0, n,
-                        Lu + (size_t)c0 * n, n, 1.0, a, n);
-    }
-    free(a), free(e), free(off);
+    free(a), free(e);
     return s;
 }
 

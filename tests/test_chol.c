@@ -13,6 +13,7 @@
 #include "testutil.h"
 #include "tqp/chol.h"
 #include "tqp/rblas.h"
+#include "tqp/tcq.h"
 #include "tqp/io.h"
 
 /* Open MPI keeps allocations until exit; leak checking would only report those. */
@@ -225,6 +226,59 @@ static void check_grid_shapes(void)
     }
 }
 
+/* The distributed factor's rounding rows: tile 1 gives Lu = C diag(C)^-1 (with Lu D Lu^T = A,
+ * D = diag(C)^2), tile 16 the same bits as tqp_tcq_block_factor on the gathered factor; every
+ * rank gets every row. */
+static void check_lu_rows(void)
+{
+    int n = 200, info;
+    double *A = random_spd(n, 77), *C = malloc(sizeof(double) * n * n);
+    double *Lu = calloc((size_t)n * n, sizeof(double)), *B = malloc(sizeof(double) * n * n);
+    double *P = malloc(sizeof(double) * 32 * n);
+    tqp_dfactor f;
+    CHECK(tqp_dfactor_open(MPI_COMM_WORLD, n, 0, &f) == TQP_OK);
+    tqp_dfactor_load(&f, A, 0.0);
+    CHECK(tqp_dfactor_factor(&f, &info) == TQP_OK && info == 0);
+    CHECK(tqp_dfactor_gather(&f, C) == TQP_OK);
+    int bad = 0;
+    for (int k1 = n; k1 > 0;) { /* LDLQ panels, last first, as quantize.c asks for them */
+        int k0 = (k1 - 1) / 32 * 32;
+        CHECK(tqp_dfactor_lu_rows(&f, 1, k0, k1, P) == TQP_OK);
+        for (int i = k0; i < k1; i++)
+            for (int k = 0; k < k1; k++) {
+                double want = k < i ? C[i * n + k] / C[k * n + k] : k == i ? 1.0 : 0.0;
+                double got = P[(i - k0) * k1 + k];
+                bad += memcmp(&got, &want, sizeof got) != 0;
+                Lu[i * n + k] = got;
+            }
+        k1 = k0;
+    }
+    CHECK_MSG(bad == 0, "%d elements of Lu = C diag(C)^-1 differ", bad);
+    double worst = 0, scale = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j <= i; j++) {
+            long double sum = 0;
+            for (int k = 0; k <= j; k++)
+                sum += (long double)Lu[i * n + k] * C[k * n + k] * C[k * n + k] * Lu[j * n + k];
+            worst = fmax(worst, fabs((double)(sum - A[i * n + j])));
+            scale = fmax(scale, fabs(A[i * n + j]));
+        }
+    CHECK_MSG(worst <= 1e-12 * scale, "Lu D Lu^T - A: %g (scale %g)", worst, scale);
+    memcpy(B, C, sizeof(double) * n * n);
+    tqp_tcq_block_factor(B, n);
+    bad = 0;
+    for (int c0 = n - (n - 1) % 16 - 1; c0 >= 0; c0 -= 16) {
+        int w = n - c0 < 16 ? n - c0 : 16;
+        CHECK(tqp_dfactor_lu_rows(&f, 16, c0, c0 + w, P) == TQP_OK);
+        for (int i = c0; i < c0 + w; i++)
+            for (int k = 0; k < c0 + w; k++) bad += memcmp(&P[(i - c0) * (c0 + w) + k], &B[i * n + k], 8) != 0;
+    }
+    CHECK_MSG(bad == 0, "%d elements of the block factor differ from tqp_tcq_block_factor", bad);
+    CHECK(tqp_dfactor_lu_rows(&f, 3, 0, 3, P) == TQP_EINTERNAL); /* 3 does not divide nb */
+    tqp_dfactor_close(&f);
+    free(A), free(C), free(Lu), free(B), free(P);
+}
+
 char *openblas_get_corename(void);
 
 /* The digest case; rank 0 also reports how far it is from dpotrf. */
@@ -308,6 +362,7 @@ int main(int argc, char **argv)
     check_default_nb();
     check_subcomm();
     check_rblas();
+    check_lu_rows();
     check_digest(P);
     int rc = finish();
     MPI_Finalize();

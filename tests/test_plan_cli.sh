@@ -21,7 +21,7 @@ want=$(awk 'BEGIN {
   s += 8 + 8*172; printf "%.0f", s }')
 check "hessian peak per rank = hand-computed $want" near "$(json "$WORK/p1.json" hessian_peak_per_rank)" "$want" 1e-12
 check "memory table" grep -q "^| hessian | 0 | layer" "$WORK/p1.out"
-check "quantize row" grep -q "^| quantize | 0 | down group: Cholesky factor assembled" "$WORK/p1.out"
+check "quantize row" grep -q "^| quantize | 0 | down: rounding, codes gathered and packed" "$WORK/p1.out"
 check "eval row" grep -q "^| eval | 0 | decoding" "$WORK/p1.out"
 check "per-matrix table" grep -q "^| down | 64 x 172 |" "$WORK/p1.out"
 check "time table" grep -q "^| hessian | forward passes" "$WORK/p1.out"
@@ -62,7 +62,9 @@ prev=
 for P in 1 4 16 64; do
   "$TQP" plan --synthetic --ranks $P --nodes 1 --ctx 4096 --json "$WORK/y$P.json" > /dev/null
   cur=$(json "$WORK/y$P.json" quantize_peak_per_rank)
-  [ -n "$prev" ] && check "70B-shaped layer: quantize per rank falls at $P ranks" awk -v a="$cur" -v b="$prev" 'BEGIN { exit !(a < b) }'
+  # the factor is distributed; the rotated H and its damped copy (2 x 8 n^2) are not yet, so past
+  # a few ranks the peak stays at rotating H
+  [ -n "$prev" ] && check "70B-shaped layer: quantize per rank does not grow at $P ranks" awk -v a="$cur" -v b="$prev" 'BEGIN { exit !(a <= b) }'
   prev=$cur
 done
 check "8 nodes: per node = 8 ranks' worth" [ "$("$TQP" plan --synthetic --ranks 64 --nodes 8 --ctx 4096 --json "$WORK/n8.json" > /dev/null; json "$WORK/n8.json" ranks_per_node)" = 8 ]
@@ -92,7 +94,7 @@ export MALLOC_MMAP_THRESHOLD_=131072
 run_mpi 2 bench quantize-memory --synthetic --dim 1024 --ffn 2816 --heads 8 --kv-heads 4 \
   --matrix down --rows 4 --json "$WORK/qm.json" > "$WORK/qm.out" 2> "$WORK/qm.err"
 check "bench quantize-memory runs" [ $? = 0 ]
-check "prints each rank beside the plan" grep -q "^| 1 | .*(down group: Cholesky factor assembled) |" "$WORK/qm.out"
+check "prints each rank beside the plan" grep -q "^| 1 | .*(down group: rotating H) |" "$WORK/qm.out"
 ratios=$(awk '/"increment_bytes":/ { gsub(/[^0-9.e+]/, "", $2); inc = $2 }
   /"planned_bytes":/ { gsub(/[^0-9.e+]/, "", $2); printf "%s ", inc / $2 }' "$WORK/qm.json")
 check "two ranks measured" [ "$(echo $ratios | wc -w)" = 2 ]

@@ -40,6 +40,47 @@ enum { TQP_CHOL_DEFAULT_NB = 32 };
  * the same status.  *info = 0 on success. */
 tqp_status tqp_chol_factor(MPI_Comm comm, int n, const double *A, double *L, int nb, int *info);
 
+/* A factor that stays distributed: the lower Cholesky factor C of an (n, n) matrix in
+ * ScaLAPACK's 2-D block-cyclic layout over the ranks of comm (the same grid, block size and
+ * reproducible arithmetic as tqp_chol_factor, so the same bits), from which the rows of the
+ * rounding factor Lu are handed out panel by panel.  Memory per rank: about n^2 / P doubles for
+ * the local part, plus n * tile doubles of diagonal blocks once rows are asked for. */
+typedef struct tqp_dfactor {
+    MPI_Comm comm;
+    int n, nb;
+    int sys, ctxt, pr, pc, myr, myc; // BLACS system handle, grid, my place (myr < 0: outside)
+    int mloc, nloc, lld;             // my local rows and columns, leading dimension
+    double *a;                       // (lld, nloc) column-major local part
+    int diag_tile;                   // tile of the cached diagonal blocks (0: none cached)
+    double *diag;                    // (n, diag_tile) row-major diagonal blocks of C
+} tqp_dfactor;
+
+/* Collective: the grid and the local part for order n, block size nb (<= 0: the default). */
+tqp_status tqp_dfactor_open(MPI_Comm comm, int n, int nb, tqp_dfactor *f);
+/* Local: my part <- the lower triangle of A (n, n) row-major, identical on every rank, plus
+ * shift on the diagonal (the upper triangle is not read). */
+void tqp_dfactor_load(tqp_dfactor *f, const double *A, double shift);
+/* Collective: factor the loaded matrix in place (pdpotrf on the reproducible BLAS).  Not
+ * positive definite: TQP_ENUMERIC with *info the order of the first minor that is not (the same
+ * on every rank). */
+tqp_status tqp_dfactor_factor(tqp_dfactor *f, int *info);
+/* Collective: P (r1 - r0, r1) row-major <- rows [r0, r1) of the rounding factor, columns
+ * [0, r1), after tqp_dfactor_factor:
+ *   tile 1:  Lu = C diag(C)^-1 (LDLQ): Lu[i][k] = C[i][k] / C[k][k], 1 on the diagonal;
+ *   tile t:  Lu = C blockdiag(C_bb)^-1 with t x t diagonal blocks (BlockLDLQ), each row's
+ *            block b solved with tqp_solve_block_row; the identity on the diagonal blocks.
+ * Zeros above the diagonal.  t must divide nb, and r0 be a multiple of t.  Every element is
+ * computed by one rank and summed with zeros, so every rank gets the same bits. */
+tqp_status tqp_dfactor_lu_rows(tqp_dfactor *f, int tile, int r0, int r1, double *P);
+/* Collective: L (n, n) row-major <- C on every rank (zeros above the diagonal). */
+tqp_status tqp_dfactor_gather(tqp_dfactor *f, double *L);
+void tqp_dfactor_close(tqp_dfactor *f);
+
+/* x (w) <- x C_bb^-1 for the lower triangular C_bb (w, w) row-major with leading dimension ld:
+ * unknowns from last to first, each t = x_j, then t = fma(-x_k, C[k][j], t) for k from w-1 down
+ * to j+1, then x_j = t / C[j][j].  The one definition of a BlockLDLQ row solve. */
+void tqp_solve_block_row(const double *Cbb, int ld, int w, double *x);
+
 /* The grid shape used for P ranks. */
 void tqp_chol_grid_shape(int P, int *pr, int *pc);
 

@@ -50,9 +50,24 @@ tqp_rounding tqp_rounding_parse(const char *name); // TQP_ROUND_COUNT if unknown
 double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, int bits,
                        double rho);
 
+/* LDLQ works on panels of columns [k0, k1) aligned to TQP_LDLQ_PANEL, from the last to the
+ * first: within a panel column by column, then the panel's errors fed back to all earlier
+ * columns at once. */
+enum { TQP_LDLQ_PANEL = 32 };
+
+/* One LDLQ panel [k0, k1) for `rows` rows at once.  P: rows [k0, k1) of the unit lower factor
+ * Lu, columns [0, k1), leading dimension ldp.  W (rows, n): the rows (in units of the scale);
+ * A (rows, n): W plus the feedback so far (updated: columns [0, k0) get this panel's); E: the
+ * errors w - ŵ of columns [k0, k1) (written); codes, What (rows, n): columns [k0, k1) written.
+ * The feedback goes through the reproducible BLAS, so a row gets the same bits whatever rows
+ * are coded with it. */
+void tqp_ldlq_panel(const tqp_codebook *cb, int bits, const double *P, int ldp, int k0, int k1,
+                    int n, int rows, const double *W, double *A, double *E, uint32_t *codes,
+                    double *What);
+
 /* Quantize one row w (n) of W / s.  Lu: (n, n) row-major unit lower triangular factor
  * (ignored for nearest rounding).  Writes codes (n) and the reconstruction what (n), both in
- * units of the scale.  scratch: 2 n doubles. */
+ * units of the scale.  scratch: 2 n doubles.  LDLQ: tqp_ldlq_panel over the panels. */
 void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const double *Lu, int n,
                    const double *w, uint32_t *codes, double *what, double *scratch);
 

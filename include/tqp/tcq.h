@@ -40,8 +40,19 @@ tqp_status tqp_tcq_member(tqp_tcq *q, int T, const tqp_trellis **t);
 size_t tqp_tcq_band_bytes(const tqp_tcq *q, int rows, int n);
 size_t tqp_tcq_matrix_bytes(const tqp_tcq *q, int m, int n);
 
-/* Block unit-lower factor from the lower Cholesky factor C (n, n) row-major, in place. */
+/* Block unit-lower factor from the lower Cholesky factor C (n, n) row-major, in place: the
+ * same bits as tqp_dfactor_lu_rows with tile TQP_TCQ_TILE (include/tqp/chol.h). */
 void tqp_tcq_block_factor(double *C, int n);
+
+/* One column tile j (columns c0 = 16 j .. c0 + w) of a band of `rows` rows: the tile of a (x
+ * plus the feedback of later tiles) is coded into its place in the band's packed codes
+ * (`packed` is the band's start), its reconstruction into xhat and x - xhat into e; then, with
+ * P (w, c0) the rows [c0, c0 + w) of the block factor Lu, columns [0, c0), leading dimension
+ * ldp, the earlier columns get the feedback a[:, 0 .. c0) += E_tile P through the reproducible
+ * BLAS (each element the same bits however many rows are coded together).  P NULL: none
+ * (nearest).  x, a, e, xhat: (rows, n) row-major.  Tiles go from last to first. */
+tqp_status tqp_tcq_band_tile(tqp_tcq *q, int n, int j, int rows, const double *x, double *a,
+                             double *e, double *xhat, uint8_t *packed, const double *P, int ldp);
 
 /* Quantize one band x (rows, n), already divided by the scale: packed codes (band_bytes) and
  * the reconstruction xhat (rows, n).  Lu: the block factor, or NULL for nearest. */
