@@ -309,14 +309,15 @@ static void check_entry_points(void)
     int m = 33, n = 20, K = 32;
     double *A = randv((size_t)m * K), *B = randv((size_t)n * K), *C0 = randv((size_t)m * n);
     double *C1 = malloc(sizeof(double) * m * n), *C2 = malloc(sizeof(double) * m * n);
-    double *C3 = malloc(sizeof(double) * m * n), al = -1, be = 1;
+    double *C3 = malloc(sizeof(double) * m * n), *S = calloc((size_t)m * m, sizeof(double));
+    double al = -1, be = 1;
     memcpy(C1, C0, sizeof(double) * m * n);
     memcpy(C2, C0, sizeof(double) * m * n);
     memcpy(C3, C0, sizeof(double) * m * n);
     tqp_rblas_counts c0, c1;
     tqp_rblas_get_counts(&c0);
     dgemm_("N", "T", &m, &n, &K, &al, A, &m, B, &n, &be, C1, &m);
-    dsyrk_("L", "N", &m, &K, &al, A, &m, &be, C3, &m);
+    dsyrk_("L", "N", &m, &K, &al, A, &m, &be, S, &m);
     tqp_rblas_get_counts(&c1);
     CHECK(c1.gemm == c0.gemm + 1 && c1.syrk == c0.syrk + 1);
     tqp_rblas_dgemm('N', 'T', m, n, K, -1, A, m, B, n, 1, C2, m);
@@ -334,7 +335,7 @@ static void check_entry_points(void)
     CHECK_MSG(sys == 0, "the pass-through differs from cblas_dgemm by %g", sys);
     tqp_rblas_get_counts(&c0);
     CHECK(c0.gemm == c1.gemm + 1);
-    free(A), free(B), free(C0), free(C1), free(C2), free(C3);
+    free(A), free(B), free(C0), free(C1), free(C2), free(C3), free(S);
 }
 
 int main(void)
