@@ -130,7 +130,7 @@ static size_t band_bytes(tqp_tcq *q, long r0, long r1, int n)
     return bytes;
 }
 
-/* The group's Hessian as quantize.c's group_load: H0 and Hf rotated, Hf damped and factored
+/* The group's Hessian as quantize.c's group_load: H0 rotated, then damped and factored
  * into the distributed factor f (the damping added in its layout). */
 static tqp_status group_part(MPI_Comm comm, const bench_cfg *b, double *H0, tqp_dfactor *f,
                              measures *ms)
@@ -221,16 +221,8 @@ static tqp_status matrix_scalar(MPI_Comm comm, const bench_cfg *b, const float *
         }
         for (size_t i = 0; s == TQP_OK && !ldlq && i < tn; i++)
             c[i] = cb->quantize(X[i], in->bits, &Xh[i]);
-        for (long r = r0; r < r0 + todo; r++) {
-            const double *wr = Wt + (size_t)r * n;
-            size_t o = (size_t)(r - r0) * n;
-            for (int k = 0; k < n; k++) {
-                codes[o + k] = (uint8_t)c[o + k];
-                d[k] = (Xh[o + k] - X[o + k]) * scale;
-            }
-            lb[2 * (r - r0)] = tqp_quad_form(H0, d, n, d + n);
-            lb[2 * (r - r0) + 1] = tqp_quad_form(H0, wr, n, d + n);
-        }
+        for (size_t i = 0; i < tn; i++) codes[i] = (uint8_t)c[i];
+        tqp_row_losses(H0, Wt + (size_t)r0 * n, X, Xh, scale, (int)todo, n, lb, d);
         ms->rows_done = (double)todo;
     }
     mark(ms, 5, t0);
@@ -337,13 +329,8 @@ static tqp_status matrix_trellis(MPI_Comm comm, const bench_cfg *b, const float 
                 off += tqp_tcq_band_bytes(q, rows, n);
             }
         }
-        for (long r = r0; s == TQP_OK && r < last; r++) {
-            size_t o = (size_t)(r - r0) * n;
-            for (int k = 0; k < n; k++) d[k] = (Xh[o + k] - X[o + k]) * scale;
-            lb[2 * (r - r0)] = tqp_quad_form(H0, d, n, d + n);
-            lb[2 * (r - r0) + 1] = tqp_quad_form(H0, Wt + (size_t)r * n, n, d + n);
-            ms->rows_done += 1;
-        }
+        if (s == TQP_OK) tqp_row_losses(H0, Wt + (size_t)r0 * n, X, Xh, scale, (int)(last - r0), n, lb, d);
+        if (s == TQP_OK) ms->rows_done += (double)(last - r0);
     }
     s = tqp_mpi_agree(comm, s);
     mark(ms, 5, t0);
@@ -404,7 +391,7 @@ static tqp_status run(MPI_Comm comm, const bench_cfg *b, measures *ms)
     if (s == TQP_OK)
         s = in->trellis ? matrix_trellis(comm, b, W, H0, &f, ms)
                         : matrix_scalar(comm, b, W, H0, &f, ms);
-    if (f.a) tqp_dfactor_close(&f);
+    tqp_dfactor_close(&f);
     free(H0), free(layer);
     /* after the peak: one side of the rotation alone, on 32 MB of vectors of each length */
     tqp_rot rot = {0};

@@ -60,7 +60,6 @@ static int owner(int64_t g, int nb, int np, int64_t *l)
     return (int)(blk % np);
 }
 
-
 static int64_t rblas_calls(void)
 {
     tqp_rblas_counts c;
@@ -99,6 +98,7 @@ tqp_status tqp_dfactor_open(MPI_Comm comm, int n, int nb, tqp_dfactor *f)
     f->ctxt = f->sys;
     char order[] = "Row";
     Cblacs_gridinit(&f->ctxt, order, f->pr, f->pc);
+    f->grid = 1;
     Cblacs_gridinfo(f->ctxt, &f->pr, &f->pc, &f->myr, &f->myc);
     if (f->myr >= 0 && f->myc >= 0) {
         f->mloc = numroc_(&n, &f->nb, &f->myr, &zero, &f->pr);
@@ -116,7 +116,7 @@ tqp_status tqp_dfactor_open(MPI_Comm comm, int n, int nb, tqp_dfactor *f)
 
 void tqp_dfactor_close(tqp_dfactor *f)
 {
-    if (f->sys || f->a) {
+    if (f->grid) {
         if (f->myr >= 0) Cblacs_gridexit(f->ctxt);
         Cfree_blacs_system_handle(f->sys);
     }

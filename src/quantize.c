@@ -14,9 +14,6 @@
 #include "tqp/rng.h"
 #include "tqp/tcq.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
 {
@@ -38,7 +35,6 @@ typedef struct {
     uint64_t seed_in;
     double *H0;       // (n, n) rotated mean Hessian, undamped: the proxy loss's H
     tqp_dfactor f;    // LDLQ: the Cholesky factor C of the damped, rotated H, distributed
-    int factored;     // f holds a factor
     double damp;      // final σ
     int retries;
 } group_state;
@@ -46,7 +42,7 @@ typedef struct {
 static void group_free(group_state *gs)
 {
     free(gs->H0);
-    if (gs->factored) tqp_dfactor_close(&gs->f);
+    tqp_dfactor_close(&gs->f); /* nothing to do if never opened */
     memset(gs, 0, sizeof *gs);
 }
 
@@ -56,7 +52,6 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
                                 int verbose, const char *what, group_state *gs)
 {
     TQP_CHECK(tqp_dfactor_open(comm, n, 0, &gs->f));
-    gs->factored = 1;
     tqp_status s = TQP_ENUMERIC;
     int info = 0;
     for (gs->retries = 0; gs->retries <= TQP_DAMP_MAX_RETRIES; gs->retries++) {
@@ -151,16 +146,8 @@ static tqp_status quantize_rows(MPI_Comm comm, group_state *gs, const tqp_quant_
     }
     if (s == TQP_OK && !ldlq)
         for (size_t i = 0; i < rn; i++) c[i] = o->cb->quantize(X[i], o->bits, &Xh[i]);
-    for (int r = 0; s == TQP_OK && r < rows; r++) {
-        const double *wr = Wt + (size_t)(r0 + r) * n;
-        for (int k = 0; k < n; k++) {
-            size_t i = (size_t)r * n + k;
-            codes[i] = (uint8_t)c[i];
-            d[k] = (Xh[i] - X[i]) * scale;
-        }
-        lb[2 * r] = tqp_quad_form(gs->H0, d, n, d + n);
-        lb[2 * r + 1] = tqp_quad_form(gs->H0, wr, n, d + n);
-    }
+    for (size_t i = 0; s == TQP_OK && i < rn; i++) codes[i] = (uint8_t)c[i];
+    if (s == TQP_OK) tqp_row_losses(gs->H0, Wt + (size_t)r0 * n, X, Xh, scale, rows, n, lb, d);
     free(X), free(A), free(E), free(Xh), free(c), free(P), free(d);
     return s;
 }
@@ -303,12 +290,7 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
     }
     double *d = s == TQP_OK ? tqp_malloc(sizeof(double) * 2 * (size_t)n) : NULL;
     if (s == TQP_OK && !d) s = TQP_ENOMEM;
-    for (long r = r0; s == TQP_OK && r < r1; r++) {
-        size_t o = (size_t)(r - r0) * n;
-        for (int k = 0; k < n; k++) d[k] = (Xh[o + k] - X[o + k]) * scale;
-        lb[2 * (r - r0)] = tqp_quad_form(gs->H0, d, n, d + n);
-        lb[2 * (r - r0) + 1] = tqp_quad_form(gs->H0, Wt + (size_t)r * n, n, d + n);
-    }
+    if (s == TQP_OK) tqp_row_losses(gs->H0, Wt + (size_t)r0 * n, X, Xh, scale, (int)(r1 - r0), n, lb, d);
     free(off), free(X), free(A), free(E), free(Xh), free(P), free(d);
     return s;
 }

@@ -4,7 +4,6 @@
 #include "tqp/chol.h"
 #include "tqp/rblas.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,21 +130,6 @@ tqp_status tqp_tcq_band_tile(tqp_tcq *q, int n, int j, int rows, const double *x
     /* a[:, 0 .. c0) += E_tile P: in column-major terms a^T += P^T E_tile^T */
     if (P && c0 > 0) tqp_rblas_dgemm('N', 'N', c0, rows, w, 1.0, P, ldp, e + c0, n, 1.0, a, n);
     return TQP_OK;
-}
-
-tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, int rows,
-                        uint8_t *packed, double *xhat)
-{
-    size_t rn = (size_t)rows * n;
-    double *a = tqp_malloc(sizeof(double) * rn), *e = tqp_malloc(sizeof(double) * rn);
-    tqp_status s = a && e ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) memcpy(a, x, sizeof(double) * rn);
-    for (int j = (n + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE - 1; s == TQP_OK && j >= 0; j--) {
-        const double *P = Lu ? Lu + (size_t)j * TQP_TCQ_TILE * n : NULL;
-        s = tqp_tcq_band_tile(q, n, j, rows, x, a, e, xhat, packed, P, n);
-    }
-    free(a), free(e);
-    return s;
 }
 
 tqp_status tqp_tcq_decode(tqp_tcq *q, const uint8_t *packed, int m, int n, double *X)

@@ -48,6 +48,7 @@ tqp_status tqp_chol_factor(MPI_Comm comm, int n, const double *A, double *L, int
 typedef struct tqp_dfactor {
     MPI_Comm comm;
     int n, nb;
+    int grid;                        // a BLACS grid is open (tqp_dfactor_close frees it)
     int sys, ctxt, pr, pc, myr, myc; // BLACS system handle, grid, my place (myr < 0: outside)
     int mloc, nloc, lld;             // my local rows and columns, leading dimension
     double *a;                       // (lld, nloc) column-major local part
@@ -74,6 +75,7 @@ tqp_status tqp_dfactor_factor(tqp_dfactor *f, int *info);
 tqp_status tqp_dfactor_lu_rows(tqp_dfactor *f, int tile, int r0, int r1, double *P);
 /* Collective: L (n, n) row-major <- C on every rank (zeros above the diagonal). */
 tqp_status tqp_dfactor_gather(tqp_dfactor *f, double *L);
+/* Frees the grid and the buffers; a zeroed (never opened) tqp_dfactor is left as it is. */
 void tqp_dfactor_close(tqp_dfactor *f);
 
 /* x (w) <- x C_bb^-1 for the lower triangular C_bb (w, w) row-major with leading dimension ld:

@@ -54,10 +54,6 @@ void tqp_tcq_block_factor(double *C, int n);
 tqp_status tqp_tcq_band_tile(tqp_tcq *q, int n, int j, int rows, const double *x, double *a,
                              double *e, double *xhat, uint8_t *packed, const double *P, int ldp);
 
-/* Quantize one band x (rows, n), already divided by the scale: packed codes (band_bytes) and
- * the reconstruction xhat (rows, n).  Lu: the block factor, or NULL for nearest. */
-tqp_status tqp_tcq_band(tqp_tcq *q, const double *Lu, int n, const double *x, int rows,
-                        uint8_t *packed, double *xhat);
 /* Decode a whole matrix (m, n) from its packed codes (matrix_bytes), in units of the scale. */
 tqp_status tqp_tcq_decode(tqp_tcq *q, const uint8_t *packed, int m, int n, double *X);
 
