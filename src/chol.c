@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tqp/dist.h"
 #include "tqp/mpiutil.h"
 #include "tqp/rblas.h"
 
@@ -138,6 +139,80 @@ void tqp_dfactor_load(tqp_dfactor *f, const double *A, double shift)
     }
     free(f->diag);
     f->diag = NULL, f->diag_tile = 0;
+}
+
+/* Columns [j0, j1) of row i that are in block column jb and at or left of the diagonal. */
+static int64_t block_cols(int64_t i, int64_t jb, int nb, int64_t *j0)
+{
+    *j0 = jb * nb;
+    int64_t j1 = *j0 + nb < i + 1 ? *j0 + nb : i + 1;
+    return j1 > *j0 ? j1 - *j0 : 0;
+}
+
+tqp_status tqp_dfactor_load_rows(tqp_dfactor *f, const int64_t *off, const double *Ar,
+                                 double shift)
+{
+    int P, me;
+    MPI_Comm_size(f->comm, &P);
+    MPI_Comm_rank(f->comm, &me);
+    int64_t n = f->n, nb = f->nb, j0;
+    int64_t *cnt = tqp_calloc(4 * (size_t)P, sizeof(int64_t));
+    TQP_CHECK(tqp_mpi_agree(f->comm, cnt ? TQP_OK : TQP_ENOMEM));
+    int64_t *sd = cnt + P, *rc = cnt + 2 * P, *rd = cnt + 3 * P;
+    /* what I send to grid process (r, c) = rank r * pc + c: my rows in process row r, their
+     * columns at or left of the diagonal in process column c, row by row, left to right */
+    for (int64_t i = off[me]; i < off[me + 1]; i++) {
+        int r = (int)(i / nb % f->pr);
+        for (int64_t jb = 0; jb * nb <= i; jb++)
+            cnt[r * f->pc + (int)(jb % f->pc)] += block_cols(i, jb, (int)nb, &j0);
+    }
+    if (f->myr >= 0)
+        for (int q = 0; q < P; q++)
+            for (int64_t i = off[q]; i < off[q + 1]; i++) {
+                if (i / nb % f->pr != f->myr) continue;
+                for (int64_t jb = f->myc; jb * nb <= i; jb += f->pc)
+                    rc[q] += block_cols(i, jb, (int)nb, &j0);
+            }
+    int64_t so = 0, ro = 0;
+    for (int q = 0; q < P; q++) sd[q] = so, so += cnt[q], rd[q] = ro, ro += rc[q];
+    double *sbuf = tqp_malloc(sizeof(double) * (size_t)(so + 1));
+    double *rbuf = tqp_malloc(sizeof(double) * (size_t)(ro + 1));
+    int64_t *pos = tqp_malloc(sizeof(int64_t) * (size_t)P);
+    tqp_status s = tqp_mpi_agree(f->comm, sbuf && rbuf && pos ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK) {
+        memcpy(pos, sd, sizeof(int64_t) * (size_t)P);
+        for (int64_t i = off[me]; i < off[me + 1]; i++) {
+            int r = (int)(i / nb % f->pr);
+            for (int64_t jb = 0; jb * nb <= i; jb++) {
+                int64_t w = block_cols(i, jb, (int)nb, &j0), *p = &pos[r * f->pc + (int)(jb % f->pc)];
+                memcpy(sbuf + *p, Ar + (i - off[me]) * n + j0, sizeof(double) * (size_t)w);
+                *p += w;
+            }
+        }
+        s = tqp_dist_alltoallv(f->comm, sbuf, cnt, sd, rbuf, rc, rd);
+    }
+    if (s == TQP_OK && f->myr >= 0) {
+        memset(f->a, 0, sizeof(double) * (size_t)f->lld * (size_t)f->nloc);
+        for (int q = 0; q < P; q++) {
+            const double *v = rbuf + rd[q];
+            for (int64_t i = off[q]; i < off[q + 1]; i++) {
+                if (i / nb % f->pr != f->myr) continue;
+                int64_t il;
+                owner(i, f->nb, f->pr, &il);
+                for (int64_t jb = f->myc; jb * nb <= i; jb += f->pc) {
+                    int64_t w = block_cols(i, jb, (int)nb, &j0), jl;
+                    owner(j0, f->nb, f->pc, &jl);
+                    for (int64_t c = 0; c < w; c++)
+                        f->a[(jl + c) * f->lld + il] = j0 + c == i ? v[c] + shift : v[c];
+                    v += w;
+                }
+            }
+        }
+    }
+    free(f->diag);
+    f->diag = NULL, f->diag_tile = 0;
+    free(cnt), free(sbuf), free(rbuf), free(pos);
+    return tqp_mpi_agree(f->comm, s);
 }
 
 /* Collective: the same *info and status on every rank from each rank's pdpotrf info and its

@@ -122,6 +122,12 @@ tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_
 tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,
                        void *data)
 {
+    return tqp_h5_read_rows(loc, name, mem_type, rank, dims, 0, rank ? dims[0] : 0, data);
+}
+
+tqp_status tqp_h5_read_rows(hid_t loc, const char *name, hid_t mem_type, int rank,
+                            const hsize_t *dims, hsize_t r0, hsize_t r1, void *data)
+{
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return tqp_error_set(TQP_EINPUT, "no dataset %s", name);
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
@@ -140,7 +146,18 @@ tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, co
                                  (unsigned long long)dims[0], (unsigned long long)dims[1]);
         return tqp_error_set(TQP_EINPUT, "dataset %s has the wrong shape", name);
     }
-    herr_t rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    herr_t rc = 0;
+    if (rank == 0 || (r0 == 0 && r1 == dims[0])) {
+        rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    } else if (r1 > r0) { /* rows [r0, r1) of the first dimension, everything of the others */
+        hsize_t start[8] = {r0}, count[8] = {r1 - r0};
+        for (int i = 1; i < rank; i++) count[i] = dims[i];
+        hid_t fsp = H5Dget_space(d), msp = H5Screate_simple(rank, count, NULL);
+        rc = H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (rc >= 0) rc = H5Dread(d, mem_type, msp, fsp, H5P_DEFAULT, data);
+        H5Sclose(msp);
+        H5Sclose(fsp);
+    }
     H5Dclose(d);
     return rc < 0 ? tqp_error_set(TQP_EINPUT, "cannot read dataset %s (checksum or I/O error)", name)
                   : TQP_OK;

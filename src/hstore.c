@@ -385,6 +385,12 @@ tqp_status tqp_hfile_open(const char *path, const char *fingerprint, int n_layer
 tqp_status tqp_hfile_read(const tqp_hfile *hf, int layer, int group, int n, double *H,
                           int64_t *count)
 {
+    return tqp_hfile_read_rows(hf, layer, group, n, 0, n, H, count);
+}
+
+tqp_status tqp_hfile_read_rows(const tqp_hfile *hf, int layer, int group, int n, int r0, int r1,
+                               double *H, int64_t *count)
+{
     char path[4200], name[64];
     snprintf(path, sizeof path, "%s/layer_%03d.h5", hf->dir, layer);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -392,7 +398,8 @@ tqp_status tqp_hfile_read(const tqp_hfile *hf, int layer, int group, int n, doub
     const char *gname = tqp_group_name((tqp_group)group);
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)n};
     snprintf(name, sizeof name, "%s/H", gname);
-    tqp_status s = tqp_h5_read(f, name, H5T_NATIVE_DOUBLE, 2, dims, H);
+    tqp_status s = tqp_h5_read_rows(f, name, H5T_NATIVE_DOUBLE, 2, dims, (hsize_t)r0,
+                                    (hsize_t)r1, H);
     snprintf(name, sizeof name, "%s/count", gname);
     if (s == TQP_OK) s = tqp_h5_read(f, name, H5T_NATIVE_INT64, 0, dims, count);
     H5Fclose(f);

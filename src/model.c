@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 static const char *const layer_names[TQP_T_LAYER_COUNT] = {
@@ -217,6 +219,36 @@ tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw
             return s;
         }
     }
+    return TQP_OK;
+}
+
+tqp_status tqp_model_tensor_rows(const tqp_model *m, int l, int t, int64_t r0, int64_t r1,
+                                 double *out)
+{
+    const tqp_tensor_ref *r = &m->layer[(size_t)l * TQP_T_LAYER_COUNT + t];
+    size_t cols = (size_t)r->cols, es = tqp_dtype_size(r->dtype);
+    float *row = tqp_malloc(sizeof(float) * (cols + 1));
+    if (!row) return TQP_ENOMEM;
+    for (int64_t i = r0; i < r1; i++) {
+        tqp_dtype_to_f32(r->dtype, (const char *)r->data + (size_t)i * cols * es, row, cols);
+        for (size_t j = 0; j < cols; j++) {
+            if (!isfinite(row[j])) {
+                free(row);
+                return tqp_error_set(TQP_ENONFINITE,
+                                     "%s: layer %d %s: non-finite weight %g at element %lld",
+                                     r->file, l, layer_names[t], (double)row[j],
+                                     (long long)((size_t)i * cols + j));
+            }
+            out[(size_t)(i - r0) * cols + j] = row[j];
+        }
+    }
+    free(row);
+    /* the whole pages of these rows leave this process's resident set (they stay in the page
+     * cache; a later read maps them again): reading a matrix by rows never accumulates it */
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)r->data + (uintptr_t)r0 * cols * es, b = (uintptr_t)r->data + (uintptr_t)r1 * cols * es;
+    a = (a + pg - 1) / pg * pg, b = b / pg * pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
     return TQP_OK;
 }
 

@@ -78,6 +78,11 @@ double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, in
 {
     double ss = 0;
     for (size_t i = 0; i < count; i++) ss += W[i] * W[i];
+    return tqp_quant_scale_ss(ss, count, cb, bits, rho);
+}
+
+double tqp_quant_scale_ss(double ss, size_t count, const tqp_codebook *cb, int bits, double rho)
+{
     double rms = count ? sqrt(ss / (double)count) : 0;
     double s = rms / (cb->rms(bits) * rho);
     return s > 0 && isfinite(s) ? s : 1.0; /* an all-zero matrix codes to the middle points */

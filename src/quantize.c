@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tqp/chol.h"
+#include "tqp/dist.h"
 #include "tqp/events.h"
 #include "tqp/forward.h"
 #include "tqp/mpiutil.h"
@@ -29,11 +30,29 @@ tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
     return TQP_OK;
 }
 
-/* One input group's Hessian, ready for its matrices. */
+typedef struct {
+    MPI_Comm comm;
+    int rank, P;
+    const tqp_config *cfg;
+    const tqp_model *m;       // for the writer's layer records; NULL in tqp_quantize_matrix_only
+    const tqp_qsource *src;
+    const tqp_quant_options *o;
+    tqp_qwriter *w;           // rank 0; NULL: nothing is written
+    long rows_limit;          // > 0: each rank rounds only its first rows (measurements)
+} qctx;
+
+static void qstep(const qctx *q, tqp_qstep st)
+{
+    if (q->src->step) q->src->step(q->src->ctx, st);
+}
+
+/* One input group's Hessian, ready for its matrices.  Nothing of size n x n is held: the
+ * rotated Hessian is row-distributed and the factor block-cyclic. */
 typedef struct {
     int n, g;
     uint64_t seed_in;
-    double *H0;       // (n, n) rotated mean Hessian, undamped: the proxy loss's H
+    int64_t *off;     // (P + 1) row offsets of the row-distributed H0 (include/tqp/dist.h)
+    double *H0;       // my rows of the rotated mean Hessian, undamped: the proxy loss's H
     tqp_dfactor f;    // LDLQ: the Cholesky factor C of the damped, rotated H, distributed
     double damp;      // final σ
     int retries;
@@ -41,6 +60,7 @@ typedef struct {
 
 static void group_free(group_state *gs)
 {
+    free(gs->off);
     free(gs->H0);
     tqp_dfactor_close(&gs->f); /* nothing to do if never opened */
     memset(gs, 0, sizeof *gs);
@@ -55,8 +75,8 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
     tqp_status s = TQP_ENUMERIC;
     int info = 0;
     for (gs->retries = 0; gs->retries <= TQP_DAMP_MAX_RETRIES; gs->retries++) {
-        tqp_dfactor_load(&gs->f, Hf, sigma * md);
-        s = tqp_dfactor_factor(&gs->f, &info);
+        s = tqp_dfactor_load_rows(&gs->f, gs->off, Hf, sigma * md);
+        if (s == TQP_OK) s = tqp_dfactor_factor(&gs->f, &info);
         if (s != TQP_ENUMERIC) break;
         if (verbose)
             fprintf(stderr,
@@ -75,37 +95,89 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
     return TQP_OK;
 }
 
-static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int g, int n,
-                             const tqp_quant_options *o, int verbose, group_state *gs)
+/* Local: my rows of H (over the token count) checked; the whole diagonal is gathered so that
+ * every rank sees the same mean diagonal (summed in index order, as tqp_hessian_prepare) and the
+ * same dead inputs. */
+static tqp_status check_rows(MPI_Comm comm, const group_state *gs, double *diag, double *md,
+                             int *dead)
 {
+    int P, me, n = gs->n;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &me);
+    int64_t rows = gs->off[me + 1] - gs->off[me];
+    tqp_status s = TQP_OK;
+    for (int64_t i = 0; i < rows * n && s == TQP_OK; i++)
+        if (!isfinite(gs->H0[i])) s = tqp_error_set(TQP_ENONFINITE, "non-finite Hessian entry");
+    TQP_CHECK(tqp_mpi_agree(comm, s));
+    int *cnt = tqp_malloc(sizeof(int) * 2 * (size_t)P);
+    TQP_CHECK(tqp_mpi_agree(comm, cnt ? TQP_OK : TQP_ENOMEM));
+    for (int p = 0; p < P; p++) cnt[p] = (int)(gs->off[p + 1] - gs->off[p]), cnt[P + p] = (int)gs->off[p];
+    for (int64_t i = 0; i < rows; i++) diag[gs->off[me] + i] = gs->H0[i * n + gs->off[me] + i];
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DOUBLE, diag, cnt, cnt + P, MPI_DOUBLE, comm);
+    free(cnt);
+    if (rc != MPI_SUCCESS) return tqp_error_set(TQP_EMPI, "quantize: diagonal gather failed");
+    double tr = 0;
+    *dead = 0;
+    for (int j = 0; j < n; j++) tr += diag[j], *dead |= diag[j] == 0;
+    *md = tr / n;
+    if (!(*md > 0)) return tqp_error_set(TQP_EINPUT, "all-zero (or negative-trace) Hessian");
+    return TQP_OK;
+}
+
+/* Collective: the group's Hessian read by rows (each rank its own), checked, rotated and
+ * factored, all in the row-distributed and block-cyclic layouts. */
+static tqp_status group_load(const qctx *q, int layer, int g, int n, int verbose,
+                             group_state *gs)
+{
+    MPI_Comm comm = q->comm;
+    const tqp_quant_options *o = q->o;
+    const char *hpath = q->src->hessian_path;
     char what[64];
     snprintf(what, sizeof what, "layer %d %s", layer, tqp_group_name((tqp_group)g));
-    int64_t nn = (int64_t)n * n, count = 0;
+    int P, me;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &me);
+    int64_t count = 0;
     gs->n = n, gs->g = g;
     gs->seed_in = tqp_seed_derive(o->seed, (uint64_t)layer, (uint64_t)g);
-    gs->H0 = tqp_malloc(sizeof(double) * (size_t)nn);
+    gs->off = tqp_malloc(sizeof(int64_t) * (size_t)(P + 1));
+    if (gs->off) tqp_dist_offsets(n, P, gs->off);
+    int64_t r0 = gs->off ? gs->off[me] : 0, rows = gs->off ? gs->off[me + 1] - r0 : 0;
+    gs->H0 = tqp_malloc(sizeof(double) * (size_t)(rows * n + 1));
+    double *diag = tqp_malloc(sizeof(double) * (size_t)(n + 1));
     double *Hf = NULL, md = 0; /* the matrix to factor when it is not H0 itself */
     tqp_rot rot = {0};
-    tqp_status s = gs->H0 ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) s = tqp_hfile_read(hf, layer, g, n, gs->H0, &count);
+    tqp_status s = gs->off && gs->H0 && diag ? TQP_OK : TQP_ENOMEM;
+    if (s == TQP_OK)
+        s = q->src->hessian_rows(q->src->ctx, layer, g, n, (int)r0, (int)(r0 + rows), gs->H0, &count);
     if (s == TQP_OK && count <= 0)
-        s = tqp_error_set(TQP_EINPUT, "%s: %s: token count %lld", hf->path, what, (long long)count);
+        s = tqp_error_set(TQP_EINPUT, "%s: %s: token count %lld", hpath, what, (long long)count);
+    s = tqp_mpi_agree(comm, s);
+    int dead = 0;
     if (s == TQP_OK) {
-        int dead = 0;
-        for (int64_t i = 0; i < nn; i++) gs->H0[i] /= (double)count;
-        for (int64_t j = 0; j < n; j++) dead |= gs->H0[j * n + j] == 0;
-        /* Dead inputs (a zero diagonal) get 1 in the matrix that is factored but not in H0 (the
-         * proxy loss's): only then is a second copy made and rotated.  Otherwise the factored
-         * matrix is H0 itself, rotated once, and the damping is added in the factor's layout. */
-        if (dead && (Hf = tqp_malloc(sizeof(double) * (size_t)nn)) == NULL) s = TQP_ENOMEM;
-        if (s == TQP_OK && Hf) memcpy(Hf, gs->H0, sizeof(double) * (size_t)nn);
-        if (s == TQP_OK) s = tqp_hessian_prepare(Hf ? Hf : gs->H0, n, &md);
-        if (s != TQP_OK && s != TQP_ENOMEM)
-            s = tqp_error_set(s, "%s: %s: %s", hf->path, what, tqp_error_message());
+        for (int64_t i = 0; i < rows * n; i++) gs->H0[i] /= (double)count;
+        s = check_rows(comm, gs, diag, &md, &dead);
+        if (s != TQP_OK && s != TQP_ENOMEM && s != TQP_EMPI)
+            s = tqp_error_set(s, "%s: %s: %s", hpath, what, tqp_error_message());
     }
-    if (s == TQP_OK) s = tqp_rot_create(o->rotation, 1, n, 0, gs->seed_in, &rot);
-    if (s == TQP_OK) s = tqp_rot_hessian(&rot, gs->H0);
-    if (s == TQP_OK && Hf) s = tqp_rot_hessian(&rot, Hf);
+    /* Dead inputs (a zero diagonal) get 1 in the matrix that is factored but not in H0 (the
+     * proxy loss's): only then is a second copy made and rotated.  Otherwise the factored
+     * matrix is H0 itself, rotated once, and the damping is added in the factor's layout. */
+    if (s == TQP_OK && dead) {
+        Hf = tqp_malloc(sizeof(double) * (size_t)(rows * n + 1));
+        s = tqp_mpi_agree(comm, Hf ? TQP_OK : TQP_ENOMEM);
+        if (s == TQP_OK) {
+            memcpy(Hf, gs->H0, sizeof(double) * (size_t)(rows * n));
+            for (int64_t i = 0; i < rows; i++)
+                if (diag[r0 + i] == 0) Hf[i * n + r0 + i] = 1.0;
+        }
+    }
+    free(diag);
+    qstep(q, TQP_QSTEP_H_READ);
+    if (s == TQP_OK) s = tqp_mpi_agree(comm, tqp_rot_create(o->rotation, 1, n, 0, gs->seed_in, &rot));
+    if (s == TQP_OK) s = tqp_rot_hessian_dist(comm, &rot, gs->off, gs->H0);
+    if (s == TQP_OK && Hf) s = tqp_rot_hessian_dist(comm, &rot, gs->off, Hf);
+    qstep(q, TQP_QSTEP_H_ROTATED);
     if (s == TQP_OK && o->rounding == TQP_ROUND_LDLQ) {
         /* the rounding factor Lu (C diag(C)^-1, or C blockdiag(C_ii)^-1 for BlockLDLQ) is handed
          * out panel by panel from the distributed C while the rows are coded */
@@ -113,52 +185,67 @@ static tqp_status group_load(MPI_Comm comm, const tqp_hfile *hf, int layer, int 
     } else {
         gs->damp = o->damp, gs->retries = 0;
     }
+    qstep(q, TQP_QSTEP_FACTORED);
     tqp_rot_destroy(&rot);
     free(Hf);
     return s;
 }
 
-/* Collective: rows [r0, r1) of the rotated W (scaled here) into codes (uint8, one per weight)
- * and, per row, the pair (proxy loss, w H w^T) in lb.  LDLQ takes the panels of Lu from the
- * distributed factor in the same order on every rank (also on ranks without rows). */
-static tqp_status quantize_rows(MPI_Comm comm, group_state *gs, const tqp_quant_options *o,
-                                const double *Wt, double scale, int64_t r0, int64_t r1,
-                                uint8_t *codes, double *lb)
+/* Collective: the proxy loss terms of my rows (lb, zeros past `done`) from the errors of the
+ * rounded rows, with A and E no longer held (freed by the caller). */
+static tqp_status row_losses(const qctx *q, group_state *gs, const double *Wr, const double *X,
+                             const double *Xh, double scale, int rows, int done, double *lb)
 {
-    int n = gs->n, rows = (int)(r1 - r0), ldlq = o->rounding == TQP_ROUND_LDLQ;
+    size_t rn = (size_t)rows * gs->n;
+    double *D = tqp_malloc(sizeof(double) * (rn + 1));
+    tqp_status s = tqp_mpi_agree(q->comm, D ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK) {
+        for (size_t i = 0; i < rn; i++) D[i] = (Xh[i] - X[i]) * scale;
+        memset(lb, 0, sizeof(double) * 2 * (size_t)rows);
+        s = tqp_dist_row_losses(q->comm, gs->off, gs->H0, gs->n, done, D, Wr, lb);
+    }
+    free(D);
+    return s;
+}
+
+/* Collective: my rows Wr (rows, n) of the rotated W (scaled here) into codes (uint8, one per
+ * weight) and, per row, the pair (proxy loss, w H w^T) in lb.  LDLQ takes the panels of Lu from
+ * the distributed factor in the same order on every rank (also on ranks without rows). */
+static tqp_status quantize_rows(const qctx *q, group_state *gs, const double *Wr, double scale,
+                                int rows, uint8_t *codes, double *lb)
+{
+    const tqp_quant_options *o = q->o;
+    int n = gs->n, ldlq = o->rounding == TQP_ROUND_LDLQ;
+    int done = q->rows_limit > 0 && q->rows_limit < rows ? (int)q->rows_limit : rows;
     size_t rn = (size_t)rows * n;
     double *X = tqp_malloc(sizeof(double) * (rn + 1)), *A = tqp_malloc(sizeof(double) * (rn + 1));
     double *E = tqp_malloc(sizeof(double) * (rn + 1)), *Xh = tqp_malloc(sizeof(double) * (rn + 1));
     uint32_t *c = tqp_malloc(sizeof(uint32_t) * (rn + 1));
     double *P = ldlq ? tqp_malloc(sizeof(double) * TQP_LDLQ_PANEL * (size_t)n) : NULL;
-    double *d = tqp_malloc(sizeof(double) * 2 * (size_t)n);
-    tqp_status s = X && A && E && Xh && c && d && (P || !ldlq) ? TQP_OK : TQP_ENOMEM;
-    s = tqp_mpi_agree(comm, s);
+    tqp_status s = X && A && E && Xh && c && (P || !ldlq) ? TQP_OK : TQP_ENOMEM;
+    s = tqp_mpi_agree(q->comm, s);
     if (s == TQP_OK) {
-        for (size_t i = 0; i < rn; i++) X[i] = Wt[(size_t)r0 * n + i] / scale;
+        for (size_t i = 0; i < rn; i++) X[i] = Wr[i] / scale;
         memcpy(A, X, sizeof(double) * rn);
+        if (done < rows) /* rows left alone: zeros, every buffer touched at its full size */
+            memset(E, 0, sizeof(double) * rn), memset(Xh, 0, sizeof(double) * rn),
+                memset(c, 0, sizeof(uint32_t) * rn);
     }
     for (int k1 = n; s == TQP_OK && ldlq && k1 > 0;) {
         int k0 = (k1 - 1) / TQP_LDLQ_PANEL * TQP_LDLQ_PANEL;
         s = tqp_dfactor_lu_rows(&gs->f, 1, k0, k1, P);
-        if (s == TQP_OK) tqp_ldlq_panel(o->cb, o->bits, P, k1, k0, k1, n, rows, X, A, E, c, Xh);
+        if (s == TQP_OK) tqp_ldlq_panel(o->cb, o->bits, P, k1, k0, k1, n, done, X, A, E, c, Xh);
         k1 = k0;
     }
     if (s == TQP_OK && !ldlq)
-        for (size_t i = 0; i < rn; i++) c[i] = o->cb->quantize(X[i], o->bits, &Xh[i]);
+        for (size_t i = 0; i < (size_t)done * n; i++) c[i] = o->cb->quantize(X[i], o->bits, &Xh[i]);
     for (size_t i = 0; s == TQP_OK && i < rn; i++) codes[i] = (uint8_t)c[i];
-    if (s == TQP_OK) tqp_row_losses(gs->H0, Wt + (size_t)r0 * n, X, Xh, scale, rows, n, lb, d);
-    free(X), free(A), free(E), free(Xh), free(c), free(P), free(d);
+    free(A), free(E), free(c), free(P);
+    if (s == TQP_OK) s = row_losses(q, gs, Wr, X, Xh, scale, rows, done, lb);
+    free(X), free(Xh);
+    qstep(q, TQP_QSTEP_ROUNDED);
     return s;
 }
-
-typedef struct {
-    MPI_Comm comm;
-    int rank, P;
-    const tqp_model *m;
-    const tqp_quant_options *o;
-    tqp_qwriter *w;
-} qctx;
 
 /* Gather everyone's codes and losses to rank 0, in row order. */
 static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *codes,
@@ -181,17 +268,37 @@ static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *co
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
 }
 
-/* The rotated weights of matrix `mat` (every rank computes all of them: rotations mix rows). */
-static tqp_status rotated_weights(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
-                                  group_state *gs, int64_t m, int n, tqp_rot *rot,
-                                  double *Wt, uint64_t *seed_out)
+/* Collective: *Wr <- my rows [out_off[me], out_off[me + 1]) of the rotated weights of matrix
+ * `mat` (allocated here).  Each rank reads a block of rows of W (its share of tqp_partition),
+ * transforms them, and the columns are transformed after a distributed transpose
+ * (tqp_rot_weights_dist): no rank holds the whole matrix.  *ss <- the sum of squares of the
+ * rotated matrix in row order (tqp_dist_sumsq, the same bits as one loop over it). */
+static tqp_status rotated_weights(const qctx *q, int layer, int mat, group_state *gs, int64_t m,
+                                  int n, const int64_t *out_off, tqp_rot *rot, double **Wr,
+                                  uint64_t *seed_out, double *ss)
 {
+    *Wr = NULL;
     *seed_out = tqp_seed_derive(q->o->seed, (uint64_t)layer, 16u + (uint64_t)mat);
-    TQP_CHECK(tqp_rot_create(q->o->rotation, (int)m, n, *seed_out, gs->seed_in, rot));
-    const float *W = lw->w[tqp_qmat_tensor(mat)];
-    for (size_t i = 0; i < (size_t)m * n; i++) Wt[i] = W[i];
-    return tqp_rot_weights(rot, Wt, 0);
+    TQP_CHECK(tqp_mpi_agree(q->comm, tqp_rot_create(q->o->rotation, (int)m, n, *seed_out,
+                                                    gs->seed_in, rot)));
+    int64_t *in_off = tqp_malloc(sizeof(int64_t) * (size_t)(q->P + 1));
+    if (in_off) tqp_dist_offsets(m, q->P, in_off);
+    int64_t a = in_off ? in_off[q->rank] : 0, b = in_off ? in_off[q->rank + 1] : 0;
+    double *W = tqp_malloc(sizeof(double) * (size_t)((b - a) * n + 1));
+    tqp_status s = tqp_mpi_agree(q->comm, in_off && W ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK) s = tqp_mpi_agree(q->comm, q->src->weight_rows(q->src->ctx, layer, mat, a, b, W));
+    if (s == TQP_OK) s = tqp_rot_weights_dist(q->comm, rot, in_off, &W, out_off);
+    int64_t mine = out_off[q->rank + 1] - out_off[q->rank];
+    if (s == TQP_OK) s = tqp_dist_sumsq(q->comm, W, (size_t)(mine * n), ss);
+    free(in_off);
+    if (s != TQP_OK) free(W);
+    else *Wr = W;
+    qstep(q, TQP_QSTEP_W_ROTATED);
+    return s;
 }
+
+/* Row offsets (P + 1) of each rank's rows (my_rows) of an m-row matrix. */
+static int64_t *row_offsets(const qctx *q, int64_t m);
 
 /* Rank 0: the matrix's record from the gathered (loss, base) pairs. */
 static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, group_state *gs,
@@ -225,6 +332,19 @@ static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
 
 /* Trellis: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss, base)
  * pairs per row. */
+static int64_t *row_offsets(const qctx *q, int64_t m)
+{
+    int64_t *off = tqp_malloc(sizeof(int64_t) * (size_t)(q->P + 1));
+    if (!off) return NULL;
+    for (int p = 0; p < q->P; p++) {
+        long b, e;
+        my_rows(q, m, p, &b, &e);
+        off[p] = b;
+    }
+    off[q->P] = m;
+    return off;
+}
+
 /* Packed bytes of the bands covering rows [r0, r1) (r0 at a band start). */
 static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
 {
@@ -235,17 +355,20 @@ static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
     return bytes;
 }
 
-/* Collective: bands of rows [r0, r1) of the scaled rotated W into packed codes and (loss,
+/* Collective: bands of rows [r0, r1) of the scaled rotated W (my rows, in Wr) into packed codes and (loss,
  * base) pairs per row.  Tiles go from the last column block to the first; for each, every rank
  * takes that block's rows of Lu from the distributed factor (BlockLDLQ), then `threads` threads
  * code the tile of each of its bands (a band's result is the same whichever thread codes it, and
  * whatever other rows are coded). */
-static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *Wt, double scale,
+static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *Wr, double scale,
                                  long r0, long r1, int n, uint8_t *packed, double *lb)
 {
     int tile = q->o->cb->tile, threads = q->o->threads > 0 ? q->o->threads : 1;
     int ldlq = q->o->rounding == TQP_ROUND_LDLQ, ntiles = (n + tile - 1) / tile;
-    long nb = (r1 - r0 + tile - 1) / tile;
+    long nb = (r1 - r0 + tile - 1) / tile, nbd = nb;
+    if (q->rows_limit > 0 && (q->rows_limit + tile - 1) / tile < nb)
+        nbd = (q->rows_limit + tile - 1) / tile; /* bands coded (measurements) */
+    int done = (int)(r0 + nbd * tile < r1 ? nbd * tile : r1 - r0);
     size_t rn = (size_t)(r1 - r0) * n;
     size_t *off = tqp_malloc(sizeof(size_t) * (size_t)(nb + 1));
     double *X = tqp_malloc(sizeof(double) * (rn + 1)), *A = tqp_malloc(sizeof(double) * (rn + 1));
@@ -256,8 +379,11 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
         off[i] = i ? off[i - 1] + rows_bytes(q, r0 + (i - 1) * tile, r0 + i * tile < r1 ? r0 + i * tile : r1, n) : 0;
     if (s == TQP_OK) s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
     if (s == TQP_OK) {
-        for (size_t i = 0; i < rn; i++) X[i] = Wt[(size_t)r0 * n + i] / scale;
+        for (size_t i = 0; i < rn; i++) X[i] = Wr[i] / scale;
         memcpy(A, X, sizeof(double) * rn);
+        if (nbd < nb) /* bands left alone: zeros, every buffer touched at its full size */
+            memset(E, 0, sizeof(double) * rn), memset(Xh, 0, sizeof(double) * rn),
+                memset(packed, 0, off[nb]);
     }
     s = tqp_mpi_agree(q->comm, s);
     for (int j = ntiles - 1; s == TQP_OK && j >= 0; j--) {
@@ -271,7 +397,7 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
         tqp_status first = TQP_OK;
         char why[512] = ""; /* messages are per thread: keep the failing thread's */
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-        for (long i = 0; i < nb; i++) {
+        for (long i = 0; i < nbd; i++) {
             long b = r0 + i * tile;
             int rows = (int)(r1 - b < tile ? r1 - b : tile);
             size_t o = (size_t)(b - r0) * n;
@@ -288,10 +414,10 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
         s = first == TQP_OK ? TQP_OK : tqp_error_set(first, "%s", why);
         s = tqp_mpi_agree(q->comm, s);
     }
-    double *d = s == TQP_OK ? tqp_malloc(sizeof(double) * 2 * (size_t)n) : NULL;
-    if (s == TQP_OK && !d) s = TQP_ENOMEM;
-    if (s == TQP_OK) tqp_row_losses(gs->H0, Wt + (size_t)r0 * n, X, Xh, scale, (int)(r1 - r0), n, lb, d);
-    free(off), free(X), free(A), free(E), free(Xh), free(P), free(d);
+    free(A), free(E), free(P);
+    if (s == TQP_OK) s = row_losses(q, gs, Wr, X, Xh, scale, (int)(r1 - r0), done, lb);
+    free(off), free(X), free(Xh);
+    qstep(q, TQP_QSTEP_ROUNDED);
     return s;
 }
 
@@ -315,79 +441,99 @@ static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *m
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
 }
 
-static tqp_status quantize_matrix_tcq(const qctx *q, const tqp_layer_weights *lw, int layer,
+static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
                                       int mat, group_state *gs, tqp_qmat_info *info)
 {
     const tqp_quant_options *o = q->o;
     int64_t mr, nc;
-    tqp_layer_tensor_shape(&q->m->cfg, tqp_qmat_tensor(mat), &mr, &nc);
+    tqp_layer_tensor_shape(q->cfg, tqp_qmat_tensor(mat), &mr, &nc);
     int n = (int)nc;
     long r0, r1;
     my_rows(q, mr, q->rank, &r0, &r1);
     size_t mn = (size_t)(mr * nc), total = tqp_tcq_matrix_bytes(o->tcq, (int)mr, n);
     size_t mine = rows_bytes(q, r0, r1, n);
-    double *Wt = tqp_malloc(sizeof(double) * mn), *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
-    uint8_t *packed = tqp_malloc(mine + 1), *all = q->rank == 0 ? tqp_malloc(total) : NULL;
-    double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
+    int64_t *off = row_offsets(q, mr);
+    double *Wr = NULL, *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
+    uint8_t *packed = tqp_malloc(mine + 1), *all = NULL;
+    double *all_lb = NULL;
     tqp_rot rot = {0};
-    tqp_status s = Wt && lb && packed && (q->rank || (all && all_lb)) ? TQP_OK : TQP_ENOMEM;
+    tqp_status s = off && lb && packed ? TQP_OK : TQP_ENOMEM;
+    s = tqp_mpi_agree(q->comm, s);
     uint64_t seed_out = 0;
-    if (s == TQP_OK) s = rotated_weights(q, lw, layer, mat, gs, mr, n, &rot, Wt, &seed_out);
+    double ss = 0;
+    if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
     double rho = o->rho > 0 ? o->rho : 1.0, scale = 1;
     if (s == TQP_OK) {
-        double ss = 0;
-        for (size_t i = 0; i < mn; i++) ss += Wt[i] * Wt[i];
         scale = sqrt(ss / (double)mn) / (tqp_tcq_base(o->tcq)->rms * rho);
         if (!(scale > 0) || !isfinite(scale)) scale = 1;
     }
-    if (s == TQP_OK) s = quantize_bands(q, gs, Wt, scale, r0, r1, n, packed, lb);
+    if (s == TQP_OK) s = quantize_bands(q, gs, Wr, scale, r0, r1, n, packed, lb);
+    s = tqp_mpi_agree(q->comm, s);
+    free(Wr);
+    Wr = NULL;
+    if (s == TQP_OK && q->rank == 0) { /* rank 0's whole-matrix buffers, after the rounding */
+        all = tqp_malloc(total), all_lb = tqp_malloc(sizeof(double) * 2 * (size_t)mr);
+        if (!all || !all_lb) s = TQP_ENOMEM;
+    }
     s = tqp_mpi_agree(q->comm, s);
     if (s == TQP_OK) s = gather_bytes(q, mr, n, packed, mine, lb, all, all_lb);
+    qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, 8.0 * (double)total / (double)mn,
                     info);
-        s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all, total, &rot);
+        if (q->w) s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all, total, &rot);
     }
+    qstep(q, TQP_QSTEP_WRITTEN);
     tqp_rot_destroy(&rot);
-    free(Wt), free(lb), free(packed), free(all), free(all_lb);
+    free(off), free(Wr), free(lb), free(packed), free(all), free(all_lb);
     return tqp_mpi_agree(q->comm, s);
 }
 
-static tqp_status quantize_matrix(const qctx *q, const tqp_layer_weights *lw, int layer, int mat,
+static tqp_status quantize_matrix(const qctx *q, int layer, int mat,
                                   group_state *gs, tqp_qmat_info *info)
 {
-    if (q->o->cb->tile) return quantize_matrix_tcq(q, lw, layer, mat, gs, info);
+    if (q->o->cb->tile) return quantize_matrix_tcq(q, layer, mat, gs, info);
     const tqp_quant_options *o = q->o;
     int64_t mr, nc;
-    tqp_layer_tensor_shape(&q->m->cfg, tqp_qmat_tensor(mat), &mr, &nc);
+    tqp_layer_tensor_shape(q->cfg, tqp_qmat_tensor(mat), &mr, &nc);
     int n = (int)nc;
     long r0, r1;
     tqp_partition((long)mr, q->P, q->rank, &r0, &r1);
     size_t mn = (size_t)(mr * nc), local = (size_t)(r1 - r0);
-    double *Wt = tqp_malloc(sizeof(double) * mn);
+    int64_t *off = row_offsets(q, mr);
+    double *Wr = NULL;
     uint8_t *codes = tqp_malloc(local * n + 1);
     double *lb = tqp_malloc(sizeof(double) * (2 * local + 1));
-    uint8_t *all_codes = q->rank == 0 ? tqp_malloc(mn) : NULL;
-    double *all_lb = q->rank == 0 ? tqp_malloc(sizeof(double) * 2 * (size_t)mr) : NULL;
-    uint32_t *codes32 = q->rank == 0 ? tqp_malloc(sizeof(uint32_t) * mn) : NULL;
+    uint8_t *all_codes = NULL;
+    double *all_lb = NULL;
+    uint32_t *codes32 = NULL;
     tqp_rot rot = {0};
-    tqp_status s = Wt && codes && lb && (q->rank || (all_codes && all_lb && codes32))
-                       ? TQP_OK
-                       : TQP_ENOMEM;
-    uint64_t seed_out = 0;
-    if (s == TQP_OK) s = rotated_weights(q, lw, layer, mat, gs, mr, n, &rot, Wt, &seed_out);
-    double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
-    if (s == TQP_OK) scale = tqp_quant_scale(Wt, mn, o->cb, o->bits, rho);
+    tqp_status s = off && codes && lb ? TQP_OK : TQP_ENOMEM;
     s = tqp_mpi_agree(q->comm, s);
-    if (s == TQP_OK) s = quantize_rows(q->comm, gs, o, Wt, scale, r0, r1, codes, lb);
+    uint64_t seed_out = 0;
+    double ss = 0;
+    if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
+    double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
+    if (s == TQP_OK) scale = tqp_quant_scale_ss(ss, mn, o->cb, o->bits, rho);
+    if (s == TQP_OK) s = quantize_rows(q, gs, Wr, scale, (int)local, codes, lb);
+    free(Wr);
+    Wr = NULL;
+    if (s == TQP_OK && q->rank == 0) { /* rank 0's whole-matrix buffers, after the rounding */
+        all_codes = tqp_malloc(mn), all_lb = tqp_malloc(sizeof(double) * 2 * (size_t)mr);
+        codes32 = tqp_malloc(sizeof(uint32_t) * mn);
+        if (!all_codes || !all_lb || !codes32) s = TQP_ENOMEM;
+    }
+    s = tqp_mpi_agree(q->comm, s);
     if (s == TQP_OK) s = gather_rows(q, mr, n, codes, lb, all_codes, all_lb);
+    qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, info);
         for (size_t i = 0; i < mn; i++) codes32[i] = all_codes[i];
-        s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
+        if (q->w) s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
     }
+    qstep(q, TQP_QSTEP_WRITTEN);
     tqp_rot_destroy(&rot);
-    free(Wt), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
+    free(off), free(Wr), free(codes), free(lb), free(all_codes), free(all_lb), free(codes32);
     return tqp_mpi_agree(q->comm, s);
 }
 
@@ -407,23 +553,20 @@ static int64_t layer_weights(const tqp_config *c)
     return total;
 }
 
-static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
+static tqp_status quantize_layer(const qctx *q, int layer,
                                  tqp_qmat_info *infos, tqp_progress *pr, double *done)
 {
-    const tqp_config *c = &q->m->cfg;
-    tqp_layer_weights lw;
-    TQP_CHECK(tqp_mpi_agree(q->comm, tqp_model_layer_load(q->m, layer, &lw)));
-    tqp_status s = TQP_OK;
+    const tqp_config *c = q->cfg;
+    tqp_status s = TQP_OK; /* each matrix's rows are read where they are rotated */
     if (q->rank == 0) s = tqp_qwriter_layer_begin(q->w, q->m, layer);
     s = tqp_mpi_agree(q->comm, s);
     for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK; g++) {
         group_state gs = {0};
         int n = tqp_group_width(c, (tqp_group)g);
-        s = tqp_mpi_agree(q->comm, group_load(q->comm, hf, layer, g, n, q->o,
-                                               q->rank == 0 && q->o->progress, &gs));
+        s = tqp_mpi_agree(q->comm, group_load(q, layer, g, n, q->rank == 0 && q->o->progress, &gs));
         for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
             if (tqp_qmat_group(i) != g) continue;
-            s = quantize_matrix(q, &lw, layer, i, &gs, &infos[i]);
+            s = quantize_matrix(q, layer, i, &gs, &infos[i]);
             if (s != TQP_OK) break;
             if (i == 3) {
                 char point[64];
@@ -440,7 +583,6 @@ static tqp_status quantize_layer(const qctx *q, const tqp_hfile *hf, int layer,
         }
         group_free(&gs);
     }
-    tqp_layer_weights_release(&lw);
     if (s == TQP_OK && q->rank == 0) s = tqp_qwriter_layer_commit(q->w, layer);
     return tqp_mpi_agree(q->comm, s);
 }
@@ -456,7 +598,7 @@ static void layer_done(const qctx *q, int layer, const tqp_qmat_info *infos, dou
         fprintf(stderr,
                 "quantize: layer %d/%d committed: %.0f weights in %.2f s (%.3g weights/s), mean "
                 "proxy %.4g; elapsed %.1f s, ETA %.1f s\n",
-                layer + 1, q->m->cfg.n_layers, weights, seconds,
+                layer + 1, q->cfg->n_layers, weights, seconds,
                 seconds > 0 ? weights / seconds : 0.0, proxy, elapsed, eta);
     cJSON *e = tqp_event_begin(resumed ? "layer_kept" : "layer_committed");
     cJSON_AddStringToObject(e, "phase", "quantize");
@@ -492,11 +634,50 @@ static void result_summarize(tqp_quant_result *r, const tqp_model *m, const tqp_
     r->plain_params = plain_params(&m->cfg);
 }
 
+/* The inputs of a real run: the Hessian file and the model. */
+typedef struct {
+    const tqp_model *m;
+    const tqp_hfile *hf;
+} file_inputs;
+
+static tqp_status file_hessian_rows(void *ctx, int layer, int group, int n, int r0, int r1,
+                                    double *H, int64_t *count)
+{
+    const file_inputs *f = ctx;
+    return tqp_hfile_read_rows(f->hf, layer, group, n, r0, r1, H, count);
+}
+
+static tqp_status file_weight_rows(void *ctx, int layer, int mat, int64_t r0, int64_t r1,
+                                   double *W)
+{
+    const file_inputs *f = ctx;
+    return tqp_model_tensor_rows(f->m, layer, tqp_qmat_tensor(mat), r0, r1, W);
+}
+
+tqp_status tqp_quantize_matrix_only(MPI_Comm comm, const tqp_config *cfg, const tqp_qsource *src,
+                                    const tqp_quant_options *o, int mat, long rows_limit,
+                                    tqp_qmat_info *info)
+{
+    qctx q = {.comm = comm, .cfg = cfg, .src = src, .o = o, .rows_limit = rows_limit};
+    MPI_Comm_rank(comm, &q.rank);
+    MPI_Comm_size(comm, &q.P);
+    memset(info, 0, sizeof *info);
+    group_state gs = {0};
+    int g = tqp_qmat_group(mat);
+    tqp_status s = tqp_mpi_agree(comm, group_load(&q, 0, g, tqp_group_width(cfg, (tqp_group)g), 0, &gs));
+    if (s == TQP_OK) s = quantize_matrix(&q, 0, mat, &gs, info);
+    group_free(&gs);
+    return s;
+}
+
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
                             const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r)
 {
     memset(r, 0, sizeof *r);
-    qctx q = {.comm = comm, .m = m, .o = o, .w = w};
+    file_inputs fi = {m, hf};
+    tqp_qsource src = {.hessian_rows = file_hessian_rows, .weight_rows = file_weight_rows,
+                       .ctx = &fi, .hessian_path = hf->path};
+    qctx q = {.comm = comm, .cfg = &m->cfg, .m = m, .src = &src, .o = o, .w = w};
     MPI_Comm_rank(comm, &q.rank);
     MPI_Comm_size(comm, &q.P);
     const tqp_config *c = &m->cfg;
@@ -522,7 +703,7 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
             continue;
         }
         double tl = tqp_now();
-        s = quantize_layer(&q, hf, l, infos, &pr, &done);
+        s = quantize_layer(&q, l, infos, &pr, &done);
         double el = tqp_now() - t0;
         if (s == TQP_OK)
             layer_done(&q, l, infos, tqp_now() - tl, lw, el, done > 0 ? el * (todo - done) / done : 0, 0);

@@ -490,15 +490,28 @@ tqp_status tqp_qwriter_layer_begin(tqp_qwriter *w, const tqp_model *m, int layer
     if (s == TQP_OK) s = open_tmp(w, base);
     free(base);
     TQP_CHECK(s);
-    tqp_layer_weights lw;
-    TQP_CHECK(tqp_model_layer_load(m, layer, &lw));
-    snprintf(name, sizeof name, "layer_%03d", layer);
-    hid_t g = make_group(w->f, name);
-    s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s", name) : TQP_OK;
-    if (s == TQP_OK) s = write_f32(g, "attn_norm", lw.w[TQP_T_ATTN_NORM], 1, m->cfg.dim);
-    if (s == TQP_OK) s = write_f32(g, "ffn_norm", lw.w[TQP_T_FFN_NORM], 1, m->cfg.dim);
+    /* the two norms only (the matrices are read by rows where they are quantized) */
+    int dim = m->cfg.dim;
+    double *nd = tqp_malloc(sizeof(double) * 2 * (size_t)dim);
+    float *nf = tqp_malloc(sizeof(float) * 2 * (size_t)dim);
+    s = nd && nf ? TQP_OK : TQP_ENOMEM;
+    if (s == TQP_OK) s = tqp_model_tensor_rows(m, layer, TQP_T_ATTN_NORM, 0, 1, nd);
+    if (s == TQP_OK) s = tqp_model_tensor_rows(m, layer, TQP_T_FFN_NORM, 0, 1, nd + dim);
+    for (int i = 0; s == TQP_OK && i < 2 * dim; i++) nf[i] = (float)nd[i];
+    if (s != TQP_OK) { /* the message names the checkpoint */
+        free(nd), free(nf);
+        return s;
+    }
+    hid_t g = -1;
+    {
+        snprintf(name, sizeof name, "layer_%03d", layer);
+        g = make_group(w->f, name);
+        s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s", name) : TQP_OK;
+    }
+    if (s == TQP_OK) s = write_f32(g, "attn_norm", nf, 1, dim);
+    if (s == TQP_OK) s = write_f32(g, "ffn_norm", nf + dim, 1, dim);
     if (g >= 0) H5Gclose(g);
-    tqp_layer_weights_release(&lw);
+    free(nd), free(nf);
     return s == TQP_OK ? s : tqp_error_set(s, "%s: %s%s", w->tmp, tqp_error_message(), space_hint());
 }
 

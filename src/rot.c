@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tqp/dist.h"
+#include "tqp/mpiutil.h"
 #include "tqp/rng.h"
 
 static const char *const names[TQP_ROT_COUNT] = {"none", "rht", "kron"};
@@ -152,4 +154,65 @@ tqp_status tqp_rot_hessian(const tqp_rot *r, double *H)
             H[i * n + j] = H[j * n + i] = a;
         }
     return TQP_OK;
+}
+
+tqp_status tqp_rot_weights_dist(MPI_Comm comm, const tqp_rot *r, const int64_t *in_off,
+                                double **W, const int64_t *out_off)
+{
+    int P, me;
+    MPI_Comm_size(comm, &P);
+    MPI_Comm_rank(comm, &me);
+    int64_t m = r->out.n, n = r->in.n, big = m > n ? m : n;
+    int64_t *cp = tqp_malloc(sizeof(int64_t) * (size_t)(P + 1));
+    if (cp) tqp_dist_offsets(n, P, cp);
+    int64_t cols = cp ? cp[me + 1] - cp[me] : 0;
+    double *T = tqp_malloc(sizeof(double) * (size_t)(cols * m + 1));
+    double *scratch = tqp_malloc(sizeof(double) * (size_t)big);
+    tqp_status s = tqp_mpi_agree(comm, cp && T && scratch ? TQP_OK : TQP_ENOMEM);
+    int apply = r->kind != TQP_ROT_NONE;
+    if (s == TQP_OK && apply) /* rows: x <- V x, i.e. W V^T */
+        apply_rows(&r->in, r->kind, *W, in_off[me + 1] - in_off[me], 0, scratch);
+    if (s == TQP_OK) s = tqp_dist_transpose(comm, m, n, in_off, cp, *W, T);
+    free(*W); /* the input rows are never held beside the output rows */
+    *W = NULL;
+    if (s == TQP_OK && apply) apply_rows(&r->out, r->kind, T, cols, 0, scratch); /* columns */
+    int64_t rows = out_off[me + 1] - out_off[me];
+    if (s == TQP_OK) {
+        *W = tqp_malloc(sizeof(double) * (size_t)(rows * n + 1));
+        s = tqp_mpi_agree(comm, *W ? TQP_OK : TQP_ENOMEM);
+    }
+    if (s == TQP_OK) s = tqp_dist_transpose(comm, n, m, cp, out_off, T, *W);
+    free(cp), free(T), free(scratch);
+    if (s != TQP_OK) {
+        free(*W);
+        *W = NULL;
+    }
+    return s;
+}
+
+tqp_status tqp_rot_hessian_dist(MPI_Comm comm, const tqp_rot *r, const int64_t *off, double *Hr)
+{
+    if (r->kind == TQP_ROT_NONE) return TQP_OK;
+    int me;
+    MPI_Comm_rank(comm, &me);
+    int64_t n = r->in.n, rows = off[me + 1] - off[me];
+    double *T = tqp_malloc(sizeof(double) * (size_t)(rows * n + 1));
+    double *scratch = tqp_malloc(sizeof(double) * (size_t)(n + 1));
+    tqp_status s = tqp_mpi_agree(comm, T && scratch ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK) {
+        apply_rows(&r->in, r->kind, Hr, rows, 0, scratch); /* X = H V^T */
+        s = tqp_dist_transpose(comm, n, n, off, off, Hr, T);
+    }
+    if (s == TQP_OK) {
+        apply_rows(&r->in, r->kind, T, rows, 0, scratch); /* T = (V H) V^T = Y, X := Y^T */
+        s = tqp_dist_transpose(comm, n, n, off, off, T, Hr);
+    }
+    /* Hr holds my rows of X, T my rows of X^T: the mean of the two, as tqp_rot_hessian */
+    for (int64_t il = 0; s == TQP_OK && il < rows; il++) {
+        int64_t i = off[me] + il;
+        for (int64_t j = 0; j < n; j++)
+            if (j != i) Hr[il * n + j] = 0.5 * (Hr[il * n + j] + T[il * n + j]);
+    }
+    free(T), free(scratch);
+    return s;
 }

@@ -14,6 +14,7 @@
 #define TQP_CHOL_H
 
 #include <mpi.h>
+#include <stdint.h>
 
 #include "tqp/error.h"
 
@@ -61,6 +62,11 @@ tqp_status tqp_dfactor_open(MPI_Comm comm, int n, int nb, tqp_dfactor *f);
 /* Local: my part <- the lower triangle of A (n, n) row-major, identical on every rank, plus
  * shift on the diagonal (the upper triangle is not read). */
 void tqp_dfactor_load(tqp_dfactor *f, const double *A, double shift);
+/* Collective: the same from a row-distributed A (include/tqp/dist.h: offsets off, this rank's
+ * rows Ar): the lower triangle of each rank's rows goes to the ranks that own it in the
+ * block-cyclic layout (only values move, so the local parts are those of tqp_dfactor_load). */
+tqp_status tqp_dfactor_load_rows(tqp_dfactor *f, const int64_t *off, const double *Ar,
+                                 double shift);
 /* Collective: factor the loaded matrix in place (pdpotrf on the reproducible BLAS).  Not
  * positive definite: TQP_ENUMERIC with *info the order of the first minor that is not (the same
  * on every rank). */

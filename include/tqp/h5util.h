@@ -35,6 +35,10 @@ tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_
  * dataset only: callers prefix the file. */
 tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,
                        void *data);
+/* Rows [r0, r1) of the first dimension (r0 <= r1 <= dims[0]) of the dataset, which must have
+ * the shape dims, into data (contiguous, r1 - r0 rows). */
+tqp_status tqp_h5_read_rows(hid_t loc, const char *name, hid_t mem_type, int rank,
+                            const hsize_t *dims, hsize_t r0, hsize_t r1, void *data);
 
 /* Group and dataset creation property lists without time tracking. */
 hid_t tqp_h5_gcpl(void);

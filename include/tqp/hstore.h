@@ -73,6 +73,9 @@ tqp_status tqp_hfile_open(const char *path, const char *fingerprint, int n_layer
  * stored matrix of another width is TQP_EINPUT naming the file, layer and group. */
 tqp_status tqp_hfile_read(const tqp_hfile *hf, int layer, int group, int n, double *H,
                           int64_t *count);
+/* The same for rows [r0, r1) of H only (H holds r1 - r0 rows of n). */
+tqp_status tqp_hfile_read_rows(const tqp_hfile *hf, int layer, int group, int n, int r0, int r1,
+                               double *H, int64_t *count);
 void tqp_hfile_close(tqp_hfile *hf);
 
 #endif

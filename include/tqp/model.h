@@ -114,6 +114,11 @@ tqp_status tqp_config_validate(const tqp_config *cfg, const char *what);
  * layer and tensor.  Release with tqp_layer_weights_release. */
 tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw);
 void tqp_layer_weights_release(tqp_layer_weights *lw);
+/* Rows [r0, r1) of tensor t of layer l as fp64 in out ((r1 - r0) x cols), converted from the
+ * stored type without touching the other rows.  Non-finite values are a TQP_ENONFINITE error
+ * naming the file, layer, tensor and element. */
+tqp_status tqp_model_tensor_rows(const tqp_model *m, int l, int t, int64_t r0, int64_t r1,
+                                 double *out);
 
 /* The fp32 data of a whole-model tensor: *out is borrowed or equal to *owned (free it). */
 tqp_status tqp_model_global_load(const tqp_model *m, tqp_global_tensor t, const float **out,

@@ -49,6 +49,8 @@ tqp_rounding tqp_rounding_parse(const char *name); // TQP_ROUND_COUNT if unknown
 /* Matrix scale s = RMS(W) / (RMS(codebook) * rho) for W (count values). */
 double tqp_quant_scale(const double *W, size_t count, const tqp_codebook *cb, int bits,
                        double rho);
+/* The same from the sum of squares ss of the count values. */
+double tqp_quant_scale_ss(double ss, size_t count, const tqp_codebook *cb, int bits, double rho);
 
 /* LDLQ works on panels of columns [k0, k1) aligned to TQP_LDLQ_PANEL, from the last to the
  * first: within a panel column by column, then the panel's errors fed back to all earlier

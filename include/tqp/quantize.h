@@ -2,14 +2,20 @@
  * Hessian -> damping -> rotation -> ScaLAPACK Cholesky -> LDLQ or nearest rounding with the
  * chosen codebook -> packed codes in the quantized file (qfile.h).
  *
- * Work split: every rank reads the group's Hessian and computes the same rotated, damped matrix
- * (deterministic, identical bytes); the Cholesky factor is computed with pdpotrf on a 2-D grid
- * of all ranks and assembled on every rank; the rows of the rotated W are split over the ranks
- * in contiguous blocks, each row quantized on its own (quant.h, invariant 3) or, for the
- * trellis, each band of 16 rows (tcq.h; bands also spread over threads), and codes and per-row
- * losses are gathered to rank 0, which writes the file.  Hence the output is
- * bit-identical for any rank count.  Memory per rank: about 4 n^2 + 2 m n doubles for the
- * largest matrix (m outputs, n inputs); see docs/quantize.md.
+ * Work split (nothing of size n x n or m x n is held whole by any rank): each rank reads its
+ * block of rows of the group's Hessian (include/tqp/dist.h), checks it (the diagonal is
+ * gathered so every rank sees the same mean), rotates it distributed (rows in place, columns
+ * after a distributed transpose) and sends the lower triangle to its owners in ScaLAPACK's
+ * block-cyclic layout, where pdpotrf factors it; the factor stays there and its rows are
+ * handed out panel by panel while the rows of W are coded.  Each rank reads a block of rows of
+ * W and the rotation of W is distributed the same way; the rows of the rotated W are then
+ * split over the ranks in contiguous blocks, each row quantized on its own (quant.h,
+ * invariant 3) or, for the trellis, each band of 16 rows (tcq.h; bands also spread over
+ * threads).  The proxy loss streams the rotated H in panels to every rank.  Codes and per-row
+ * losses are gathered to rank 0, which writes the file.  Every value is computed by a fixed
+ * sequence of operations whatever the rank count, so the output is bit-identical for any rank
+ * count.  Memory per rank: about 8 (2 n^2 / P + 5 m n / P) bytes for the largest matrix (m
+ * outputs, n inputs), plus the codes on rank 0; see docs/quantize.md.
  *
  * Seeds: the input-side transform V of a matrix comes from (run seed, layer, input group), so
  * q, k, v (and gate, up) share one rotated Hessian and one factorization; the output side U
@@ -60,6 +66,40 @@ typedef struct {
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
                             const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r);
 void tqp_quant_result_free(tqp_quant_result *r);
+
+/* The steps of a group and of a matrix, in order (a group's three, then each matrix's four). */
+typedef enum {
+    TQP_QSTEP_H_READ,     // my rows of the group's Hessian read and checked
+    TQP_QSTEP_H_ROTATED,  // ... rotated (distributed)
+    TQP_QSTEP_FACTORED,   // damped Cholesky factor, block-cyclic (LDLQ only; else a no-op)
+    TQP_QSTEP_W_ROTATED,  // my rows of the rotated W
+    TQP_QSTEP_ROUNDED,    // my rows coded, their proxy loss terms computed
+    TQP_QSTEP_GATHERED,   // codes and losses on rank 0
+    TQP_QSTEP_WRITTEN,    // the matrix written by rank 0 (when there is a writer)
+    TQP_QSTEPS
+} tqp_qstep;
+
+/* Where the quantization reads its inputs: by rows, each rank its own (so no rank reads a whole
+ * matrix), and an optional hook called on every rank after each step (for measurements).
+ * tqp_quantize_run reads the Hessian file and the model through one of these. */
+typedef struct {
+    /* rows [r0, r1) of the group's summed Hessian (n, n) into H, and its token count */
+    tqp_status (*hessian_rows)(void *ctx, int layer, int group, int n, int r0, int r1, double *H,
+                               int64_t *count);
+    /* rows [r0, r1) of matrix mat (tqp_qmat order) of the layer as fp64 */
+    tqp_status (*weight_rows)(void *ctx, int layer, int mat, int64_t r0, int64_t r1, double *W);
+    void (*step)(void *ctx, tqp_qstep step); // may be NULL
+    void *ctx;
+    const char *hessian_path; // for messages
+} tqp_qsource;
+
+/* Collective: matrix mat of layer 0 of a model shaped cfg, from src, with its group's Hessian,
+ * exactly as tqp_quantize_run does it, but nothing is written (rank 0 gets *info).  rows_limit
+ * > 0: each rank codes only its first rows_limit rows (whole bands for the trellis), the others
+ * are zeros; every buffer keeps its full size.  For tqp bench quantize-memory. */
+tqp_status tqp_quantize_matrix_only(MPI_Comm comm, const tqp_config *cfg, const tqp_qsource *src,
+                                    const tqp_quant_options *o, int mat, long rows_limit,
+                                    tqp_qmat_info *info);
 
 /* Damping (section 2) of a mean Hessian H (n, n): dead inputs (H_jj = 0) get H_jj = 1;
  * returns mean(diag H) of the input in *mean_diag.  A non-finite entry or an all-zero H is an

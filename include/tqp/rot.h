@@ -18,6 +18,8 @@
 
 #include <stdint.h>
 
+#include <mpi.h>
+
 #include "tqp/error.h"
 #include "tqp/had.h"
 
@@ -56,5 +58,17 @@ void tqp_rot_side_apply(const tqp_rot_side *s, tqp_rot_kind kind, double *x, int
 tqp_status tqp_rot_weights(const tqp_rot *r, double *W, int inverse);
 /* H (n, n) row-major in place: H <- V H V^T.  The result is made exactly symmetric. */
 tqp_status tqp_rot_hessian(const tqp_rot *r, double *H);
+
+/* The same two transforms on row-distributed matrices (include/tqp/dist.h), collective on comm,
+ * with the same bits as the whole-matrix functions: the rows are transformed where they are and
+ * the columns after a distributed transpose.  Memory per rank: the local rows twice, plus one
+ * block of them (about 1/P) each way while the blocks are exchanged.
+ *   weights: *W holds rows in_off of W (m, n); it is freed and replaced by a new buffer with
+ *            rows out_off of U W V^T (so the input and output rows are never held together;
+ *            on failure *W is NULL);
+ *   hessian: rows off of H (n, n) in Hr, in place -> rows of V H V^T, exactly symmetric. */
+tqp_status tqp_rot_weights_dist(MPI_Comm comm, const tqp_rot *r, const int64_t *in_off,
+                                double **W, const int64_t *out_off);
+tqp_status tqp_rot_hessian_dist(MPI_Comm comm, const tqp_rot *r, const int64_t *off, double *Hr);
 
 #endif
