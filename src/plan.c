@@ -378,7 +378,7 @@ static double rot_seconds(const tqp_plan_input *in, int64_t m, int64_t n)
 
 /* Add the three rotation steps (work summed in w over all rotations) to a phase. */
 static void rot_steps(tqp_plan_phase_result *ph, const tqp_plan_input *in, const char *what,
-                      const double w[3]);
+                      const char *who, const double w[3]);
 
 /* ---- Hessian collection ---- */
 
@@ -488,86 +488,142 @@ static void hessian_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 
 /* ---- quantization ---- */
 
-/* The largest rank-memory moment for matrix i (with its group's factorization). */
+/* Rows of rank r of n rows in tqp_partition, and the most rows of any other rank. */
+static int64_t part_rows(int64_t n, int P, int r)
+{
+    long b, e;
+    tqp_partition((long)n, P, r, &b, &e);
+    return e - b;
+}
+
+static int64_t part_other_max(int64_t n, int P, int r)
+{
+    int64_t most = 0;
+    for (int q = 0; q < P && q < 2 + r; q++) /* the first ranks hold the most */
+        if (q != r && part_rows(n, P, q) > most) most = part_rows(n, P, q);
+    return most;
+}
+
+/* Elements of the lower triangle (i >= j) of an (n, n) matrix in grid process (pr0, pc0)'s
+ * block-cyclic part (block nb, grid pr x pc): what tqp_dfactor_load_rows receives there. */
+static double local_lower(int64_t n, int nb, int pr0, int pc0, int pr, int pc)
+{
+    int64_t nblk = (n + nb - 1) / nb;
+    double total = 0;
+    for (int64_t ib = pr0; ib < nblk; ib += pr) {
+        int64_t h = ib == nblk - 1 ? n - ib * nb : nb; /* rows of this block */
+        int64_t left = ib > pc0 ? (ib - pc0 - 1) / pc + 1 : 0; /* my column blocks before ib */
+        total += (double)h * nb * (double)left;
+        if (ib % pc == pc0) total += (double)h * (h + 1) / 2; /* the diagonal block */
+    }
+    return total;
+}
+
+/* What a group holds while its matrices are rotated and gathered: my rows of H, and with LDLQ
+ * (fac > 0) the factor's local block and its cached diagonal blocks. */
+static void group_held(tqp_plan_mem *q, double H, int64_t hr, double fac, int64_t mloc,
+                       int64_t nloc, double diag, int tile)
+{
+    item(q, TQP_MEM_HESSIANS, H, "my rows of the rotated mean H", "8 x %lld rows x n",
+         (long long)hr);
+    if (fac <= 0) return;
+    item(q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
+         (long long)mloc, (long long)nloc);
+    item(q, TQP_MEM_FACTOR, diag, "diagonal blocks of the factor", "8 n x %d", tile);
+}
+
+/* The largest rank-memory moment for matrix i (with its group's Hessian and factor).  The
+ * steps and buffers are those of quantize.c (row-distributed H and W, block-cyclic factor);
+ * a Hessian without dead inputs is assumed (with dead inputs one more copy of the group's rows
+ * of H is held while it is rotated and factored). */
 static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_plan_mem *best)
 {
     const tqp_config *c = &in->cfg;
+    int P = in->ranks;
     int64_t m, n;
     mat_shape(c, i, &m, &n);
-    double nn = 8.0 * (double)n * (double)n, mn = (double)m * (double)n;
+    double dn = (double)n, dm = (double)m;
     int ldlq = in->rounding == TQP_ROUND_LDLQ, rot = in->rotation != TQP_ROT_NONE;
     const char *gname = tqp_group_name((tqp_group)mat_group[i]);
+    int64_t hr = part_rows(n, P, r), ho = part_other_max(n, P, r);
+    double H = 8.0 * (double)hr * dn;
     tqp_plan_mem q;
-    /* group: rotating H0 (a Hessian without dead inputs is factored itself: no second copy) */
+    /* group: rotating my rows of H0 (two passes, two distributed transposes) */
     if (rot) {
         mem_start(&q, r, "%s group: rotating H", gname);
-        layer_weights(in, &q);
-        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss, and factored)",
-             "8 n^2, n = %lld", (long long)n);
-        item(&q, TQP_MEM_SCRATCH, nn + 8.0 * n + rot_side_bytes(in, n, n),
-             "rotation transpose", "8 n^2");
+        item(&q, TQP_MEM_HESSIANS, H, "my rows of the rotated mean H", "8 x %lld rows x n, n = %lld",
+             (long long)hr, (long long)n);
+        item(&q, TQP_MEM_SCRATCH, H + 8.0 * dn + rot_side_bytes(in, n, n), "rotation transpose",
+             "8 x %lld rows x n", (long long)hr);
+        item(&q, TQP_MEM_SCRATCH, 16.0 * (double)hr * (double)ho, "transpose blocks (one peer)",
+             "2 x 8 x %lld x %lld", (long long)hr, (long long)ho);
         mem_sum(&q);
         keep_max(best, &q);
     }
-    /* group: pdpotrf on the damped H formed in the block-cyclic local part; the factor stays
-     * distributed */
-    double fac = 0;
+    /* group: my rows sent to their block-cyclic owners, then pdpotrf; the factor stays there */
+    double fac = 0, diag = 0;
     int pr, pc;
-    tqp_chol_grid_shape(in->ranks, &pr, &pc);
+    tqp_chol_grid_shape(P, &pr, &pc);
     int64_t mloc = numroc(n, TQP_CHOL_DEFAULT_NB, r / pc, pr), nloc = numroc(n, TQP_CHOL_DEFAULT_NB, r % pc, pc);
+    int tile = in->trellis ? TQP_TCQ_TILE : 1;
     if (ldlq) {
+        long h0, h1;
+        tqp_partition((long)n, P, r, &h0, &h1);
+        double sent = (double)(h1 * (h1 + 1) / 2 - h0 * (h0 + 1) / 2);
+        double got = local_lower(n, TQP_CHOL_DEFAULT_NB, r / pc, r % pc, pr, pc);
         fac = 8.0 * (double)(mloc > 1 ? mloc : 1) * (double)(nloc > 1 ? nloc : 1);
+        diag = 8.0 * (double)((n + tile - 1) / tile) * tile * tile;
         mem_start(&q, r, "%s group: Cholesky factorization", gname);
-        layer_weights(in, &q);
-        item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss, and factored)",
-             "8 n^2, n = %lld", (long long)n);
-        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld (grid %dx%d, nb 32)",
-             (long long)mloc, (long long)nloc, pr, pc);
+        item(&q, TQP_MEM_HESSIANS, H, "my rows of the rotated mean H", "8 x %lld rows x n",
+             (long long)hr);
+        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block",
+             "8 x %lld x %lld (grid %dx%d, nb 32)", (long long)mloc, (long long)nloc, pr, pc);
+        item(&q, TQP_MEM_SCRATCH, 8.0 * (sent + got), "lower triangle sent and received",
+             "8 x (%.0f + %.0f)", sent, got);
         mem_sum(&q);
         keep_max(best, &q);
     }
-    /* matrix: rotating W */
+    /* matrix: rotating W (my share of rows in, columns, my rows out) */
+    long a0, a1;
+    tqp_partition((long)m, P, r, &a0, &a1);
+    int64_t ar = a1 - a0, ao = part_other_max(m, P, r), cr = part_rows(n, P, r),
+            co = part_other_max(n, P, r), rows = my_rows(in, m, r), ro = 0;
+    for (int q2 = 0; q2 < P; q2++)
+        if (q2 != r && my_rows(in, m, q2) > ro) ro = my_rows(in, m, q2);
+    double T = 8.0 * (double)cr * dm, in1 = 8.0 * (double)ar * dn, out1 = 8.0 * (double)rows * dn;
+    double blk1 = 8.0 * ((double)ar * co + (double)ao * cr), blk2 = 8.0 * ((double)cr * ro + (double)co * rows);
     mem_start(&q, r, "%s: rotating W", mat_names[i]);
-    layer_weights(in, &q);
-    item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
-         (long long)n);
-    if (ldlq)
-        item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
-             (long long)mloc, (long long)nloc);
-    item(&q, TQP_MEM_WEIGHTS, 8 * mn, "rotated W (float64, every rank)", "8 m n, m = %lld",
-         (long long)m);
-    if (rot)
-        item(&q, TQP_MEM_SCRATCH, 8 * mn + 8.0 * (m > n ? m : n) + rot_side_bytes(in, m, n),
-             "rotation transpose", "8 m n");
+    group_held(&q, H, hr, ldlq ? fac : 0, mloc, nloc, diag, tile);
+    item(&q, TQP_MEM_WEIGHTS, T, "columns of W (float64)", "8 x %lld columns x m, m = %lld",
+         (long long)cr, (long long)m);
+    if (in1 + blk1 > out1 + blk2)
+        item(&q, TQP_MEM_WEIGHTS, in1 + blk1, "rows of W read, and transpose blocks",
+             "8 x (%lld rows x n + blocks)", (long long)ar);
+    else
+        item(&q, TQP_MEM_WEIGHTS, out1 + blk2, "my rotated rows, and transpose blocks",
+             "8 x (%lld rows x n + blocks)", (long long)rows);
+    item(&q, TQP_MEM_SCRATCH, 8.0 * (dm > dn ? dm : dn) + rot_side_bytes(in, m, n),
+         "rotation workspace", "8 max(m, n)");
+    item(&q, TQP_MEM_CODES, (in->trellis ? code_bytes(in, rows, n) : (double)rows * dn) + 16.0 * rows,
+         "own codes and losses (allocated)", "%lld rows", (long long)rows);
     mem_sum(&q);
     keep_max(best, &q);
-    /* matrix: rounding, gathering to rank 0 and packing */
-    int64_t rows = my_rows(in, m, r);
-    mem_start(&q, r, "%s: rounding, codes gathered%s", mat_names[i], r == 0 ? " and packed" : "");
-    layer_weights(in, &q);
-    item(&q, TQP_MEM_HESSIANS, nn, "rotated mean H (proxy loss)", "8 n^2, n = %lld",
-         (long long)n);
-    int tile = in->trellis ? 16 : 1, panel = in->trellis ? 16 : 32;
+    /* matrix: rounding my rows */
+    mem_start(&q, r, "%s: rounding", mat_names[i]);
+    item(&q, TQP_MEM_HESSIANS, H, "my rows of the rotated mean H", "8 x %lld rows x n",
+         (long long)hr);
+    int panel = in->trellis ? TQP_TCQ_TILE : 32;
     if (ldlq) {
         item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
              (long long)mloc, (long long)nloc);
-        item(&q, TQP_MEM_FACTOR, 8.0 * n * tile + 8.0 * n * panel,
-             "diagonal blocks and one panel of Lu", "8 n x (%d + %d)", tile, panel);
+        item(&q, TQP_MEM_FACTOR, diag + 8.0 * dn * panel, "diagonal blocks and one panel of Lu",
+             "8 n x (%d + %d)", tile, panel);
     }
-    item(&q, TQP_MEM_WEIGHTS, 8 * mn, "rotated W (float64, every rank)", "8 m n, m = %lld",
-         (long long)m);
-    item(&q, TQP_MEM_WEIGHTS, 32.0 * rows * n + 32, "own rows: x, feedback, errors, reconstruction",
-         "4 x 8 x %lld rows x n", (long long)rows);
+    item(&q, TQP_MEM_WEIGHTS, 40.0 * rows * dn + 40, "my rows: W, x, feedback, errors, reconstruction",
+         "5 x 8 x %lld rows x n", (long long)rows);
     if (!in->trellis) {
-        item(&q, TQP_MEM_CODES, 5.0 * rows * n + 16.0 * rows + 8,
+        item(&q, TQP_MEM_CODES, 5.0 * rows * dn + 16.0 * rows + 8,
              "own codes (32-bit while rounding, then 1 byte)", "5 x %lld rows x n", (long long)rows);
-        item(&q, TQP_MEM_SCRATCH, 16.0 * n, "row workspace", "16 n");
-        if (r == 0) {
-            item(&q, TQP_MEM_CODES, mn + 16.0 * m, "gathered codes (rank 0)", "m n");
-            item(&q, TQP_MEM_CODES, 4 * mn, "32-bit codes for the writer (rank 0)", "4 m n");
-            item(&q, TQP_MEM_CODES, code_bytes(in, m, n), "packed stream (rank 0)",
-                 "m n K / 8");
-        }
     } else {
         int KV = in->bits * in->V, th = in->threads > 0 ? in->threads : 1;
         double G = ldexp(1, in->L - KV), S = ldexp(1, in->L), N = 256.0 / in->V;
@@ -582,27 +638,36 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
         double lane_tables = (ldexp(1, KV) < 8 ? 2 : ldexp(1, KV) < 16 ? 1 : 0) * 4.0 * in->V * S;
         item(&q, TQP_MEM_SCRATCH, 4 * (8.0 * in->V * S + lane_tables), "trellis tables",
              "4 tile sizes x (8 V 2^L + lane-order copies)");
-        if (r == 0)
-            item(&q, TQP_MEM_CODES, code_bytes(in, m, n) + 16.0 * m, "gathered tiles (rank 0)",
-                 "m n K / 8");
     }
     mem_sum(&q);
     keep_max(best, &q);
+    /* matrix: codes gathered to rank 0 (the rotated rows freed) */
+    if (r == 0) {
+        mem_start(&q, r, "%s: codes gathered and packed (rank 0)", mat_names[i]);
+        group_held(&q, H, hr, ldlq ? fac : 0, mloc, nloc, diag, tile);
+        if (!in->trellis) {
+            item(&q, TQP_MEM_CODES, 1.0 * rows * dn + 16.0 * rows, "own codes (1 byte)",
+                 "%lld rows x n", (long long)rows);
+            item(&q, TQP_MEM_CODES, dm * dn + 16.0 * dm, "gathered codes (rank 0)", "m n");
+            item(&q, TQP_MEM_CODES, 4 * dm * dn, "32-bit codes for the writer (rank 0)", "4 m n");
+            item(&q, TQP_MEM_CODES, code_bytes(in, m, n), "packed stream (rank 0)", "m n K / 8");
+        } else {
+            item(&q, TQP_MEM_CODES, code_bytes(in, rows, n) + 16.0 * rows, "own packed tiles",
+                 "%lld rows x n x K / 8", (long long)rows);
+            item(&q, TQP_MEM_CODES, code_bytes(in, m, n) + 16.0 * dm, "gathered tiles (rank 0)",
+                 "m n K / 8");
+        }
+        mem_sum(&q);
+        keep_max(best, &q);
+    }
 }
 
 static void quantize_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 {
     for (int i = 0; i < 7; i++) quantize_matrix_memory(in, i, r, best);
     if (r == 0 && in->dtype != TQP_DTYPE_F32) {
-        /* qwriter.c on rank 0: each layer's file starts with its norms, read through a second
-         * converted copy of the layer; at the end the embedding and head are written */
+        /* qwriter.c on rank 0: at the end the embedding and head are written, converted */
         tqp_plan_mem q;
-        mem_start(&q, r, "layer start: norms written (rank 0)");
-        layer_weights(in, &q);
-        item(&q, TQP_MEM_WEIGHTS, 4.0 * (double)tqp_plan_layer_params(&in->cfg),
-             "second copy of the layer (fp32, converted)", "4 x layer parameters");
-        mem_sum(&q);
-        keep_max(best, &q);
         mem_start(&q, r, "end: embedding and head written (rank 0)");
         item(&q, TQP_MEM_WEIGHTS, 4.0 * in->cfg.vocab_size * in->cfg.dim,
              "embedding or head (fp32, converted)", "4 x vocab x dim");
@@ -705,7 +770,7 @@ static void step(tqp_plan_phase_result *ph, const char *name, double work, const
 }
 
 static void rot_steps(tqp_plan_phase_result *ph, const tqp_plan_input *in, const char *what,
-                      const double w[3])
+                      const char *who, const double w[3])
 {
     if (in->rotation == TQP_ROT_NONE) return;
     static const char *const part[3] = {"signs and FWHT passes", "odd-order base products",
@@ -715,7 +780,7 @@ static void rot_steps(tqp_plan_phase_result *ph, const tqp_plan_input *in, const
     char name[64];
     for (int k = 0; k < 3; k++) {
         if (w[k] <= 0) continue;
-        snprintf(name, sizeof name, "%s: %s (every rank)", what, part[k]);
+        snprintf(name, sizeof name, "%s: %s (%s)", what, part[k], who);
         step(ph, name, w[k], unit[k], id[k], w[k] / (in->rates[id[k]].value * 1e9));
     }
 }
@@ -764,40 +829,50 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
 {
     const tqp_plan_input *in = &p->in;
     const tqp_config *c = &in->cfg;
-    double layers = c->n_layers, P = in->ranks;
+    double layers = c->n_layers, P = in->ranks, rpn = p->ranks_per_node;
     int th = in->threads > 0 ? in->threads : 1, ldlq = in->rounding == TQP_ROUND_LDLQ;
-    double read = 0, rot[3] = {0, 0, 0}, chol = 0, ared = 0, l2 = 0, blk = 0, vit = 0, gat = 0,
-           wr = 0, w[3];
+    double read = 0, rot[3] = {0, 0, 0}, chol = 0, ared = 0, l2 = 0, loss = 0, blk = 0, vit = 0,
+           gat = 0, wr = 0, net = 0, w[3];
+    double away = in->ranks > 1 ? (P - 1) / P : 0; /* share of a transpose that leaves a rank */
     for (int g = 0; g < TQP_GROUP_COUNT; g++) {
         double n = tqp_group_width(c, (tqp_group)g);
-        read += layers * in->nodes * 8 * n * n; /* a node's ranks share its page cache */
+        double share = (double)part_rows((int64_t)n, in->ranks, 0) / n; /* rank 0's rows */
+        read += layers * 8 * n * n; /* each rank reads its own rows */
         tqp_plan_rotation_work(in->rotation, (int64_t)n, (int64_t)n, w);
-        for (int k = 0; k < 3; k++) rot[k] += layers * w[k]; /* H0, rotated once */
+        for (int k = 0; k < 3; k++) rot[k] += layers * w[k] * share; /* my rows of H0 */
+        if (in->rotation != TQP_ROT_NONE) net += layers * rpn * 2 * 8 * n * n * share * away;
+        int mats = 0;
+        for (int i = 0; i < TQP_QMATS; i++) mats += tqp_qmat_group(i) == g;
+        /* the proxy loss: every matrix takes all of H, broadcast panel by panel */
+        net += in->ranks > 1 ? layers * mats * 8 * n * n * rpn : 0;
         if (ldlq) {
-            int mats = 0;
-            for (int i = 0; i < TQP_QMATS; i++) mats += tqp_qmat_group(i) == g;
             chol += layers * n * n * n / 3 / P;
+            net += layers * rpn * 4 * n * n * share * away; /* lower triangle to its owners */
             /* each matrix takes the n^2 / 2 elements of Lu panel by panel, by allreduce (about
              * twice the data through each rank's link) */
-            ared += in->ranks > 1 ? layers * mats * 8 * n * n * p->ranks_per_node : 0;
+            ared += in->ranks > 1 ? layers * mats * 8 * n * n * rpn : 0;
         }
     }
     for (int i = 0; i < 7; i++) {
         tqp_plan_matrix *pm = &p->mats[i];
         double m = (double)pm->m, n = (double)pm->n, rows = (double)my_rows(in, pm->m, 0);
+        double share = rows / m;
         tqp_plan_rotation_work(in->rotation, pm->m, pm->n, w);
-        double rw = rot_seconds(in, pm->m, pm->n);
-        double r2 = rows * ((ldlq && !in->trellis ? n * n : 0) + 4 * n * n);
+        double rw = rot_seconds(in, pm->m, pm->n) * share;
+        double r2 = ldlq && !in->trellis ? rows * n * n : 0, rl = rows * 4 * n * n;
         double rb = in->trellis && ldlq ? rows * n * n : 0;
         double rv = in->trellis ? rows * n : 0;
         double bytes = code_bytes(in, pm->m, pm->n), cb = in->trellis ? bytes : m * n;
-        for (int k = 0; k < 3; k++) rot[k] += layers * w[k];
-        l2 += layers * r2 / (in->trellis ? th : 1);
+        for (int k = 0; k < 3; k++) rot[k] += layers * w[k] * share;
+        if (in->rotation != TQP_ROT_NONE) net += layers * rpn * 2 * 8 * m * n * share * away;
+        l2 += layers * r2;
+        loss += layers * rl;
         blk += layers * rb / th;
         vit += layers * rv / th;
         gat += in->ranks > 1 ? layers * cb : 0;
         wr += layers * bytes;
-        double sec = rw + r2 / (in->trellis ? th : 1) / (rate(in, TQP_RATE_LEVEL2) * 1e9) +
+        double sec = rw + r2 / (rate(in, TQP_RATE_LEVEL2) * 1e9) +
+                     rl / (rate(in, TQP_RATE_DENSE) * 1e9) +
                      rb / th / (rate(in, TQP_RATE_DENSE) * 1e9) +
                      (in->trellis ? rv / th / trellis_rate(in, 0) : 0);
         pm->seconds = sec;
@@ -813,19 +888,22 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
             p->bound_core_seconds += layers * m * n / trellis_rate(in, 1);
         }
     }
-    step(ph, "reading H (each group, once per node)", read, "B", TQP_RATE_FS,
+    step(ph, "reading H (each rank its rows)", read, "B", TQP_RATE_FS,
          read / (rate(in, TQP_RATE_FS) * 1e9));
-    rot_steps(ph, in, "rotating H twice and W", rot);
+    rot_steps(ph, in, "rotating H and W", "own rows", rot);
+    step(ph, "row exchanges and H panels (per node link)", net, "B", TQP_RATE_NET,
+         net / (rate(in, TQP_RATE_NET) * 1e9));
     if (ldlq) {
         step(ph, "Cholesky, pdpotrf (n^3 / 3 over P)", chol, "flop", TQP_RATE_CHOL,
              chol / (rate(in, TQP_RATE_CHOL) * 1e9));
         step(ph, "panels of Lu to every rank (allreduce)", ared, "B", TQP_RATE_NET,
              ared / (rate(in, TQP_RATE_NET) * 1e9));
     }
-    step(ph, in->trellis ? "proxy loss per row (2 dsymv)"
-                         : (ldlq ? "LDLQ + proxy loss per row (dgemv, 2 dsymv)"
-                                 : "proxy loss per row (2 dsymv)"),
-         l2, "flop", TQP_RATE_LEVEL2, l2 / (rate(in, TQP_RATE_LEVEL2) * 1e9));
+    if (l2 > 0)
+        step(ph, "LDLQ feedback per row", l2, "flop", TQP_RATE_LEVEL2,
+             l2 / (rate(in, TQP_RATE_LEVEL2) * 1e9));
+    step(ph, "proxy loss (2 products with H per row)", loss, "flop", TQP_RATE_DENSE,
+         loss / (rate(in, TQP_RATE_DENSE) * 1e9));
     if (in->trellis && ldlq)
         step(ph, "BlockLDLQ feedback (dgemm per tile)", blk, "flop", TQP_RATE_DENSE,
              blk / (rate(in, TQP_RATE_DENSE) * 1e9));
@@ -858,7 +936,7 @@ static void eval_time(const tqp_plan *p, tqp_plan_phase_result *ph)
          rd / (rate(in, TQP_RATE_FS) * 1e9));
     step(ph, "unpacking codes (every rank)", unpack, "weights", TQP_RATE_DECODE,
          unpack / rate(in, TQP_RATE_DECODE));
-    rot_steps(ph, in, "inverse rotations", rot);
+    rot_steps(ph, in, "inverse rotations", "every rank", rot);
     double fwd = tok * (layers * (2 * lp + 4.0 * in->eval_ctx * qd) + 2.0 * c->vocab_size * c->dim);
     step(ph, "forward passes and head (own windows)", fwd, "flop", TQP_RATE_SGEMM,
          fwd / (rate(in, TQP_RATE_SGEMM) * 1e9));

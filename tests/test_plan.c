@@ -62,35 +62,30 @@ static void hessian_one_rank(void)
 
 static void quantize_ranks(void)
 {
-    /* the down matrix (64 x 172) with LDLQ, no rotation, at its rounding step: H0, the
-     * factor's ScaLAPACK local block, the diagonal and one 32-row panel of Lu (8 n x (1 + 32)),
-     * the rotated W, the own rows' four float64 buffers (32 r n + 32), own codes
-     * (5 r n + 16 r + 8), the row workspace 16 n; rank 0 also the gathered codes (m n + 16 m),
-     * their 32-bit copy and the packed stream */
-    double n = 172, m = 64, nn = 8 * n * n, layer = 4 * layer_params, mn = m * n;
-    double rank0 = (mn + 16 * m) + 4 * mn + mn * 2 / 8;
-    double rows1 = (32 * m * n + 32) + (5 * m * n + 16 * m + 8), rows2 = (32 * 32 * n + 32) + (5 * 32 * n + 16 * 32 + 8);
+    /* the down matrix (64 x 172) with LDLQ, no rotation, peaks at its rounding step: the rank's
+     * rows of the rotated H (8 hr n), the factor's ScaLAPACK local block, the diagonal and one
+     * 32-row panel of Lu (8 n x (1 + 32)), five float64 buffers of the own rows (W, x, feedback,
+     * errors, reconstruction: 40 r n + 40) and the own codes (5 r n + 16 r + 8) */
+    double n = 172, m = 64, lu = 8 * n * 33;
     tqp_plan_input in = input(stories(), 1);
     tqp_plan_mem m0;
     tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m0);
-    CHECK_NEAR(m0.total, layer + nn + nn + 8 * n * 33 + 8 * mn + rows1 + 16 * n + rank0, 1e-12);
+    CHECK_NEAR(m0.total, 8 * n * n + 8 * n * n + lu + (40 * m * n + 40) + (5 * m * n + 16 * m + 8), 1e-12);
     CHECK(strstr(m0.moment, "down: rounding") != NULL);
     in = input(stories(), 2);
     tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m0);
-    /* grid 1 x 2, nb 32: rank 0 holds 172 rows and 3 of the 6 column blocks (32, 32, 32) */
-    CHECK_NEAR(m0.by_kind[TQP_MEM_FACTOR], 8 * 172 * 96 + 8 * n * 33, 1e-12);
-    CHECK_NEAR(m0.total, layer + nn + 8 * 172 * 96 + 8 * n * 33 + 8 * mn + rows2 + 16 * n + rank0, 1e-12);
+    /* 2 ranks: 86 rows of H and 32 rows of W each; grid 1 x 2, nb 32: rank 0 holds 172 rows and
+     * 3 of the 6 column blocks (32, 32, 32), rank 1 the other three (32, 32, 12) */
+    double rows2 = (40 * 32 * n + 40) + (5 * 32 * n + 16 * 32 + 8);
+    CHECK_NEAR(m0.by_kind[TQP_MEM_FACTOR], 8 * 172 * 96 + lu, 1e-12);
+    CHECK_NEAR(m0.total, 8 * 86 * n + 8 * 172 * 96 + lu + rows2, 1e-12);
     tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 1, &m0);
-    CHECK_NEAR(m0.total, layer + nn + 8 * 172 * 76 + 8 * n * 33 + 8 * mn + rows2 + 16 * n, 1e-12);
-    /* nearest rounding: no factor; the peak is down's rounding (gate, 172 x 64, is smaller) */
+    CHECK_NEAR(m0.total, 8 * 86 * n + 8 * 172 * 76 + lu + rows2, 1e-12);
+    /* nearest rounding: no factor; down's rounding (gate, 172 x 64, has a smaller H) */
     in = input(stories(), 1);
     in.rounding = TQP_ROUND_NEAREST;
     tqp_plan_rank_memory(&in, TQP_PHASE_QUANTIZE, 0, &m0);
-    double gate_rows = (32 * 172 * 64 + 32) + (5 * mn + 16 * 172 + 8);
-    double want_gate = layer + 8 * 64 * 64 + 8 * mn + gate_rows + 16 * 64 + (mn + 16 * 172) +
-                       4 * mn + mn * 2 / 8;
-    double want_down = layer + nn + 8 * mn + rows1 + 16 * n + rank0;
-    CHECK_NEAR(m0.total, want_down > want_gate ? want_down : want_gate, 1e-12);
+    CHECK_NEAR(m0.total, 8 * n * n + (40 * m * n + 40) + (5 * m * n + 16 * m + 8), 1e-12);
 }
 
 static void eval_ranks(void)
@@ -160,9 +155,9 @@ static void scaling_70b(void)
             CHECK_MSG(q < prev[1], "quantize per rank %g at P = %d vs %g", q, Ps[i], prev[1]);
             CHECK_MSG(e <= prev[2], "eval per rank %g at P = %d vs %g", e, Ps[i], prev[2]);
         }
-        /* the replicated part stays: the down group's rotated H and its transpose, 2 n^2
-         * float64; the factor (formerly 2 more n^2 and pdpotrf's copy) is distributed */
-        CHECK(q > 2 * 8.0 * 28672 * 28672);
+        /* nothing of size n x n or m x n is held whole: the quantization's peak per rank
+         * falls with P and is under 4 GB at 64 ranks (it was 29.9 GB with replicated H) */
+        if (Ps[i] == 64) CHECK_MSG(q <= 4e9, "quantize per rank %g at 64 ranks", q);
         prev[0] = h, prev[1] = q, prev[2] = e;
     }
 }
