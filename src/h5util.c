@@ -91,12 +91,13 @@ tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value)
     return read_attr(obj, name, H5T_NATIVE_DOUBLE, value);
 }
 
-tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
-                        const hsize_t *dims, const void *data)
+/* A dataset of shape dims (rank 1 or 2): chunks of at most 1 MiElements, whole rows for 2-D
+ * datasets (*chunk_rows of them), with Fletcher-32 checksums, no time tracking. */
+static hid_t create_ds(hid_t loc, const char *name, hid_t file_type, int rank, const hsize_t *dims,
+                       hsize_t *chunk_rows)
 {
     hsize_t chunk[2], cells = 1;
     for (int i = 0; i < rank; i++) cells *= dims[i];
-    /* chunks of at most 1 MiElements, whole rows for 2-D datasets */
     if (rank == 1) {
         chunk[0] = dims[0] < (1u << 20) ? dims[0] : (1u << 20);
     } else {
@@ -106,17 +107,53 @@ tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_
     }
     for (int i = 0; i < rank; i++)
         if (chunk[i] == 0) chunk[i] = 1;
+    *chunk_rows = chunk[0];
     hid_t dcpl = tqp_h5_dcpl(), sp = H5Screate_simple(rank, dims, NULL);
     if (cells > 0) {
         H5Pset_chunk(dcpl, rank, chunk);
         H5Pset_fletcher32(dcpl);
     }
     hid_t d = H5Dcreate2(loc, name, file_type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : cells ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
-    if (d >= 0 && H5Dclose(d) < 0) rc = -1; /* the chunk cache is written here */
     H5Sclose(sp);
     H5Pclose(dcpl);
+    return d;
+}
+
+tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                        const hsize_t *dims, const void *data)
+{
+    hsize_t cells = 1, cr;
+    for (int i = 0; i < rank; i++) cells *= dims[i];
+    hid_t d = create_ds(loc, name, file_type, rank, dims, &cr);
+    herr_t rc = d < 0 ? -1 : cells ? H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+    if (d >= 0 && H5Dclose(d) < 0) rc = -1; /* the chunk cache is written here */
     return rc < 0 ? tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name) : TQP_OK;
+}
+
+tqp_status tqp_h5_write_rows(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                             const hsize_t *dims, size_t elem,
+                             tqp_status (*fill)(void *ctx, int64_t r0, int64_t r1, void *buf),
+                             void *ctx)
+{
+    hsize_t cr;
+    hid_t d = create_ds(loc, name, file_type, 2, dims, &cr);
+    if (d < 0) return tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name);
+    void *buf = tqp_malloc(elem * (size_t)(cr * dims[1]) + 1);
+    tqp_status s = buf ? TQP_OK : TQP_ENOMEM;
+    for (hsize_t r0 = 0; s == TQP_OK && r0 < dims[0]; r0 += cr) {
+        hsize_t start[2] = {r0, 0}, count[2] = {dims[0] - r0 < cr ? dims[0] - r0 : cr, dims[1]};
+        s = fill(ctx, (int64_t)r0, (int64_t)(r0 + count[0]), buf);
+        if (s != TQP_OK || count[1] == 0) continue;
+        hid_t fsp = H5Dget_space(d), msp = H5Screate_simple(2, count, NULL);
+        herr_t rc = H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL);
+        if (rc >= 0) rc = H5Dwrite(d, mem_type, msp, fsp, H5P_DEFAULT, buf);
+        H5Sclose(msp);
+        H5Sclose(fsp);
+        if (rc < 0) s = tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name);
+    }
+    free(buf);
+    if (H5Dclose(d) < 0 && s == TQP_OK) s = tqp_error_set(TQP_EHDF5, "cannot write dataset %s", name);
+    return s;
 }
 
 tqp_status tqp_h5_read(hid_t loc, const char *name, hid_t mem_type, int rank, const hsize_t *dims,

@@ -222,34 +222,57 @@ tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw
     return TQP_OK;
 }
 
+/* Rows [r0, r1) of a mapped tensor as fp32 into out, checked finite (the message names the
+ * file, `what` and the element). */
+static tqp_status ref_rows(const tqp_tensor_ref *r, const char *what, int64_t r0, int64_t r1,
+                           float *out)
+{
+    size_t cols = (size_t)r->cols, es = tqp_dtype_size(r->dtype), n = (size_t)(r1 - r0) * cols;
+    tqp_dtype_to_f32(r->dtype, (const char *)r->data + (size_t)r0 * cols * es, out, n);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return tqp_error_set(TQP_ENONFINITE, "%s: %s: non-finite weight %g at element %lld",
+                                 r->file, what, (double)out[i],
+                                 (long long)((size_t)r0 * cols + i));
+    return TQP_OK;
+}
+
+/* The whole pages of rows [r0, r1) leave this process's resident set (they stay in the page
+ * cache; a later read maps them again): reading a tensor by rows never accumulates it. */
+static void release_rows(const tqp_tensor_ref *r, int64_t r0, int64_t r1)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), row = (uintptr_t)r->cols * tqp_dtype_size(r->dtype);
+    uintptr_t a = (uintptr_t)r->data + (uintptr_t)r0 * row, b = (uintptr_t)r->data + (uintptr_t)r1 * row;
+    a = (a + pg - 1) / pg * pg, b = b / pg * pg;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 tqp_status tqp_model_tensor_rows(const tqp_model *m, int l, int t, int64_t r0, int64_t r1,
                                  double *out)
 {
     const tqp_tensor_ref *r = &m->layer[(size_t)l * TQP_T_LAYER_COUNT + t];
-    size_t cols = (size_t)r->cols, es = tqp_dtype_size(r->dtype);
+    size_t cols = (size_t)r->cols;
     float *row = tqp_malloc(sizeof(float) * (cols + 1));
     if (!row) return TQP_ENOMEM;
-    for (int64_t i = r0; i < r1; i++) {
-        tqp_dtype_to_f32(r->dtype, (const char *)r->data + (size_t)i * cols * es, row, cols);
-        for (size_t j = 0; j < cols; j++) {
-            if (!isfinite(row[j])) {
-                free(row);
-                return tqp_error_set(TQP_ENONFINITE,
-                                     "%s: layer %d %s: non-finite weight %g at element %lld",
-                                     r->file, l, layer_names[t], (double)row[j],
-                                     (long long)((size_t)i * cols + j));
-            }
-            out[(size_t)(i - r0) * cols + j] = row[j];
-        }
+    char what[96];
+    snprintf(what, sizeof what, "layer %d %s", l, layer_names[t]);
+    tqp_status s = TQP_OK;
+    for (int64_t i = r0; i < r1 && s == TQP_OK; i++) {
+        s = ref_rows(r, what, i, i + 1, row);
+        for (size_t j = 0; s == TQP_OK && j < cols; j++) out[(size_t)(i - r0) * cols + j] = row[j];
     }
     free(row);
-    /* the whole pages of these rows leave this process's resident set (they stay in the page
-     * cache; a later read maps them again): reading a matrix by rows never accumulates it */
-    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)r->data + (uintptr_t)r0 * cols * es, b = (uintptr_t)r->data + (uintptr_t)r1 * cols * es;
-    a = (a + pg - 1) / pg * pg, b = b / pg * pg;
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
-    return TQP_OK;
+    release_rows(r, r0, r1);
+    return s;
+}
+
+tqp_status tqp_model_global_rows(const tqp_model *m, tqp_global_tensor t, int64_t r0, int64_t r1,
+                                 float *out)
+{
+    const tqp_tensor_ref *r = &m->global[t];
+    tqp_status s = ref_rows(r, global_names[t], r0, r1, out);
+    release_rows(r, r0, r1);
+    return s;
 }
 
 void tqp_layer_weights_release(tqp_layer_weights *lw)

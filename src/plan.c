@@ -665,15 +665,7 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
 static void quantize_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 {
     for (int i = 0; i < 7; i++) quantize_matrix_memory(in, i, r, best);
-    if (r == 0 && in->dtype != TQP_DTYPE_F32) {
-        /* qwriter.c on rank 0: at the end the embedding and head are written, converted */
-        tqp_plan_mem q;
-        mem_start(&q, r, "end: embedding and head written (rank 0)");
-        item(&q, TQP_MEM_WEIGHTS, 4.0 * in->cfg.vocab_size * in->cfg.dim,
-             "embedding or head (fp32, converted)", "4 x vocab x dim");
-        mem_sum(&q);
-        keep_max(best, &q);
-    }
+    /* rank 0 writes the embedding and head at the end a chunk (at most 1M values) at a time */
 }
 
 /* ---- evaluation of the quantized model ---- */

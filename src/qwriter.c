@@ -634,19 +634,38 @@ tqp_status tqp_qwriter_matrix(tqp_qwriter *w, int layer, int mat, const tqp_qmat
 
 /* ---- assembly ---- */
 
+typedef struct {
+    const tqp_model *m;
+    tqp_global_tensor t;
+} plain_rows;
+
+static tqp_status fill_plain(void *ctx, int64_t r0, int64_t r1, void *buf)
+{
+    const plain_rows *p = ctx;
+    return tqp_model_global_rows(p->m, p->t, r0, r1, buf);
+}
+
+/* The embedding, final norm and head, converted and written a chunk of rows at a time. */
 static tqp_status write_plain(hid_t f, const tqp_model *m)
 {
     static const char *const gname[TQP_G_COUNT] = {"embed", "norm", "output"};
     for (int t = 0; t < TQP_G_COUNT; t++) {
         if (t == TQP_G_OUTPUT && m->cfg.tied_embeddings) continue;
-        const float *x;
-        float *owned = NULL;
         int64_t r, c;
-        TQP_CHECK(tqp_model_global_load(m, (tqp_global_tensor)t, &x, &owned));
         tqp_global_tensor_shape(&m->cfg, (tqp_global_tensor)t, &r, &c);
-        tqp_status s = write_f32(f, gname[t], x, r, c);
-        free(owned);
-        TQP_CHECK(s);
+        plain_rows p = {m, (tqp_global_tensor)t};
+        if (r == 1) { /* a vector is stored 1-D */
+            float *x = tqp_malloc(sizeof(float) * (size_t)c);
+            if (!x) return TQP_ENOMEM;
+            tqp_status s = fill_plain(&p, 0, 1, x);
+            if (s == TQP_OK) s = write_f32(f, gname[t], x, 1, c);
+            free(x);
+            TQP_CHECK(s);
+            continue;
+        }
+        hsize_t dims[2] = {(hsize_t)r, (hsize_t)c};
+        TQP_CHECK(tqp_h5_write_rows(f, gname[t], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, dims,
+                                    sizeof(float), fill_plain, &p));
     }
     return TQP_OK;
 }

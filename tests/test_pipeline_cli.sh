@@ -1,6 +1,6 @@
 # tqp quantize as one restartable pipeline (Hessians -> layers -> assembly -> validation):
 # SIGKILL at 12 points spread over the phases and resume, each time ending with the same bytes as
-# an uninterrupted run; rank-count invariance; a rerun with other options is refused; corrupted
+# an uninterrupted run, also when the resume runs on another rank count; rank-count invariance; a rerun with other options is refused; corrupted
 # and truncated outputs are detected and only the damaged layers redone; a file-size limit (as a
 # full disk) and an unwritable directory give clear errors and the run resumes afterwards.
 source "$(dirname "$0")/lib.sh" "$@"
@@ -48,6 +48,18 @@ for p in $points; do
     check "committed layers are kept on resume" [ "$(events "$WORK/k" layer_kept)" = 4 ]
     check "the resume is logged" [ "$(events "$WORK/k" resume)" = 1 ]
   fi
+done
+
+# Killed on 2 ranks, resumed on another rank count: the same bytes (the Hessians, the layers
+# and their rows do not depend on which ranks made them).
+for pn in hessian-commit-2:3 quantize-layer-2:1 quantize-layer-3:3; do
+  p=${pn%:*} n=${pn#*:}
+  rm -rf "$WORK/k"
+  TQP_CRASH_AT=$p in_dir "$WORK/k" run_mpi 2 "${Q[@]}" --quiet > /dev/null 2>&1
+  check "killed at $p on 2 ranks" [ $? != 0 ]
+  in_dir "$WORK/k" run_mpi $n "${Q[@]}" --quiet > /dev/null 2> "$WORK/k.err"
+  check "resume of $p on $n ranks succeeds" [ $? = 0 ] || cat "$WORK/k.err"
+  check "identical output after $p on 2 ranks and a resume on $n" cmp -s "$R/o.h5" "$WORK/k/o.h5"
 done
 
 # A complete output: nothing to quantize; other options: refused, nothing touched.

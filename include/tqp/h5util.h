@@ -30,6 +30,12 @@ tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value);
 /* Serial dataset write: chunked, with Fletcher-32 checksums, no time tracking.  rank 1 or 2. */
 tqp_status tqp_h5_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                         const hsize_t *dims, const void *data);
+/* The same for a 2-D dataset written chunk by chunk: fill(ctx, r0, r1, buf) puts rows
+ * [r0, r1) (elem bytes per value, mem_type) into buf, so that only one chunk is ever held. */
+tqp_status tqp_h5_write_rows(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                             const hsize_t *dims, size_t elem,
+                             tqp_status (*fill)(void *ctx, int64_t r0, int64_t r1, void *buf),
+                             void *ctx);
 /* Serial dataset read; the dataset must have exactly the shape `dims` (else TQP_EINPUT naming
  * the dataset and both shapes).  A checksum failure is a read error.  Messages name the
  * dataset only: callers prefix the file. */

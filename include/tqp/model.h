@@ -120,6 +120,10 @@ void tqp_layer_weights_release(tqp_layer_weights *lw);
 tqp_status tqp_model_tensor_rows(const tqp_model *m, int l, int t, int64_t r0, int64_t r1,
                                  double *out);
 
+/* Rows [r0, r1) of a whole-model tensor as fp32 in out, without touching the others (and their
+ * pages released, as tqp_model_tensor_rows).  Non-finite: TQP_ENONFINITE naming the file. */
+tqp_status tqp_model_global_rows(const tqp_model *m, tqp_global_tensor t, int64_t r0, int64_t r1,
+                                 float *out);
 /* The fp32 data of a whole-model tensor: *out is borrowed or equal to *owned (free it). */
 tqp_status tqp_model_global_load(const tqp_model *m, tqp_global_tensor t, const float **out,
                                  float **owned);
