@@ -156,6 +156,7 @@ static tqp_status write_json(const quant_args *a, cJSON *d, const tqp_quant_resu
     cJSON_AddNumberToObject(d, "ranks", P);
     cJSON_AddNumberToObject(d, "seconds", seconds);
     cJSON_AddNumberToObject(d, "seconds_quantize", r->seconds);
+    cJSON_AddNumberToObject(d, "quantize_largest_allocation_bytes", r->largest_alloc);
     cJSON *mats = cJSON_AddArrayToObject(d, "matrices");
     for (int i = 0; i < r->n_mats; i++) {
         const tqp_qmat_info *q = &r->mats[i];

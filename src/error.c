@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,8 +59,30 @@ void tqp_error_clear(void)
     last_message[0] = '\0';
 }
 
+static _Atomic size_t largest_request;
+
+static void note_request(size_t bytes)
+{
+    size_t seen = atomic_load_explicit(&largest_request, memory_order_relaxed);
+    while (bytes > seen &&
+           !atomic_compare_exchange_weak_explicit(&largest_request, &seen, bytes,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+size_t tqp_alloc_largest(void)
+{
+    return atomic_load(&largest_request);
+}
+
+void tqp_alloc_largest_reset(void)
+{
+    atomic_store(&largest_request, 0);
+}
+
 void *tqp_malloc(size_t bytes)
 {
+    note_request(bytes);
     void *p = malloc(bytes ? bytes : 1);
     if (!p) tqp_error_set(TQP_ENOMEM, "out of memory allocating %zu bytes", bytes);
     return p;
@@ -66,6 +90,7 @@ void *tqp_malloc(size_t bytes)
 
 void *tqp_calloc(size_t n, size_t size)
 {
+    note_request(n && size > SIZE_MAX / n ? SIZE_MAX : n * size);
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) tqp_error_set(TQP_ENOMEM, "out of memory allocating %zu x %zu bytes", n, size);
     return p;
@@ -73,6 +98,7 @@ void *tqp_calloc(size_t n, size_t size)
 
 void *tqp_malloc_aligned(size_t bytes)
 {
+    note_request(bytes);
     void *p = NULL;
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {

@@ -691,6 +691,7 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     double lw = (double)layer_weights(c), todo = 0;
     for (int l = 0; l < c->n_layers; l++) todo += keep[l] ? 0 : lw;
     double t0 = tqp_now(), done = 0;
+    tqp_alloc_largest_reset();
     tqp_progress pr;
     tqp_progress_init(&pr, "quantize", todo, "weights", q.rank == 0 && o->progress);
     tqp_status s = TQP_OK;
@@ -711,6 +712,8 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     free(keep);
     tqp_progress_finish(&pr, done, 0);
     TQP_CHECK(s);
+    double mine = (double)tqp_alloc_largest();
+    TQP_MPI_CHECK(MPI_Allreduce(&mine, &r->largest_alloc, 1, MPI_DOUBLE, MPI_MAX, comm));
     result_summarize(r, m, o);
     r->seconds = tqp_now() - t0;
     return TQP_OK;

@@ -66,6 +66,11 @@ void *tqp_malloc(size_t bytes);
 void *tqp_calloc(size_t n, size_t size);
 /* 64-byte aligned allocation for SIMD/BLAS buffers; free with free(). */
 void *tqp_malloc_aligned(size_t bytes);
+/* The largest single request to the three functions above since the last reset, in bytes, in
+ * this process (all threads): how a test or a summary shows that no whole n x n or m x n
+ * matrix is allocated. */
+size_t tqp_alloc_largest(void);
+void tqp_alloc_largest_reset(void);
 
 /* Crash-test hook: if the environment variable TQP_CRASH_AT equals `point`, the process kills
  * itself with SIGKILL here.  Used by the restart tests; a no-op otherwise. */

@@ -57,6 +57,7 @@ typedef struct {
     int64_t weights;                // quantized weights
     int64_t plain_params;           // unquantized parameters (embeddings, norms, head)
     double seconds;
+    double largest_alloc;           // largest single allocation of any rank in the phase, bytes
 } tqp_quant_result;
 
 /* Collective.  Quantize every layer of m with the Hessians of hf; rank 0 writes w (opened by
