@@ -12,7 +12,7 @@
 
 typedef struct {
     const char *config, *codebook, *rounding, *rotation, *dtype, *rates, *json;
-    int synthetic, ranks, nodes, threads, bits, L, V, nsamples, ctx, batch, eval_ctx, eval_tokens;
+    int synthetic, ranks, nodes, threads, teams, bits, L, V, nsamples, ctx, batch, eval_ctx, eval_tokens;
     int dim, ffn, heads, kv_heads, layers, vocab;
     double rate[TQP_RATE_COUNT];
 } plan_args;
@@ -77,8 +77,10 @@ static void print_plan(const plan_args *a, const tqp_plan *p, const char *what,
            p->ranks_per_node, in->threads, in->threads == 1 ? "" : "s", in->nsamples, in->ctx,
            p->batch, p->batch == 1 ? "" : "s", in->bits, in->trellis ? "trellis" : "scalar grid");
     if (in->trellis) printf(" (L %d, V %d, %s)", in->L, in->V, in->V == 2 ? "hyb" : "1mad");
-    printf(", rotation %s, rounding %s; evaluation of %lld tokens in windows of %d\n\n",
-           tqp_rot_name(in->rotation), tqp_rounding_name(in->rounding),
+    printf(", rotation %s, rounding %s; quantization in %d team%s of up to %d rank%s; evaluation "
+           "of %lld tokens in windows of %d\n\n",
+           tqp_rot_name(in->rotation), tqp_rounding_name(in->rounding), p->teams,
+           p->teams == 1 ? "" : "s", p->team_ranks, p->team_ranks == 1 ? "" : "s",
            (long long)in->eval_tokens, in->eval_ctx);
 
     printf("Memory per rank at each phase's peak (the largest rank; GB = 1e9 bytes)\n\n");
@@ -216,6 +218,8 @@ static tqp_status write_json(const char *path, const char *what, const tqp_plan 
     cJSON_AddNumberToObject(d, "nodes", in->nodes);
     cJSON_AddNumberToObject(d, "ranks_per_node", p->ranks_per_node);
     cJSON_AddNumberToObject(d, "threads", in->threads);
+    cJSON_AddNumberToObject(d, "quantize_teams", p->teams);
+    cJSON_AddNumberToObject(d, "quantize_team_ranks", p->team_ranks);
     cJSON_AddNumberToObject(d, "bits", in->bits);
     cJSON_AddStringToObject(d, "codebook", in->trellis ? "trellis" : "scalar");
     if (in->trellis) {
@@ -347,6 +351,8 @@ static tqp_status build_input(plan_args *a, tqp_plan_input *in, tqp_model_format
     in->ranks = a->ranks;
     in->nodes = a->nodes;
     in->threads = a->threads;
+    in->teams = a->teams;
+    if (a->teams < 0) return tqp_error_set(TQP_EUSAGE, "--teams must be 0 (automatic) or positive");
     in->bits = a->bits;
     if (!strcmp(a->codebook, "scalar") || !strcmp(a->codebook, "trellis"))
         in->trellis = !strcmp(a->codebook, "trellis");
@@ -404,6 +410,8 @@ tqp_status tqp_cmd_plan(int argc, char **argv)
         {"--ranks", TQP_OPT_INT, &a.ranks, NULL, "P", "MPI ranks of the planned run", 1},
         {"--nodes", TQP_OPT_INT, &a.nodes, "1", "N", "nodes; ranks are placed in blocks"},
         {"--threads", TQP_OPT_INT, &a.threads, "1", "T", "threads per rank (trellis bands)"},
+        {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
+         "quantization teams, as tqp quantize --teams (0: its default)"},
         {"--bits", TQP_OPT_INT, &a.bits, "2", "K", "bits per weight: 2, 3 or 4"},
         {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "scalar or trellis"},
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "ldlq or nearest"},
@@ -423,7 +431,8 @@ tqp_status tqp_cmd_plan(int argc, char **argv)
          "JSON object of rates overriding the defaults (keys as in the rates table)"},
         {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write the plan as JSON"},
     };
-    int n_opts = 25;
+    int n_opts = 0; /* the options above: those before the first empty slot */
+    while (n_opts < 32 && opts[n_opts].name) n_opts++;
     for (int i = 0; i < TQP_RATE_COUNT; i++) {
         snprintf(rate_names[i], sizeof rate_names[i], "--rate-%s", defaults[i].key);
         snprintf(rate_help[i], sizeof rate_help[i], "%s, %s (default %.4g)", defaults[i].use,

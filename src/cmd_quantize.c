@@ -49,7 +49,7 @@
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
     const char *codebook, *seed, *code, *eval_text, *validate_on;
-    int nsamples, ctx, bits, quiet, force, tL, tV, threads, eval_ctx;
+    int nsamples, ctx, bits, quiet, force, tL, tV, threads, eval_ctx, teams;
     double damp, rho;
 } quant_args;
 
@@ -65,6 +65,9 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     o->rho = a->rho;
     o->progress = !a->quiet;
     o->threads = a->threads;
+    o->teams = a->teams;
+    if (a->teams < 0 || a->teams > 1 << 20)
+        return tqp_error_set(TQP_EUSAGE, "--teams must be 0 (automatic) or a positive count");
     if (a->threads < 1 || a->threads > 1024)
         return tqp_error_set(TQP_EUSAGE, "--threads must be 1..1024");
     o->seed = strtoull(a->seed, &end, 10);
@@ -447,6 +450,9 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
         {"--threads", TQP_OPT_INT, &a.threads, "1", "N",
          "threads per rank for the trellis search (bands of rows in parallel)"},
+        {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
+         "teams of ranks quantizing different layers at once (0: one per 64 ranks, at most "
+         "one per layer); the output does not depend on it"},
         {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
          "relative damping of H (doubled on each failed factorization)"},
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",

@@ -11,6 +11,7 @@
 
 #include "tqp/chol.h"
 #include "tqp/forward.h"
+#include "tqp/quantize.h"
 #include "tqp/hacc.h"
 #include "tqp/qfile.h"
 #include "tqp/had.h"
@@ -662,9 +663,27 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     }
 }
 
+/* The quantization of rank r happens in its team (tqp_quant_teams: contiguous blocks of ranks):
+ * *tin <- the input with the team's ranks, *tr <- r's place in it. */
+static void team_of(const tqp_plan_input *in, int r, tqp_plan_input *tin, int *tr)
+{
+    int T = tqp_quant_teams(in->teams, in->ranks, in->cfg.n_layers);
+    *tin = *in;
+    *tr = r;
+    for (int t = 0; t < T; t++) {
+        long b, e;
+        tqp_partition(in->ranks, T, t, &b, &e);
+        if (r >= b && r < e) tin->ranks = (int)(e - b), *tr = (int)(r - b);
+    }
+}
+
 static void quantize_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 {
-    for (int i = 0; i < 7; i++) quantize_matrix_memory(in, i, r, best);
+    tqp_plan_input tin;
+    int tr;
+    team_of(in, r, &tin, &tr);
+    for (int i = 0; i < 7; i++) quantize_matrix_memory(&tin, i, tr, best);
+    best->rank = r;
     /* rank 0 writes the embedding and head at the end a chunk (at most 1M values) at a time */
 }
 
@@ -732,7 +751,11 @@ static void eval_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 void tqp_plan_matrix_memory(const tqp_plan_input *in, int mat, int rank, tqp_plan_mem *mem)
 {
     memset(mem, 0, sizeof *mem);
-    quantize_matrix_memory(in, mat, rank, mem);
+    tqp_plan_input tin;
+    int tr;
+    team_of(in, rank, &tin, &tr);
+    quantize_matrix_memory(&tin, mat, tr, mem);
+    mem->rank = rank;
 }
 
 void tqp_plan_rank_memory(const tqp_plan_input *in, tqp_plan_phase phase, int rank,
@@ -819,9 +842,18 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
 
 static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
 {
-    const tqp_plan_input *in = &p->in;
+    /* T teams of (at most) Pt ranks: each round every team quantizes one layer; the time is
+     * ceil(layers / T) rounds of one layer on Pt ranks (the file system and the write are
+     * shared: they count every layer) */
+    tqp_plan_input tin;
+    int tr;
+    team_of(&p->in, 0, &tin, &tr);
+    const tqp_plan_input *in = &tin;
     const tqp_config *c = &in->cfg;
-    double layers = c->n_layers, P = in->ranks, rpn = p->ranks_per_node;
+    int T = tqp_quant_teams(p->in.teams, p->in.ranks, c->n_layers);
+    p->teams = T, p->team_ranks = in->ranks;
+    double all_layers = c->n_layers, layers = ceil(all_layers / T), P = in->ranks,
+           rpn = p->ranks_per_node;
     int th = in->threads > 0 ? in->threads : 1, ldlq = in->rounding == TQP_ROUND_LDLQ;
     double read = 0, rot[3] = {0, 0, 0}, chol = 0, ared = 0, l2 = 0, loss = 0, blk = 0, vit = 0,
            gat = 0, wr = 0, net = 0, w[3];
@@ -829,7 +861,7 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
     for (int g = 0; g < TQP_GROUP_COUNT; g++) {
         double n = tqp_group_width(c, (tqp_group)g);
         double share = (double)part_rows((int64_t)n, in->ranks, 0) / n; /* rank 0's rows */
-        read += layers * 8 * n * n; /* each rank reads its own rows */
+        read += all_layers * 8 * n * n; /* each rank reads its own rows */
         tqp_plan_rotation_work(in->rotation, (int64_t)n, (int64_t)n, w);
         for (int k = 0; k < 3; k++) rot[k] += layers * w[k] * share; /* my rows of H0 */
         if (in->rotation != TQP_ROT_NONE) net += layers * rpn * 2 * 8 * n * n * share * away;
@@ -862,7 +894,7 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
         blk += layers * rb / th;
         vit += layers * rv / th;
         gat += in->ranks > 1 ? layers * cb : 0;
-        wr += layers * bytes;
+        wr += all_layers * bytes;
         double sec = rw + r2 / (rate(in, TQP_RATE_LEVEL2) * 1e9) +
                      rl / (rate(in, TQP_RATE_DENSE) * 1e9) +
                      rb / th / (rate(in, TQP_RATE_DENSE) * 1e9) +

@@ -579,7 +579,7 @@ static tqp_status quantize_layer(const qctx *q, int layer,
             snprintf(extra, sizeof extra, "layer %d/%d %s: proxy %.4g", layer + 1, c->n_layers,
                      tqp_qmat_name(i), q->rank == 0 ? infos[i].proxy_rel : 0.0);
             *done += (double)(r * k);
-            tqp_progress_update(pr, *done, extra);
+            if (pr) tqp_progress_update(pr, *done, extra);
         }
         group_free(&gs);
     }
@@ -670,6 +670,34 @@ tqp_status tqp_quantize_matrix_only(MPI_Comm comm, const tqp_config *cfg, const 
     return s;
 }
 
+int tqp_quant_teams(int teams, int P, int layers)
+{
+    int t = teams > 0 ? teams : P / TQP_TEAM_RANKS;
+    if (t > P) t = P;
+    if (t > layers) t = layers;
+    return t < 1 ? 1 : t;
+}
+
+/* What a team's first rank reports for the layer it finished in a round. */
+typedef struct {
+    int layer; // -1: none this round
+    char sha[65];
+    double seconds;
+    tqp_qmat_info infos[TQP_QMATS];
+} layer_report;
+
+/* Collective on comm: *out <- the output path of rank 0's writer, on every rank (malloc'd). */
+static tqp_status shared_path(MPI_Comm comm, const tqp_qwriter *w, int rank, char **out)
+{
+    int len = rank == 0 ? (int)strlen(w->path) : 0;
+    TQP_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
+    *out = tqp_malloc((size_t)len + 1);
+    TQP_CHECK(tqp_mpi_agree(comm, *out ? TQP_OK : TQP_ENOMEM));
+    if (rank == 0) memcpy(*out, w->path, (size_t)len + 1);
+    TQP_MPI_CHECK(MPI_Bcast(*out, len + 1, MPI_CHAR, 0, comm));
+    return TQP_OK;
+}
+
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
                             const tqp_quant_options *o, tqp_qwriter *w, tqp_quant_result *r)
 {
@@ -684,32 +712,93 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     r->n_mats = c->n_layers * TQP_QMATS;
     r->mats = tqp_calloc((size_t)r->n_mats, sizeof *r->mats);
     unsigned char *keep = tqp_calloc((size_t)c->n_layers + 1, 1);
-    TQP_CHECK(tqp_mpi_agree(comm, r->mats && keep ? TQP_OK : TQP_ENOMEM));
+    int *todo_l = tqp_calloc((size_t)c->n_layers + 1, sizeof(int));
+    layer_report *rep = tqp_calloc((size_t)q.P, sizeof *rep);
+    TQP_CHECK(tqp_mpi_agree(comm, r->mats && keep && todo_l && rep ? TQP_OK : TQP_ENOMEM));
     if (q.rank == 0)
         for (int l = 0; l < c->n_layers; l++) keep[l] = w->complete || w->committed[l];
     MPI_Bcast(keep, c->n_layers, MPI_UNSIGNED_CHAR, 0, comm);
     double lw = (double)layer_weights(c), todo = 0;
-    for (int l = 0; l < c->n_layers; l++) todo += keep[l] ? 0 : lw;
+    int ntodo = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        if (!keep[l]) todo += lw, todo_l[ntodo++] = l;
+    /* teams: contiguous blocks of ranks; my team's communicator and writer */
+    int T = tqp_quant_teams(o->teams, q.P, ntodo > 0 ? ntodo : 1), team = 0;
+    for (int t = 0; t < T; t++) {
+        long b, e;
+        tqp_partition(q.P, T, t, &b, &e);
+        if (q.rank >= b && q.rank < e) team = t;
+    }
+    qctx tq = q;
+    tqp_qwriter ww;
+    memset(&ww, 0, sizeof ww);
+    ww.f = -1;
+    char *path = NULL;
+    tqp_status s = T > 1 ? shared_path(comm, w, q.rank, &path) : TQP_OK;
+    if (s == TQP_OK && T > 1 && MPI_Comm_split(comm, team, q.rank, &tq.comm) != MPI_SUCCESS)
+        s = tqp_error_set(TQP_EMPI, "quantize: cannot split the ranks into %d teams", T);
+    s = tqp_mpi_agree(comm, s);
+    if (s == TQP_OK && T > 1) {
+        MPI_Comm_rank(tq.comm, &tq.rank);
+        MPI_Comm_size(tq.comm, &tq.P);
+        if (tq.rank == 0 && q.rank != 0) s = tqp_qwriter_open_worker(path, c->n_layers, &ww);
+        tq.w = tq.rank == 0 ? (q.rank == 0 ? w : &ww) : NULL;
+        s = tqp_mpi_agree(comm, s);
+    }
     double t0 = tqp_now(), done = 0;
     tqp_alloc_largest_reset();
     tqp_progress pr;
     tqp_progress_init(&pr, "quantize", todo, "weights", q.rank == 0 && o->progress);
-    tqp_status s = TQP_OK;
     for (int l = 0; l < c->n_layers && s == TQP_OK; l++) {
+        if (!keep[l]) continue;
         tqp_qmat_info *infos = r->mats + (size_t)l * TQP_QMATS;
-        if (keep[l]) {
-            if (q.rank == 0) s = tqp_qwriter_layer_infos(w, l, infos);
-            s = tqp_mpi_agree(comm, s);
-            if (s == TQP_OK) layer_done(&q, l, infos, 0, lw, 0, 0, 1);
-            continue;
-        }
-        double tl = tqp_now();
-        s = quantize_layer(&q, l, infos, &pr, &done);
-        double el = tqp_now() - t0;
-        if (s == TQP_OK)
-            layer_done(&q, l, infos, tqp_now() - tl, lw, el, done > 0 ? el * (todo - done) / done : 0, 0);
+        if (q.rank == 0) s = tqp_qwriter_layer_infos(w, l, infos);
+        s = tqp_mpi_agree(comm, s);
+        if (s == TQP_OK) layer_done(&q, l, infos, 0, lw, 0, 0, 1);
     }
-    free(keep);
+    /* rounds of T layers: team t takes the t-th; then rank 0 records and reports them all */
+    for (int k0 = 0; k0 < ntodo && s == TQP_OK; k0 += T) {
+        layer_report mine;
+        memset(&mine, 0, sizeof mine);
+        mine.layer = -1;
+        int l = k0 + team < ntodo ? todo_l[k0 + team] : -1;
+        double tl = tqp_now(), team_done = 0;
+        if (l >= 0) {
+            s = quantize_layer(&tq, l, mine.infos, team == 0 ? &pr : NULL,
+                               team == 0 ? &done : &team_done);
+            if (s == TQP_OK && tq.rank == 0) {
+                mine.layer = l, mine.seconds = tqp_now() - tl;
+                memcpy(mine.sha, tq.w->sha[l], sizeof mine.sha);
+            }
+        }
+        s = tqp_mpi_agree(comm, s);
+        if (s == TQP_OK &&
+            MPI_Gather(&mine, (int)sizeof mine, MPI_BYTE, rep, (int)sizeof mine, MPI_BYTE, 0,
+                       comm) != MPI_SUCCESS)
+            s = tqp_error_set(TQP_EMPI, "quantize: gathering the round's layers failed");
+        for (int p = 0; s == TQP_OK && q.rank == 0 && p < q.P; p++) {
+            int rl = rep[p].layer;
+            if (rl < 0) continue;
+            tqp_qmat_info *infos = r->mats + (size_t)rl * TQP_QMATS;
+            memcpy(infos, rep[p].infos, sizeof rep[p].infos);
+            for (int i = 0; i < TQP_QMATS; i++) infos[i].cb = o->cb; /* pointers are per process */
+            if (p != 0) {
+                s = tqp_qwriter_record(w, rl, rep[p].sha);
+                done += lw;
+                tqp_progress_update(&pr, done, "");
+            }
+        }
+        s = tqp_mpi_agree(comm, s);
+        for (int p = 0; s == TQP_OK && q.rank == 0 && p < q.P; p++) {
+            if (rep[p].layer < 0) continue;
+            double el = tqp_now() - t0;
+            layer_done(&q, rep[p].layer, r->mats + (size_t)rep[p].layer * TQP_QMATS,
+                       rep[p].seconds, lw, el, done > 0 ? el * (todo - done) / done : 0, 0);
+        }
+    }
+    free(keep), free(todo_l), free(rep), free(path);
+    if (T > 1 && tq.comm != comm) MPI_Comm_free(&tq.comm);
+    tqp_qwriter_close(&ww);
     tqp_progress_finish(&pr, done, 0);
     TQP_CHECK(s);
     double mine = (double)tqp_alloc_largest();

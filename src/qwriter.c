@@ -252,12 +252,21 @@ static tqp_status commit_tmp(tqp_qwriter *w, int layer)
         tqp_crash_point(point);
         s = tqp_sha256_file(dst, w->sha[layer]);
     }
-    if (s == TQP_OK) {
+    if (s == TQP_OK && !w->worker) {
         w->committed[layer] = 1;
         s = write_state(w);
         if (s != TQP_OK) w->committed[layer] = 0;
     }
     free(dst);
+    return s;
+}
+
+tqp_status tqp_qwriter_record(tqp_qwriter *w, int layer, const char *sha)
+{
+    snprintf(w->sha[layer], sizeof w->sha[layer], "%s", sha);
+    w->committed[layer] = 1;
+    tqp_status s = write_state(w);
+    if (s != TQP_OK) w->committed[layer] = 0;
     return s;
 }
 
@@ -437,6 +446,22 @@ tqp_status tqp_qwriter_open(const char *path, const char *identity, int n_layers
         }
     }
     return write_state(w);
+}
+
+tqp_status tqp_qwriter_open_worker(const char *path, int n_layers, tqp_qwriter *w)
+{
+    memset(w, 0, sizeof *w);
+    w->f = -1;
+    w->worker = 1;
+    w->n_layers = n_layers;
+    w->path = strdup(path);
+    w->identity = strdup("");
+    size_t n = strlen(path) + 8;
+    w->dir = malloc(n);
+    if (w->dir) snprintf(w->dir, n, "%s.parts", path);
+    w->committed = calloc((size_t)n_layers + 1, 1);
+    w->sha = calloc((size_t)n_layers + 1, sizeof *w->sha);
+    return w->path && w->identity && w->dir && w->committed && w->sha ? TQP_OK : TQP_ENOMEM;
 }
 
 int tqp_qwriter_committed_count(const tqp_qwriter *w)

@@ -1,6 +1,7 @@
 # tqp quantize as one restartable pipeline (Hessians -> layers -> assembly -> validation):
 # SIGKILL at 12 points spread over the phases and resume, each time ending with the same bytes as
-# an uninterrupted run, also when the resume runs on another rank count; rank-count invariance; a rerun with other options is refused; corrupted
+# an uninterrupted run, also when the resume runs on another rank count; rank-count and team
+# invariance; a rerun with other options is refused; corrupted
 # and truncated outputs are detected and only the damaged layers redone; a file-size limit (as a
 # full disk) and an unwritable directory give clear errors and the run resumes afterwards.
 source "$(dirname "$0")/lib.sh" "$@"
@@ -29,6 +30,22 @@ for n in 1 4; do
   in_dir "$WORK/r$n" run_mpi $n "${Q[@]}" --quiet > /dev/null 2>&1
   check "identical output on $n ranks" cmp -s "$R/o.h5" "$WORK/r$n/o.h5"
 done
+
+# Teams of ranks on different layers (--teams): the same bytes, and the same per-matrix record.
+for nt in 4:2 3:3; do
+  n=${nt%:*} t=${nt#*:}
+  in_dir "$WORK/t$n$t" run_mpi $n "${Q[@]}" --teams $t --quiet --json t.json > /dev/null 2>&1
+  check "identical output on $n ranks in $t teams" cmp -s "$R/o.h5" "$WORK/t$n$t/o.h5"
+  check "$t teams: same proxy loss in the summary" [ "$(json "$WORK/t$n$t/t.json" proxy_loss_mean)" = \
+    "$(json "$R/ref.json" proxy_loss_mean)" ]
+  check "$t teams: one event per layer" [ "$(events "$WORK/t$n$t" layer_committed)" = 5 ]
+done
+# A team's layer file renamed but not yet recorded by rank 0 when killed: redone on resume.
+rm -rf "$WORK/k"
+TQP_CRASH_AT=quantize-commit-3 in_dir "$WORK/k" run_mpi 4 "${Q[@]}" --teams 2 --quiet > /dev/null 2>&1
+check "killed at a team's commit" [ $? != 0 ]
+in_dir "$WORK/k" run_mpi 2 "${Q[@]}" --quiet > /dev/null 2>&1
+check "resume of a 2-team run on 2 ranks: identical output" cmp -s "$R/o.h5" "$WORK/k/o.h5"
 
 # Kill at points over every phase, resume, compare.
 points="hessian-reduce-2 hessian-write-3 hessian-index-1 hessian-commit-4 quantize-layer-0

@@ -92,6 +92,7 @@ typedef struct {
     tqp_dtype dtype;     // stored weight type: F32 weights are borrowed from the map
     int ranks, nodes;    // P ranks placed in blocks of ceil(P / nodes) per node
     int threads;         // threads per rank (trellis bands)
+    int teams;           // quantization teams asked (0: tqp quantize's default)
     int bits;            // K
     int trellis;         // 0: scalar grid, 1: trellis
     int L, V;            // trellis state bits and weights per step
@@ -152,6 +153,7 @@ typedef struct {
 typedef struct {
     tqp_plan_input in;
     int ranks_per_node;
+    int teams, team_ranks;            // quantization teams used, and the ranks of the largest
     double params, quantized_weights; // whole model
     double mapped_bytes;              // checkpoint size: file-backed pages, not counted
     int batch;                        // windows per Hessian reduction actually used

@@ -74,6 +74,7 @@ typedef struct {
     unsigned char *committed; // per layer
     char (*sha)[65];          // SHA-256 of each committed layer file
     int complete;             // the output exists, verified, with this identity
+    int worker;               // a team leader's writer: commits layer files, not the state
 } tqp_qwriter;
 
 /* Refuse (TQP_EMISMATCH, TQP_EUSAGE) an existing output or parts directory written with other
@@ -84,6 +85,14 @@ tqp_status tqp_qwriter_precheck(const char *path, const char *identity, int forc
  * refuse other options, verify what exists and set w->committed / w->complete. */
 tqp_status tqp_qwriter_open(const char *path, const char *identity, int n_layers, int force,
                             tqp_qwriter *w);
+/* A writer for another rank than the one that opened the output (a team leader, see
+ * tqp_quantize_run): it writes and commits layer files in <path>.parts (fsync, rename, SHA-256
+ * in w->sha) but leaves the state file to the opener, which records them with
+ * tqp_qwriter_record.  A layer file renamed but not yet recorded is removed and redone by a
+ * resumed run. */
+tqp_status tqp_qwriter_open_worker(const char *path, int n_layers, tqp_qwriter *w);
+/* The opener: layer `layer`'s file, committed by a worker with this SHA-256, enters the state. */
+tqp_status tqp_qwriter_record(tqp_qwriter *w, int layer, const char *sha);
 int tqp_qwriter_committed_count(const tqp_qwriter *w);
 /* Start layer `layer`'s file (with its unquantized norms from the model). */
 tqp_status tqp_qwriter_layer_begin(tqp_qwriter *w, const tqp_model *m, int layer);

@@ -45,7 +45,15 @@ typedef struct {
     uint64_t seed; // run seed
     int progress;  // one line per matrix on rank 0
     int threads;   // threads per rank for the trellis bands (<= 1: one)
+    int teams;     // teams of ranks quantizing different layers at once (<= 0: the default)
 } tqp_quant_options;
+
+/* Ranks per team by default: with more ranks than this, tqp_quantize_run splits them into
+ * teams of about this size (at most one per layer), each team quantizing its own layers. */
+enum { TQP_TEAM_RANKS = 64 };
+/* The number of teams tqp_quantize_run uses for `teams` asked (<= 0: P / TQP_TEAM_RANKS) on
+ * P ranks with `layers` layers to quantize: at least 1, at most P and at most `layers`. */
+int tqp_quant_teams(int teams, int P, int layers);
 
 enum { TQP_DAMP_MAX_RETRIES = 12 }; /* σ doubles at most this many times */
 
@@ -61,7 +69,12 @@ typedef struct {
 } tqp_quant_result;
 
 /* Collective.  Quantize every layer of m with the Hessians of hf; rank 0 writes w (opened by
- * the caller on rank 0; ignored elsewhere), committing each layer as it completes.  Layers
+ * the caller on rank 0; ignored elsewhere), committing each layer as it completes.  With T
+ * teams (tqp_quant_teams), the ranks are split into T contiguous teams; the layers to do are
+ * dealt round-robin, team t taking the t-th of each round of T, and a team's first rank writes
+ * its layers' files (a worker writer), which rank 0 records at the end of the round.  A layer's
+ * bytes do not depend on the team that makes it or its size, so the output does not depend on
+ * T or P.  Layers
  * already committed in w (a resumed run) are skipped and their stored information read back,
  * so *r describes the whole model either way. */
 tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *hf,
