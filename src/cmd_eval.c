@@ -27,7 +27,7 @@ static void print_result(const eval_args *a, const tqp_eval_result *r, const cha
 }
 
 static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_eval_result *r,
-                             const char *sha)
+                             const char *sha, int64_t decoded)
 {
     cJSON *d = cJSON_CreateObject();
     cJSON_AddStringToObject(d, "command", "eval");
@@ -49,6 +49,8 @@ static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_e
     cJSON_AddNumberToObject(d, "seconds", r->seconds);
     cJSON_AddNumberToObject(d, "tokens_per_second", r->tokens_per_second);
     cJSON_AddNumberToObject(d, "layers", m->cfg.n_layers);
+    if (a->quantized) /* over all ranks: each matrix once per job and batch round */
+        cJSON_AddNumberToObject(d, "matrices_decoded", (double)decoded);
     tqp_status s = tqp_json_write(a->json, d);
     cJSON_Delete(d);
     return s;
@@ -110,16 +112,19 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     if (a.quantized) {
         s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_qfile_open(a.quantized, m, &qf));
         if (s == TQP_OK && a.only) s = tqp_qfile_select(qf, a.only);
-        if (s == TQP_OK) src = tqp_qfile_source(qf);
+        if (s == TQP_OK) src = tqp_qfile_source_shared(qf, MPI_COMM_WORLD);
     }
     if (s == TQP_OK)
         s = tqp_load_token_stream(MPI_COMM_WORLD, m, a.tokenizer, a.text, a.tokens, &tokens, &n,
                                   sha);
     if (s == TQP_OK)
         s = tqp_eval_perplexity(MPI_COMM_WORLD, m, qf ? &src : NULL, tokens, n, &eo, &r);
+    int64_t decoded = qf ? tqp_qfile_decoded(qf) : 0, all_decoded = 0;
+    if (s == TQP_OK)
+        MPI_Reduce(&decoded, &all_decoded, 1, MPI_INT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
     if (s == TQP_OK && rank == 0) {
         print_result(&a, &r, sha);
-        if (a.json) s = write_json(&a, m, &r, sha);
+        if (a.json) s = write_json(&a, m, &r, sha, all_decoded);
     }
     free(tokens);
     tqp_qfile_close(&qf);

@@ -274,7 +274,7 @@ static tqp_status validate(const quant_args *a, const tqp_model *m, int rank, cJ
     tqp_crash_point("validate");
     if (s == TQP_OK) s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_qfile_open(a->out, m, &qf));
     if (s == TQP_OK) {
-        src = tqp_qfile_source(qf);
+        src = tqp_qfile_source_shared(qf, MPI_COMM_WORLD);
         s = tqp_eval_perplexity(MPI_COMM_WORLD, m, &src, tokens, n, &eo, &rq);
     }
     if (s == TQP_OK && rank == 0) {

@@ -24,7 +24,8 @@ static tqp_status model_layer(void *ctx, int l, tqp_layer_weights *lw)
 }
 
 /* Forward windows [w0, w0 + nb) through every layer and write their NLLs to nll[0..nb). */
-static tqp_status run_batch(const tqp_model *m, const tqp_weight_source *src, tqp_forward *fw,
+static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_source *src,
+                            tqp_forward *fw,
                             const uint32_t *tokens, long w0, int nb, const tqp_eval_options *o,
                             float *x, const float *embed, const float *norm, const float *head,
                             double *nll)
@@ -40,6 +41,7 @@ static tqp_status run_batch(const tqp_model *m, const tqp_weight_source *src, tq
         for (int b = 0; b < nb && s == TQP_OK; b++)
             s = tqp_forward_layer(fw, &lw, l, x + b * wsz, o->ctx, NULL);
         tqp_layer_weights_release(&lw);
+        if (src->collective) s = tqp_mpi_agree(comm, s); /* the next layer's call is collective */
         TQP_CHECK(s);
     }
     for (int b = 0; b < nb; b++)
@@ -61,7 +63,7 @@ static tqp_status load_globals(const tqp_model *m, globals *g)
 }
 
 /* The local share: windows [w0, w1) into nll[0 .. w1-w0). */
-static tqp_status eval_local(const tqp_model *m, const tqp_weight_source *src,
+static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight_source *src,
                              const uint32_t *tokens, long w0, long w1, const tqp_eval_options *o,
                              int show, double *nll)
 {
@@ -77,10 +79,23 @@ static tqp_status eval_local(const tqp_model *m, const tqp_weight_source *src,
     if (s == TQP_OK && w1 > w0) s = load_globals(m, &g);
     tqp_progress pr;
     tqp_progress_init(&pr, "eval", (double)(w1 - w0) * o->ctx, "tok", show);
-    for (long w = w0; w < w1 && s == TQP_OK; w += nb_max) {
-        int nb = (int)(w1 - w < nb_max ? w1 - w : nb_max);
-        s = run_batch(m, src, fw, tokens, w, nb, o, x, g.embed, g.norm, g.head, nll + (w - w0));
-        tqp_progress_update(&pr, (double)(w + nb - w0) * o->ctx, "rank 0's share");
+    /* a collective source: every rank runs as many batches as the rank with the most (a rank
+     * out of windows runs empty ones, taking part in each layer's decoding) */
+    long batches = (w1 - w0 + nb_max - 1) / nb_max;
+    if (src->collective) {
+        s = tqp_mpi_agree(comm, s);
+        long most = batches;
+        if (s == TQP_OK && MPI_Allreduce(&batches, &most, 1, MPI_LONG, MPI_MAX, comm) != MPI_SUCCESS)
+            s = tqp_error_set(TQP_EMPI, "eval: batch count reduction failed");
+        batches = most;
+    }
+    for (long b = 0; b < batches && s == TQP_OK; b++) {
+        long w = w0 + b * nb_max;
+        int nb = (int)(w >= w1 ? 0 : w1 - w < nb_max ? w1 - w : nb_max);
+        s = run_batch(comm, m, src, fw, tokens, w, nb, o, x, g.embed, g.norm, g.head,
+                      nb ? nll + (w - w0) : nll);
+        if (src->collective) s = tqp_mpi_agree(comm, s);
+        tqp_progress_update(&pr, (double)(nb ? w + nb - w0 : w1 - w0) * o->ctx, "rank 0's share");
     }
     tqp_progress_finish(&pr, (double)(w1 - w0) * o->ctx, 0);
     for (int i = 0; i < 3; i++)
@@ -151,7 +166,7 @@ tqp_status tqp_eval_perplexity(MPI_Comm comm, const tqp_model *m, const tqp_weig
     tqp_partition(nw, P, rank, &w0, &w1);
     double *nll = tqp_calloc((size_t)(w1 - w0 + 1), sizeof *nll);
     tqp_status s = nll ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) s = eval_local(m, src, tokens, w0, w1, o, o->progress && rank == 0, nll);
+    if (s == TQP_OK) s = eval_local(comm, m, src, tokens, w0, w1, o, o->progress && rank == 0, nll);
     s = tqp_mpi_agree(comm, s);
     double sum = 0;
     if (s == TQP_OK) s = gather_sum(comm, nw, nll, w0, w1, &sum);

@@ -720,7 +720,8 @@ static void eval_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
     const tqp_config *c = &in->cfg;
     double done = 8.0 * c->dim, widest = 0; /* fp32 bytes of the layer filled so far */
     tqp_plan_mem e;
-    for (int i = 0; i < 7; i++) {
+    /* rank r decodes matrices r, r + P, ... (the others arrive by broadcast afterwards) */
+    for (int i = r % in->ranks; i < 7; i += in->ranks) {
         int64_t m, n;
         mat_shape(c, i, &m, &n);
         double cnt = (double)m * n;
@@ -728,7 +729,7 @@ static void eval_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
         mem_start(&e, r, "decoding %s", mat_names[i]);
         eval_fixed(in, r, &e);
         item(&e, TQP_MEM_WEIGHTS, done, "decoded layer so far (fp32)",
-             "4 x (norms + matrices before %s)", mat_names[i]);
+             "4 x (norms + my matrices before %s)", mat_names[i]);
         item(&e, TQP_MEM_WEIGHTS, 8 * widest, "decoding buffer (float64)",
              "8 x largest matrix so far");
         item(&e, TQP_MEM_CODES, code_bytes(in, m, n), "packed codes read", "m n K / 8");
@@ -946,21 +947,36 @@ static void eval_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     double layers = c->n_layers, nw = floor((double)in->eval_tokens / in->eval_ctx);
     double tok = ceil(nw / in->ranks) * in->eval_ctx, qd = (double)c->n_heads * c->head_dim;
     double lp = (double)tqp_plan_layer_params(c) - 2.0 * c->dim;
-    double codes = 0, unpack = 0, rot[3] = {0, 0, 0}, w[3];
+    /* each matrix is read and decoded once per job, matrix i by rank i mod P, and broadcast:
+     * the time is that of the rank with the most to decode */
+    double codes = 0, unpack = 0, rot[3] = {0, 0, 0}, w[3], most = -1;
+    for (int r = 0; r < in->ranks && r < 7; r++) {
+        double un = 0, ro[3] = {0, 0, 0};
+        for (int i = r; i < 7; i += in->ranks) {
+            int64_t m, n;
+            mat_shape(c, i, &m, &n);
+            un += layers * (double)m * n;
+            tqp_plan_rotation_work(in->rotation, m, n, w);
+            for (int k = 0; k < 3; k++) ro[k] += layers * w[k];
+        }
+        if (un > most) {
+            most = un, unpack = un;
+            memcpy(rot, ro, sizeof rot);
+        }
+    }
     for (int i = 0; i < 7; i++) {
         int64_t m, n;
         mat_shape(c, i, &m, &n);
         codes += layers * code_bytes(in, m, n);
-        unpack += layers * (double)m * n;
-        tqp_plan_rotation_work(in->rotation, m, n, w);
-        for (int k = 0; k < 3; k++) rot[k] += layers * w[k];
     }
-    double rd = codes * in->nodes;
-    step(ph, "reading codes (every rank; once per node)", rd, "B", TQP_RATE_FS,
-         rd / (rate(in, TQP_RATE_FS) * 1e9));
-    step(ph, "unpacking codes (every rank)", unpack, "weights", TQP_RATE_DECODE,
+    double bc = in->ranks > 1 ? layers * 4.0 * lp * p->ranks_per_node : 0;
+    step(ph, "reading codes (once per job)", codes, "B", TQP_RATE_FS,
+         codes / (rate(in, TQP_RATE_FS) * 1e9));
+    step(ph, "unpacking codes (matrix i on rank i mod P)", unpack, "weights", TQP_RATE_DECODE,
          unpack / rate(in, TQP_RATE_DECODE));
-    rot_steps(ph, in, "inverse rotations", "every rank", rot);
+    rot_steps(ph, in, "inverse rotations", "the decoding rank", rot);
+    step(ph, "decoded matrices to every rank (per node link)", bc, "B", TQP_RATE_NET,
+         bc / (rate(in, TQP_RATE_NET) * 1e9));
     double fwd = tok * (layers * (2 * lp + 4.0 * in->eval_ctx * qd) + 2.0 * c->vocab_size * c->dim);
     step(ph, "forward passes and head (own windows)", fwd, "flop", TQP_RATE_SGEMM,
          fwd / (rate(in, TQP_RATE_SGEMM) * 1e9));

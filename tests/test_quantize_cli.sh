@@ -37,6 +37,10 @@ check "eval names the quantized file" grep -q "quantized model $WORK/q2.h5" "$WO
 run_mpi 1 eval --model "$MODEL" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/e1.json" > /dev/null 2>&1
 check "quantized nll_sum identical on 1 and 2 ranks" [ "$(json "$WORK/e1.json" nll_sum)" = "$(json "$WORK/e2.json" nll_sum)" ]
 check "2-bit ppl is above fp32 and finite" awk -v p="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(p > 5.6 && p < 1000) }'
+# Each layer is read and decoded once per job, spread over the ranks (matrix i on rank i mod P),
+# not once per rank: 5 layers x 7 matrices in all, on 1 rank and on 2 (one batch of windows).
+check "1 rank decodes each matrix once" [ "$(json "$WORK/e1.json" matrices_decoded)" = 35 ]
+check "2 ranks decode each matrix once between them" [ "$(json "$WORK/e2.json" matrices_decoded)" = 35 ]
 
 # --only: the named matrices decoded, the others full precision.
 run_mpi 2 eval --model "$MODEL" --quantized "$WORK/q2.h5" --only q,k,v,o,gate,up,down --text "$EVAL_TEXT" --quiet --json "$WORK/all.json" > /dev/null 2>&1

@@ -32,10 +32,14 @@ typedef struct {
     double seconds, tokens_per_second; // wall time of the evaluation, tokens forwarded / s
 } tqp_eval_result;
 
-/* Source of fp32 layer weights: the model itself, or later a quantized file's decoder. */
+/* Source of fp32 layer weights: the model itself, or a quantized file's decoder.  A collective
+ * source (collective = 1) must be called by every rank of the evaluation's communicator for the
+ * same layers in the same order; tqp_eval_perplexity then runs the same number of batches on
+ * every rank (a rank out of windows still takes part). */
 typedef struct tqp_weight_source {
     tqp_status (*layer)(void *ctx, int l, tqp_layer_weights *lw);
     void *ctx;
+    int collective;
 } tqp_weight_source;
 
 /* Collective on comm.  Every rank passes the same token stream. */

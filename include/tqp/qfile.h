@@ -23,6 +23,7 @@
 #define TQP_QFILE_H
 
 #include <hdf5.h>
+#include <mpi.h>
 #include <stdint.h>
 
 #include "tqp/error.h"
@@ -129,6 +130,12 @@ void tqp_qfile_close(tqp_qfile **q);
 tqp_status tqp_qfile_select(tqp_qfile *q, const char *list);
 /* A weight source (eval.h) that decodes each layer: codes -> values -> inverse rotation. */
 tqp_weight_source tqp_qfile_source(tqp_qfile *q);
+/* The same, collective on comm: each layer is read and decoded once per job, matrix i by rank
+ * i mod P, and every matrix is broadcast to the other ranks (the same bits as decoding it
+ * there).  q must be open on every rank of comm with the same selection. */
+tqp_weight_source tqp_qfile_source_shared(tqp_qfile *q, MPI_Comm comm);
+/* Matrices this process has decoded so far (tqp_qfile_decode calls). */
+int64_t tqp_qfile_decoded(const tqp_qfile *q);
 /* The matrix as stored and decoded: info and W (rows, cols) fp64 in the original basis. */
 tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W);
 /* A root string attribute (malloc'd) or NULL. */
