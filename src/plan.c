@@ -646,7 +646,12 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     if (r == 0) {
         mem_start(&q, r, "%s: codes gathered and packed (rank 0)", mat_names[i]);
         group_held(&q, H, hr, ldlq ? fac : 0, mloc, nloc, diag, tile);
-        if (!in->trellis) {
+        if (!in->trellis && n * in->bits % 8 == 0) { /* rows start on bytes: packed per rank */
+            item(&q, TQP_MEM_CODES, 1.0 * rows * dn + 16.0 * rows + code_bytes(in, rows, n),
+                 "own codes (1 byte) and packed", "%lld rows x n x (1 + K / 8)", (long long)rows);
+            item(&q, TQP_MEM_CODES, code_bytes(in, m, n) + 16.0 * dm, "gathered stream (rank 0)",
+                 "m n K / 8");
+        } else if (!in->trellis) {
             item(&q, TQP_MEM_CODES, 1.0 * rows * dn + 16.0 * rows, "own codes (1 byte)",
                  "%lld rows x n", (long long)rows);
             item(&q, TQP_MEM_CODES, dm * dn + 16.0 * dm, "gathered codes (rank 0)", "m n");

@@ -145,13 +145,26 @@ size_t tqp_pack_bytes(size_t count, int bits)
     return (count * (size_t)bits + 7) / 8;
 }
 
-void tqp_pack_codes(const uint32_t *codes, size_t count, int bits, uint8_t *out)
+/* Codes (32-bit, or 8-bit when c8) into a little-endian bit stream, `bits` per code. */
+static void pack_bits(const uint32_t *c32, const uint8_t *c8, size_t count, int bits, uint8_t *out)
 {
     memset(out, 0, tqp_pack_bytes(count, bits));
     size_t pos = 0;
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
+        uint32_t c = c8 ? c8[i] : c32[i];
         for (int b = 0; b < bits; b++, pos++)
-            if (codes[i] >> b & 1u) out[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+            if (c >> b & 1u) out[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+    }
+}
+
+void tqp_pack_codes(const uint32_t *codes, size_t count, int bits, uint8_t *out)
+{
+    pack_bits(codes, NULL, count, bits, out);
+}
+
+void tqp_pack_codes_u8(const uint8_t *codes, size_t count, int bits, uint8_t *out)
+{
+    pack_bits(NULL, codes, count, bits, out);
 }
 
 void tqp_unpack_codes(const uint8_t *in, size_t count, int bits, uint32_t *codes)

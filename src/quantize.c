@@ -247,26 +247,6 @@ static tqp_status quantize_rows(const qctx *q, group_state *gs, const double *Wr
     return s;
 }
 
-/* Gather everyone's codes and losses to rank 0, in row order. */
-static tqp_status gather_rows(const qctx *q, int64_t m, int n, const uint8_t *codes,
-                              const double *lb, uint8_t *all_codes, double *all_lb)
-{
-    int *cnt = tqp_malloc(sizeof(int) * 4 * (size_t)q->P);
-    if (!cnt) return TQP_ENOMEM;
-    int *dsp = cnt + q->P, *cnt2 = cnt + 2 * q->P, *dsp2 = cnt + 3 * q->P;
-    for (int p = 0; p < q->P; p++) {
-        long b, e;
-        tqp_partition((long)m, q->P, p, &b, &e);
-        cnt[p] = (int)((e - b) * n), dsp[p] = (int)(b * n);
-        cnt2[p] = (int)(2 * (e - b)), dsp2[p] = (int)(2 * b);
-    }
-    int rc = MPI_Gatherv(codes, cnt[q->rank], MPI_UINT8_T, all_codes, cnt, dsp, MPI_UINT8_T, 0,
-                         q->comm);
-    if (rc == MPI_SUCCESS)
-        rc = MPI_Gatherv(lb, cnt2[q->rank], MPI_DOUBLE, all_lb, cnt2, dsp2, MPI_DOUBLE, 0, q->comm);
-    free(cnt);
-    return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
-}
 
 /* Collective: *Wr <- my rows [out_off[me], out_off[me + 1]) of the rotated weights of matrix
  * `mat` (allocated here).  Each rank reads a block of rows of W (its share of tqp_partition),
@@ -421,8 +401,22 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
     return s;
 }
 
-static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *mine, size_t len,
-                               const double *lb, uint8_t *all, double *all_lb)
+
+/* How a rank's codes travel to rank 0: a byte per code, the scalar grid's packed bits, or
+ * the trellis's packed bands. */
+typedef enum { CODES_BYTES, CODES_PACKED, CODES_BANDS } codes_form;
+
+static size_t codes_len(const qctx *q, codes_form f, long b, long e, int n)
+{
+    if (f == CODES_BANDS) return rows_bytes(q, b, e, n);
+    size_t cnt = (size_t)(e - b) * n;
+    return f == CODES_PACKED ? tqp_pack_bytes(cnt, q->o->bits) : cnt;
+}
+
+/* Collective: every rank's codes (len bytes, its rows in my_rows order) and (loss, base) pairs
+ * to rank 0, concatenated in rank order (which is row order). */
+static tqp_status gather_codes(const qctx *q, codes_form f, int64_t m, int n, const uint8_t *mine,
+                               size_t len, const double *lb, uint8_t *all, double *all_lb)
 {
     int *cnt = tqp_malloc(sizeof(int) * 4 * (size_t)q->P);
     if (!cnt) return TQP_ENOMEM;
@@ -430,8 +424,7 @@ static tqp_status gather_bytes(const qctx *q, int64_t m, int n, const uint8_t *m
     for (int p = 0; p < q->P; p++) {
         long b, e;
         my_rows(q, m, p, &b, &e);
-        size_t bytes = rows_bytes(q, b, e, n);
-        cnt[p] = (int)bytes, dsp[p] = pos, pos += (int)bytes;
+        cnt[p] = (int)codes_len(q, f, b, e, n), dsp[p] = pos, pos += cnt[p];
         cnt2[p] = (int)(2 * (e - b)), dsp2[p] = (int)(2 * b);
     }
     int rc = MPI_Gatherv(mine, (int)len, MPI_UINT8_T, all, cnt, dsp, MPI_UINT8_T, 0, q->comm);
@@ -476,7 +469,7 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
         if (!all || !all_lb) s = TQP_ENOMEM;
     }
     s = tqp_mpi_agree(q->comm, s);
-    if (s == TQP_OK) s = gather_bytes(q, mr, n, packed, mine, lb, all, all_lb);
+    if (s == TQP_OK) s = gather_codes(q, CODES_BANDS, mr, n, packed, mine, lb, all, all_lb);
     qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, 8.0 * (double)total / (double)mn,
@@ -488,6 +481,7 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     free(off), free(Wr), free(lb), free(packed), free(all), free(all_lb);
     return tqp_mpi_agree(q->comm, s);
 }
+
 
 static tqp_status quantize_matrix(const qctx *q, int layer, int mat,
                                   group_state *gs, tqp_qmat_info *info)
@@ -518,18 +512,36 @@ static tqp_status quantize_matrix(const qctx *q, int layer, int mat,
     if (s == TQP_OK) s = quantize_rows(q, gs, Wr, scale, (int)local, codes, lb);
     free(Wr);
     Wr = NULL;
-    if (s == TQP_OK && q->rank == 0) { /* rank 0's whole-matrix buffers, after the rounding */
-        all_codes = tqp_malloc(mn), all_lb = tqp_malloc(sizeof(double) * 2 * (size_t)mr);
-        codes32 = tqp_malloc(sizeof(uint32_t) * mn);
-        if (!all_codes || !all_lb || !codes32) s = TQP_ENOMEM;
+    /* rank 0's whole-matrix buffers, after the rounding: the packed stream when every row
+     * starts on a byte (n K a multiple of 8, as for every real model), else the codes */
+    int aligned = (size_t)n * (size_t)o->bits % 8 == 0;
+    if (s == TQP_OK && q->rank == 0) {
+        all_codes = tqp_malloc(aligned ? tqp_pack_bytes(mn, o->bits) + 1 : mn);
+        all_lb = tqp_malloc(sizeof(double) * 2 * (size_t)mr);
+        codes32 = aligned ? NULL : tqp_malloc(sizeof(uint32_t) * mn);
+        if (!all_codes || !all_lb || (!aligned && !codes32)) s = TQP_ENOMEM;
     }
     s = tqp_mpi_agree(q->comm, s);
-    if (s == TQP_OK) s = gather_rows(q, mr, n, codes, lb, all_codes, all_lb);
+    if (s == TQP_OK && aligned) { /* rows start on bytes: each rank packs its own */
+        size_t pb = tqp_pack_bytes(local * n, o->bits);
+        uint8_t *mine = tqp_malloc(pb + 1);
+        s = tqp_mpi_agree(q->comm, mine ? TQP_OK : TQP_ENOMEM);
+        if (s == TQP_OK) {
+            tqp_pack_codes_u8(codes, local * n, o->bits, mine);
+            s = gather_codes(q, CODES_PACKED, mr, n, mine, pb, lb, all_codes, all_lb);
+        }
+        free(mine);
+    } else if (s == TQP_OK) {
+        s = gather_codes(q, CODES_BYTES, mr, n, codes, local * n, lb, all_codes, all_lb);
+    }
     qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, info);
-        for (size_t i = 0; i < mn; i++) codes32[i] = all_codes[i];
-        if (q->w) s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
+        if (aligned && q->w)
+            s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all_codes,
+                                          tqp_pack_bytes(mn, o->bits), &rot);
+        for (size_t i = 0; !aligned && i < mn; i++) codes32[i] = all_codes[i];
+        if (!aligned && q->w) s = tqp_qwriter_matrix(q->w, layer, mat, info, codes32, &rot);
     }
     qstep(q, TQP_QSTEP_WRITTEN);
     tqp_rot_destroy(&rot);

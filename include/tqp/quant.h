@@ -86,6 +86,8 @@ void tqp_row_losses(const double *H, const double *W, const double *X, const dou
  * ceil(count * bits / 8) bytes; and back. */
 size_t tqp_pack_bytes(size_t count, int bits);
 void tqp_pack_codes(const uint32_t *codes, size_t count, int bits, uint8_t *out);
+/* The same from one byte per code (bits <= 8). */
+void tqp_pack_codes_u8(const uint8_t *codes, size_t count, int bits, uint8_t *out);
 void tqp_unpack_codes(const uint8_t *in, size_t count, int bits, uint32_t *codes);
 
 #endif
