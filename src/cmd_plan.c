@@ -103,8 +103,8 @@ static void print_plan(const plan_args *a, const tqp_plan *p, const char *what,
     static const char *const titles[TQP_PHASES] = {
         "Hessian collection (per layer: activations per window, the layer's weights, the "
         "accumulators of the four input groups and their reduction, then the write)",
-        "Quantization (per input group: H, its rotation and the Cholesky factor, replicated; per "
-        "matrix: rotated weights and codes)",
+        "Quantization (per input group: the rank's rows of H and its block of the Cholesky "
+        "factor; per matrix: its rows of the rotated weights and their codes)",
         "Evaluation of the quantized model (tqp eval --quantized)"};
     for (int ph = 0; ph < TQP_PHASES; ph++) {
         const tqp_plan_mem *m = &p->phase[ph].peak;

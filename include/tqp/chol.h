@@ -1,14 +1,16 @@
 /* Distributed Cholesky factorization of a symmetric positive definite matrix with ScaLAPACK.
  *
- * The input and the factor are whole matrices replicated on every rank; only the factorization
- * itself is distributed (pdpotrf on a 2-D block-cyclic BLACS grid over the ranks of the
- * communicator).  Assembling the factor is exact: each element of L is contributed by exactly
- * one rank and summed with zeros, so every rank ends with the same bits.  Only the lower
- * triangle of A (i >= j in row-major) is read.
+ * Two interfaces.  tqp_chol_factor takes and returns whole matrices replicated on every rank
+ * (tests and benchmarks; memory per rank two n x n matrices plus about n^2 / P).  tqp_dfactor
+ * (what the quantization uses) loads the matrix from row-distributed rows or a replicated copy,
+ * keeps the factor in ScaLAPACK's 2-D block-cyclic layout and hands out rows of the rounding
+ * factor panel by panel: about n^2 / P per rank.  The factorization itself is pdpotrf on a 2-D
+ * block-cyclic BLACS grid over the ranks of the communicator.  Assembling is exact: each
+ * element is contributed by exactly one rank and summed with zeros, so every rank ends with the
+ * same bits.  Only the lower triangle of A (i >= j in row-major) is read.
  *
  * Not done here: pivoting, damping or any repair of a matrix that is not positive definite
- * (that is reported, never fixed), and distributed input or output (memory per rank is two
- * n x n matrices plus about n^2 / P for the local part).
+ * (that is reported, never fixed).
  */
 #ifndef TQP_CHOL_H
 #define TQP_CHOL_H

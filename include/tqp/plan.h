@@ -9,11 +9,11 @@
  *    int128 running sums of the rank's rows, the reduction buffer (the largest owner's block),
  *    the float64 rows, the staged inputs and one panel product; then either Open MPI's reduce
  *    temporary or, at the write, the transposed block.
- *  - Quantization (quantize.c, chol.c, rot.c, tcq.c, qwriter.c): per input group the undamped
- *    rotated H, the damped copy, pdpotrf's input and the factor, all n x n float64 and
- *    replicated on every rank, ScaLAPACK's local block and Open MPI's allreduce blocks; per
- *    matrix the rotated W (float64, every rank) with the rotation's transposed copy, the rank's
- *    codes, and on rank 0 the gathered codes, their 32-bit copy and the packed stream.
+ *  - Quantization (quantize.c, dist.c, chol.c, rot.c, tcq.c, qwriter.c), inside the rank's
+ *    team: per input group the rank's rows of the rotated H with the transposes' buffers, and
+ *    ScaLAPACK's local block of the factor with the triangle exchanged to build it; per matrix
+ *    the rank's rows and columns of W with the transposes' blocks, its rows' rounding buffers
+ *    and codes, and on a team's first rank the gathered codes.
  *  - Evaluation of the quantized file (eval.c, qfile.c): the token stream (every rank), a batch
  *    of residual streams, the forward workspace, the embedding and head, the layer as decoded so
  *    far and the decoding buffers of the matrix being decoded.
