@@ -92,7 +92,7 @@ static void own_rows(const bench_cfg *b, int P, int rank, long *r0, long *r1)
     }
     long b0, b1, nb = (long)((b->m + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE);
     tqp_partition(nb, P, rank, &b0, &b1);
-    *r0 = b0 * TQP_TCQ_TILE;
+    *r0 = b0 * TQP_TCQ_TILE < b->m ? b0 * TQP_TCQ_TILE : (long)b->m;
     *r1 = b1 * TQP_TCQ_TILE < b->m ? b1 * TQP_TCQ_TILE : (long)b->m;
 }
 

@@ -157,7 +157,10 @@ tqp_status tqp_dfactor_load_rows(tqp_dfactor *f, const int64_t *off, const doubl
     MPI_Comm_rank(f->comm, &me);
     int64_t n = f->n, nb = f->nb, j0;
     int64_t *cnt = tqp_calloc(4 * (size_t)P, sizeof(int64_t));
-    TQP_CHECK(tqp_mpi_agree(f->comm, cnt ? TQP_OK : TQP_ENOMEM));
+    if (tqp_mpi_agree(f->comm, cnt ? TQP_OK : TQP_ENOMEM) != TQP_OK) {
+        free(cnt);
+        return TQP_ENOMEM;
+    }
     int64_t *sd = cnt + P, *rc = cnt + 2 * P, *rd = cnt + 3 * P;
     /* what I send to grid process (r, c) = rank r * pc + c: my rows in process row r, their
      * columns at or left of the diagonal in process column c, row by row, left to right */

@@ -12,6 +12,9 @@
 #define PIECE ((int64_t)1 << 27)
 /* Rows of H per broadcast panel in tqp_dist_row_losses (the result does not depend on it). */
 #define LOSS_PANEL 32
+/* Rows of the local block per product in tqp_dist_row_losses (the result does not depend on
+ * it either). */
+#define LOSS_ROWS 64
 
 void tqp_dist_offsets(int64_t n, int P, int64_t *off)
 {
@@ -127,10 +130,10 @@ tqp_status tqp_dist_row_losses(MPI_Comm comm, const int64_t *off, const double *
     MPI_Comm_size(comm, &P);
     MPI_Comm_rank(comm, &me);
     double *Hp = tqp_malloc(sizeof(double) * ((size_t)LOSS_PANEL * n + 1));
-    double *Y = tqp_malloc(sizeof(double) * (2 * (size_t)rows * LOSS_PANEL + 1));
+    double *Y = tqp_malloc(sizeof(double) * (2 * (size_t)LOSS_ROWS * LOSS_PANEL + 1));
     tqp_status s = tqp_mpi_agree(comm, Hp && Y ? TQP_OK : TQP_ENOMEM);
     for (int r = 0; s == TQP_OK && r < 2 * rows; r++) lb[r] = 0;
-    double *Yw = Y + (size_t)rows * LOSS_PANEL;
+    double *Yw = Y + (size_t)LOSS_ROWS * LOSS_PANEL;
     for (int q = 0; s == TQP_OK && q < P; q++)
         for (int64_t i0 = off[q]; s == TQP_OK && i0 < off[q + 1]; i0 += LOSS_PANEL) {
             int w = (int)(off[q + 1] - i0 < LOSS_PANEL ? off[q + 1] - i0 : LOSS_PANEL);
@@ -139,18 +142,23 @@ tqp_status tqp_dist_row_losses(MPI_Comm comm, const int64_t *off, const double *
                 s = tqp_error_set(TQP_EMPI, "proxy loss: broadcast of Hessian rows failed");
                 break;
             }
-            if (!rows) continue;
-            /* column-major (w, rows): Y[r][c] = sum_k H[i0 + c][k] v_r[k] */
-            tqp_rblas_dgemm('T', 'N', w, rows, n, 1.0, Hp, n, D, n, 0.0, Y, w);
-            tqp_rblas_dgemm('T', 'N', w, rows, n, 1.0, Hp, n, W, n, 0.0, Yw, w);
-            for (int r = 0; r < rows; r++) {
-                const double *d = D + (size_t)r * n + i0, *x = W + (size_t)r * n + i0;
-                double a = lb[2 * r], b = lb[2 * r + 1];
-                for (int c = 0; c < w; c++) {
-                    a = fma(d[c], Y[(size_t)r * w + c], a);
-                    b = fma(x[c], Yw[(size_t)r * w + c], b);
+            /* blocks of LOSS_ROWS rows, so that the reproducible BLAS packs at most
+             * (LOSS_PANEL + LOSS_ROWS) n values (each element is its own chain: the same bits) */
+            for (int r0 = 0; r0 < rows; r0 += LOSS_ROWS) {
+                int rb = rows - r0 < LOSS_ROWS ? rows - r0 : LOSS_ROWS;
+                const double *Db = D + (size_t)r0 * n, *Wb = W + (size_t)r0 * n;
+                /* column-major (w, rb): Y[r][c] = sum_k H[i0 + c][k] v_r[k] */
+                tqp_rblas_dgemm('T', 'N', w, rb, n, 1.0, Hp, n, Db, n, 0.0, Y, w);
+                tqp_rblas_dgemm('T', 'N', w, rb, n, 1.0, Hp, n, Wb, n, 0.0, Yw, w);
+                for (int r = 0; r < rb; r++) {
+                    const double *d = Db + (size_t)r * n + i0, *x = Wb + (size_t)r * n + i0;
+                    double a = lb[2 * (r0 + r)], b = lb[2 * (r0 + r) + 1];
+                    for (int c = 0; c < w; c++) {
+                        a = fma(d[c], Y[(size_t)r * w + c], a);
+                        b = fma(x[c], Yw[(size_t)r * w + c], b);
+                    }
+                    lb[2 * (r0 + r)] = a, lb[2 * (r0 + r) + 1] = b;
                 }
-                lb[2 * r] = a, lb[2 * r + 1] = b;
             }
         }
     free(Hp), free(Y);

@@ -130,7 +130,7 @@ static tqp_status gather_sum(MPI_Comm comm, long nw, const double *local, long w
     MPI_Comm_size(comm, &P);
     int *counts = tqp_malloc(sizeof(int) * 2 * (size_t)P);
     double *all = tqp_malloc(sizeof(double) * (size_t)nw);
-    if (!counts || !all) {
+    if (tqp_mpi_agree(comm, counts && all ? TQP_OK : TQP_ENOMEM) != TQP_OK) {
         free(counts);
         free(all);
         return TQP_ENOMEM;
@@ -165,7 +165,7 @@ tqp_status tqp_eval_perplexity(MPI_Comm comm, const tqp_model *m, const tqp_weig
     long nw = (long)(ntokens / (size_t)o->ctx), w0, w1;
     tqp_partition(nw, P, rank, &w0, &w1);
     double *nll = tqp_calloc((size_t)(w1 - w0 + 1), sizeof *nll);
-    tqp_status s = nll ? TQP_OK : TQP_ENOMEM;
+    tqp_status s = tqp_mpi_agree(comm, nll ? TQP_OK : TQP_ENOMEM); /* eval_local is collective */
     if (s == TQP_OK) s = eval_local(comm, m, src, tokens, w0, w1, o, o->progress && rank == 0, nll);
     s = tqp_mpi_agree(comm, s);
     double sum = 0;

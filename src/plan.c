@@ -622,6 +622,10 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     }
     item(&q, TQP_MEM_WEIGHTS, 40.0 * rows * dn + 40, "my rows: W, x, feedback, errors, reconstruction",
          "5 x 8 x %lld rows x n", (long long)rows);
+    /* the proxy loss's products pack 32 rows of H and 64 of mine (kept by the BLAS thread) */
+    double rows_b = rows < 64 ? (double)rows : 64.0;
+    item(&q, TQP_MEM_SCRATCH, 8.0 * (32 + rows_b) * dn, "reproducible BLAS packing",
+         "8 x (32 + %.0f) x n", rows_b);
     if (!in->trellis) {
         item(&q, TQP_MEM_CODES, 5.0 * rows * dn + 16.0 * rows + 8,
              "own codes (32-bit while rounding, then 1 byte)", "5 x %lld rows x n", (long long)rows);

@@ -1,6 +1,7 @@
 /* The quantization phase, layer by layer and matrix by matrix (see include/tqp/quantize.h). */
 #include "tqp/quantize.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,7 +111,11 @@ static tqp_status check_rows(MPI_Comm comm, const group_state *gs, double *diag,
         if (!isfinite(gs->H0[i])) s = tqp_error_set(TQP_ENONFINITE, "non-finite Hessian entry");
     TQP_CHECK(tqp_mpi_agree(comm, s));
     int *cnt = tqp_malloc(sizeof(int) * 2 * (size_t)P);
-    TQP_CHECK(tqp_mpi_agree(comm, cnt ? TQP_OK : TQP_ENOMEM));
+    s = tqp_mpi_agree(comm, cnt ? TQP_OK : TQP_ENOMEM);
+    if (s != TQP_OK) {
+        free(cnt);
+        return s;
+    }
     for (int p = 0; p < P; p++) cnt[p] = (int)(gs->off[p + 1] - gs->off[p]), cnt[P + p] = (int)gs->off[p];
     for (int64_t i = 0; i < rows; i++) diag[gs->off[me] + i] = gs->H0[i * n + gs->off[me] + i];
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DOUBLE, diag, cnt, cnt + P, MPI_DOUBLE, comm);
@@ -306,7 +311,7 @@ static void my_rows(const qctx *q, int64_t m, int rank, long *r0, long *r1)
     }
     long b0, b1, nb = (long)((m + tile - 1) / tile);
     tqp_partition(nb, q->P, rank, &b0, &b1);
-    *r0 = b0 * tile;
+    *r0 = b0 * tile < m ? b0 * tile : (long)m; /* a rank without a band: [m, m) */
     *r1 = b1 * tile < m ? b1 * tile : (long)m;
 }
 
@@ -419,7 +424,16 @@ static tqp_status gather_codes(const qctx *q, codes_form f, int64_t m, int n, co
                                size_t len, const double *lb, uint8_t *all, double *all_lb)
 {
     int *cnt = tqp_malloc(sizeof(int) * 4 * (size_t)q->P);
-    if (!cnt) return TQP_ENOMEM;
+    /* MPI counts are ints: the matrix's codes must fit (m n K / 8 bytes, or m n unpacked) */
+    tqp_status s = cnt ? TQP_OK : TQP_ENOMEM;
+    if (s == TQP_OK && codes_len(q, f, 0, (long)m, n) > INT_MAX)
+        s = tqp_error_set(TQP_EINPUT, "quantize: a %lld x %d matrix's codes exceed one MPI message",
+                          (long long)m, n);
+    s = tqp_mpi_agree(q->comm, s);
+    if (s != TQP_OK) {
+        free(cnt);
+        return s;
+    }
     int *dsp = cnt + q->P, *cnt2 = cnt + 2 * q->P, *dsp2 = cnt + 3 * q->P, pos = 0;
     for (int p = 0; p < q->P; p++) {
         long b, e;
@@ -726,7 +740,10 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     unsigned char *keep = tqp_calloc((size_t)c->n_layers + 1, 1);
     int *todo_l = tqp_calloc((size_t)c->n_layers + 1, sizeof(int));
     layer_report *rep = tqp_calloc((size_t)q.P, sizeof *rep);
-    TQP_CHECK(tqp_mpi_agree(comm, r->mats && keep && todo_l && rep ? TQP_OK : TQP_ENOMEM));
+    if (tqp_mpi_agree(comm, r->mats && keep && todo_l && rep ? TQP_OK : TQP_ENOMEM) != TQP_OK) {
+        free(keep), free(todo_l), free(rep);
+        return TQP_ENOMEM; /* r->mats is freed by tqp_quant_result_free */
+    }
     if (q.rank == 0)
         for (int l = 0; l < c->n_layers; l++) keep[l] = w->complete || w->committed[l];
     MPI_Bcast(keep, c->n_layers, MPI_UNSIGNED_CHAR, 0, comm);
@@ -747,8 +764,13 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
     ww.f = -1;
     char *path = NULL;
     tqp_status s = T > 1 ? shared_path(comm, w, q.rank, &path) : TQP_OK;
-    if (s == TQP_OK && T > 1 && MPI_Comm_split(comm, team, q.rank, &tq.comm) != MPI_SUCCESS)
-        s = tqp_error_set(TQP_EMPI, "quantize: cannot split the ranks into %d teams", T);
+    int split = 0;
+    if (s == TQP_OK && T > 1) {
+        if (MPI_Comm_split(comm, team, q.rank, &tq.comm) == MPI_SUCCESS)
+            split = 1;
+        else
+            s = tqp_error_set(TQP_EMPI, "quantize: cannot split the ranks into %d teams", T);
+    }
     s = tqp_mpi_agree(comm, s);
     if (s == TQP_OK && T > 1) {
         MPI_Comm_rank(tq.comm, &tq.rank);
@@ -809,7 +831,7 @@ tqp_status tqp_quantize_run(MPI_Comm comm, const tqp_model *m, const tqp_hfile *
         }
     }
     free(keep), free(todo_l), free(rep), free(path);
-    if (T > 1 && tq.comm != comm) MPI_Comm_free(&tq.comm);
+    if (split) MPI_Comm_free(&tq.comm);
     tqp_qwriter_close(&ww);
     tqp_progress_finish(&pr, done, 0);
     TQP_CHECK(s);

@@ -42,7 +42,8 @@ tqp_status tqp_dist_sumsq(MPI_Comm comm, const double *x, size_t count, double *
  * (D: the rows' errors, already scaled).  H reaches every rank in panels of rows (broadcast by
  * their owners); y_i = H_i . v is an fma chain over the columns in order (the reproducible
  * dgemm), and the form an fma chain of v_i y_i over i in order: the same bits for any rank
- * count, panel size and CPU.  Memory: one panel of 32 rows of H and 64 doubles per row. */
+ * count, panel size and CPU.  Memory: one panel of 32 rows of H, and the reproducible BLAS's
+ * packing of 32 + 64 rows of n (the local rows go through in blocks of 64). */
 tqp_status tqp_dist_row_losses(MPI_Comm comm, const int64_t *off, const double *Hr, int n,
                                int rows, const double *D, const double *W, double *lb);
 
