@@ -57,6 +57,11 @@ run_mpi 1 $Q --codebook trellis --code 1mad --out "$WORK/t1.h5" > /dev/null 2>&1
 check "trellis output byte-identical on 1 and 2 ranks" cmp -s "$WORK/t1.h5" "$WORK/t2.h5"
 run_mpi 1 $Q --codebook trellis --code 1mad --threads 2 --out "$WORK/t1x2.h5" > /dev/null 2>&1
 check "trellis output byte-identical with 2 threads" cmp -s "$WORK/t1x2.h5" "$WORK/t2.h5"
+# 12 ranks: more than gate's and up's 11 bands of 16 rows (172 rows), so some ranks round no
+# row of them and hold empty ranges in the distributed rotations and the gather
+run_mpi 12 $Q --codebook trellis --code 1mad --trellis-L 10 --out "$WORK/t12.h5" > /dev/null 2>&1
+run_mpi 1 $Q --codebook trellis --code 1mad --trellis-L 10 --out "$WORK/t12ref.h5" > /dev/null 2>&1
+check "trellis on 12 ranks (some without a band) = 1 rank" cmp -s "$WORK/t12.h5" "$WORK/t12ref.h5"
 check "trellis: 2 code bits per weight" [ "$(json "$WORK/t2.json" bits_per_weight_code)" = 2 ]
 check "trellis file holds its parameters" grep -q '"1mad"' <(h5dump -a /trellis/code "$WORK/t2.h5")
 run_mpi 2 eval --model "$MODEL" --quantized "$WORK/t2.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/et.json" > /dev/null 2>&1
