@@ -93,10 +93,16 @@ tqp_status tqp_qfile_open(const char *path, const tqp_model *m, tqp_qfile **out)
     char *fmt = tqp_h5_attr_read_str(f, "format"), *fp = tqp_h5_attr_read_str(f, "model_fingerprint");
     char mine[65] = "";
     tqp_status s = tqp_model_fingerprint(m, mine);
-    int64_t complete = 0;
+    int64_t complete = 0, version = 0;
     tqp_h5_attr_read_i64(f, "complete", &complete);
+    int has_version = tqp_h5_attr_read_i64(f, "format_version", &version) == TQP_OK;
+    tqp_error_clear();
     if (s == TQP_OK && (!fmt || strcmp(fmt, "tqp-quantized") || !fp))
         s = tqp_error_set(TQP_EINPUT, "%s: not a TQP quantized model file", path);
+    else if (s == TQP_OK && (!has_version || version != TQP_QFILE_VERSION))
+        s = tqp_error_set(TQP_EINPUT,
+                          "%s: format_version %lld is not one this TQP reads (it reads %d)", path,
+                          (long long)version, TQP_QFILE_VERSION);
     else if (s == TQP_OK && !complete)
         s = tqp_error_set(TQP_EINPUT, "%s: incomplete quantized file", path);
     else if (s == TQP_OK && strcmp(fp, mine))
@@ -287,7 +293,14 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
         if (q->shared && i % P != me) continue; /* decoded by rank i mod P */
         tqp_qmat_info info;
         s = tqp_qfile_decode(q, l, i, &info, W);
-        for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++) dst[k] = (float)W[k];
+        for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++) {
+            dst[k] = (float)W[k];
+            if (!isfinite(dst[k]))
+                s = tqp_error_set(TQP_ENONFINITE,
+                                  "%s: layer %d %s: decoded weight %g at element %zu is not a "
+                                  "finite fp32 value (scale %g)",
+                                  q->path, l, mat_name[i], W[k], k, info.scale);
+        }
     }
     tqp_layer_weights_release(&orig);
     free(W);

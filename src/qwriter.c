@@ -780,7 +780,7 @@ tqp_status tqp_qwriter_finish(tqp_qwriter *w, const tqp_model *m, const tqp_trel
         }
     }
     if (s == TQP_OK) s = tqp_h5_attr_str(w->f, "format", "tqp-quantized");
-    if (s == TQP_OK) s = tqp_h5_attr_i64(w->f, "format_version", 1);
+    if (s == TQP_OK) s = tqp_h5_attr_i64(w->f, "format_version", TQP_QFILE_VERSION);
     if (s == TQP_OK) s = tqp_h5_attr_str(w->f, "tqp_version", TQP_VERSION);
     if (s == TQP_OK) s = tqp_h5_attr_str(w->f, "identity", w->identity);
     if (s == TQP_OK) s = json_attrs(w->f, attrs_json);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tqp/io.h"
+
 #define MAX_PIECE_LEN 65536       // a larger max_token_length is taken as a corrupt header
 #define MERGE_FLOOR   -1e10f      // llama2.c's initial best score: only scores above it merge
 #define MAX_TEXT      0x7ffffff0u // symbol slots are int32 and positions uint32
@@ -49,6 +51,7 @@ static tqp_status grow(const char *path, unsigned char **buf, size_t *cap)
 /* Read a whole file into a malloc'd buffer of *len bytes. */
 static tqp_status slurp(const char *path, unsigned char **buf, size_t *len)
 {
+    TQP_CHECK(tqp_input_file_check(path)); /* a directory is bad input, not a read error */
     FILE *f = fopen(path, "rb");
     if (!f) return open_error(path);
     size_t cap = 1 << 16, n = 0, got;

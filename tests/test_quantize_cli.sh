@@ -103,6 +103,17 @@ check "Hessians of another model: message" grep -q "Hessians of another model" "
 run_mpi 2 eval --model "$WORK/hf" --quantized "$WORK/q2.h5" --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
 check "quantized file of another model exits 2" [ $? = 2 ]
 check "quantized file of another model: message" grep -q "quantized from another model" "$WORK/err"
+# Tampered files (issue "Hostile input" defects 4 and 7): a scale of 1e300 decodes to weights
+# no fp32 holds; an unknown format_version.  Each is refused by name with exit 2.
+cp "$WORK/q2.h5" "$WORK/huge.h5" && "$TESTBIN/h5attr" "$WORK/huge.h5" /layer_001/q scale f64 1e300
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/huge.h5" --text "$EVAL_TEXT" --quiet > /dev/null 2> "$WORK/err"
+check "a scale of 1e300 exits 2" [ $? = 2 ]
+check "a scale of 1e300: one line naming the file and the matrix" \
+  [ "$(grep -c "huge.h5: layer 1 q: decoded weight .* not a finite fp32 value" "$WORK/err")" = 1 ]
+cp "$WORK/q2.h5" "$WORK/v99.h5" && "$TESTBIN/h5attr" "$WORK/v99.h5" / format_version i64 99
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/v99.h5" --text "$EVAL_TEXT" --quiet > /dev/null 2> "$WORK/err"
+check "format_version 99 exits 2" [ $? = 2 ]
+check "format_version 99 is named" grep -q "v99.h5: format_version 99 is not one this TQP reads" "$WORK/err"
 head -c 20000 "$WORK/q2.h5" > "$WORK/trunc.h5"
 run_mpi 2 eval --model "$MODEL" --quantized "$WORK/trunc.h5" --text "$EVAL_TEXT" > /dev/null 2> "$WORK/err"
 check "truncated quantized file exits 2" [ $? = 2 ]

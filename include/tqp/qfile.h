@@ -119,6 +119,10 @@ void tqp_qwriter_close(tqp_qwriter *w);
 /* The attributes of a stored matrix group. */
 tqp_status tqp_qmat_read_info(hid_t g, tqp_qmat_info *q);
 
+/* The quantized file's format_version: written by tqp_qwriter, the only one tqp_qfile_open
+ * accepts. */
+enum { TQP_QFILE_VERSION = 1 };
+
 /* ---- reading ---- */
 typedef struct tqp_qfile tqp_qfile;
 
