@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ typedef struct {
     const tqp_model *m;
     const tqp_tensor_ref *ref;
     int permute_heads; // 0: no permutation, else the head count of this q/k matrix
+    const char *name;  // the tensor's name in the output
 } fill_ctx;
 
 static tqp_status fill(void *vctx, float *buf)
@@ -37,6 +39,10 @@ static tqp_status fill(void *vctx, float *buf)
     const fill_ctx *c = vctx;
     size_t n = (size_t)(c->ref->rows * c->ref->cols);
     tqp_dtype_to_f32(c->ref->dtype, c->ref->data, buf, n);
+    for (size_t i = 0; i < n; i++) /* never copy a weight that evaluation would refuse */
+        if (!isfinite(buf[i]))
+            return tqp_error_set(TQP_ENONFINITE, "%s: %s: non-finite weight %g at element %zu",
+                                 c->ref->file, c->name, (double)buf[i], i);
     if (!c->permute_heads) return TQP_OK;
     int hd = c->m->cfg.head_dim;
     float *tmp = tqp_malloc((size_t)hd * (size_t)c->ref->cols * sizeof(float));
@@ -91,7 +97,7 @@ static tqp_status build_list(const tqp_model *m, tqp_dtype dtype, tqp_st_tensor 
     for (int g = 0; g < TQP_G_COUNT; g++) {
         if (g == TQP_G_OUTPUT && c->tied_embeddings) continue;
         snprintf(names[n], 128, "%s.weight", tqp_global_tensor_name((tqp_global_tensor)g));
-        fc[n] = (fill_ctx){m, &m->global[g], 0};
+        fc[n] = (fill_ctx){m, &m->global[g], 0, names[n]};
         n++;
     }
     for (int l = 0; l < c->n_layers; l++)
@@ -100,7 +106,7 @@ static tqp_status build_list(const tqp_model *m, tqp_dtype dtype, tqp_st_tensor 
                      tqp_layer_tensor_name((tqp_layer_tensor)k));
             int heads = k == TQP_T_Q ? c->n_heads : k == TQP_T_K ? c->n_kv_heads : 0;
             fc[n] = (fill_ctx){m, &m->layer[(size_t)l * TQP_T_LAYER_COUNT + k],
-                               c->rope == TQP_ROPE_ADJACENT ? heads : 0};
+                               c->rope == TQP_ROPE_ADJACENT ? heads : 0, names[n]};
             n++;
         }
     for (int i = 0; i < n; i++) {

@@ -35,6 +35,10 @@ for n in 1 2; do
   printf '\x00\x00\xc0\x7f' | dd of="$WORK/nan.bin" bs=1 seek=$off conv=notrunc status=none
   expect 2 "layer 3 self_attn.q_proj: non-finite" $n eval --model "$WORK/nan.bin" \
     --tokenizer "$DATA/models/stories260K/tok512.bin" $E
+  # tqp convert refuses it too, naming the file and the tensor (it copied it, exit 0)
+  rm -rf "$WORK/conv"
+  expect 2 "nan.bin: model.layers.3.self_attn.q_proj.weight: non-finite" $n convert \
+    --model "$WORK/nan.bin" --out "$WORK/conv"
   expect 2 "no such file" $n eval --model "$WORK/missing.bin" $E
   head -c 100 "$DATA/models/stories260K/tok512.bin" > "$WORK/tok.bin"
   expect 2 "$WORK/tok.bin: truncated" $n eval --model "$MODEL" --tokenizer "$WORK/tok.bin" $E
