@@ -21,14 +21,6 @@ static tqp_status os_error(const char *path, const char *what)
     return tqp_error_set(s, "%s: %s%s%s", path, what, *what ? ": " : "", strerror(errno));
 }
 
-tqp_status tqp_input_file_check(const char *path)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) return os_error(path, "");
-    if (!S_ISREG(st.st_mode)) return tqp_error_set(TQP_EINPUT, "%s: not a regular file", path);
-    return TQP_OK;
-}
-
 tqp_status tqp_mmap_open(const char *path, tqp_mmap *map)
 {
     memset(map, 0, sizeof *map);

@@ -41,8 +41,7 @@ struct tqp_qfile {
     const tqp_model *m; // borrowed
     unsigned mask;      // bit i set: matrix i decoded from the file, else the model's
     tqp_tcq *tcq;       // the file's trellis family, read on first use
-    MPI_Comm comm;      // shared source: the ranks that split the decoding
-    int shared;
+    MPI_Comm comm;      // the weight source's ranks, which split the decoding
     int64_t decoded;    // matrices decoded by this process
 };
 
@@ -257,8 +256,8 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
 {
     tqp_qfile *q = ctx;
     const tqp_config *c = &q->m->cfg;
-    int P = 1, me = 0;
-    if (q->shared) MPI_Comm_size(q->comm, &P), MPI_Comm_rank(q->comm, &me);
+    int P, me;
+    MPI_Comm_size(q->comm, &P), MPI_Comm_rank(q->comm, &me);
     size_t off[TQP_T_LAYER_COUNT], total = 0, maxw = 0;
     for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {
         int64_t r, cc;
@@ -290,7 +289,7 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
             memcpy(dst, orig.w[mat_tensor[i]], sizeof(float) * (size_t)(r * cc));
             continue;
         }
-        if (q->shared && i % P != me) continue; /* decoded by rank i mod P */
+        if (i % P != me) continue; /* decoded by rank i mod P */
         tqp_qmat_info info;
         s = tqp_qfile_decode(q, l, i, &info, W);
         for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++) {
@@ -304,18 +303,17 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
     }
     tqp_layer_weights_release(&orig);
     free(W);
-    if (q->shared) { /* every decoded matrix from its rank to the others */
-        s = tqp_mpi_agree(q->comm, s);
-        for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
-            if (!(q->mask >> i & 1)) continue;
-            int64_t r, cc;
-            tqp_layer_tensor_shape(c, mat_tensor[i], &r, &cc);
-            float *dst = lw->owned + off[mat_tensor[i]];
-            for (int64_t o = 0; o < r * cc && s == TQP_OK; o += (int64_t)1 << 28) {
-                int len = (int)(r * cc - o < ((int64_t)1 << 28) ? r * cc - o : ((int64_t)1 << 28));
-                if (MPI_Bcast(dst + o, len, MPI_FLOAT, i % P, q->comm) != MPI_SUCCESS)
-                    s = tqp_error_set(TQP_EMPI, "%s: broadcast of a decoded matrix failed", q->path);
-            }
+    /* every decoded matrix from its rank to the others */
+    s = tqp_mpi_agree(q->comm, s);
+    for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {
+        if (!(q->mask >> i & 1)) continue;
+        int64_t r, cc;
+        tqp_layer_tensor_shape(c, mat_tensor[i], &r, &cc);
+        float *dst = lw->owned + off[mat_tensor[i]];
+        for (int64_t o = 0; o < r * cc && s == TQP_OK; o += (int64_t)1 << 28) {
+            int len = (int)(r * cc - o < ((int64_t)1 << 28) ? r * cc - o : ((int64_t)1 << 28));
+            if (MPI_Bcast(dst + o, len, MPI_FLOAT, i % P, q->comm) != MPI_SUCCESS)
+                s = tqp_error_set(TQP_EMPI, "%s: broadcast of a decoded matrix failed", q->path);
         }
     }
     for (int t = 0; t < TQP_T_LAYER_COUNT && lw->owned; t++) lw->w[t] = lw->owned + off[t];
@@ -345,11 +343,6 @@ tqp_status tqp_qfile_select(tqp_qfile *q, const char *list)
     return TQP_OK;
 }
 
-tqp_weight_source tqp_qfile_source(tqp_qfile *q)
-{
-    return (tqp_weight_source){.layer = source_layer, .ctx = q};
-}
-
 int64_t tqp_qfile_decoded(const tqp_qfile *q)
 {
     return q->decoded;
@@ -357,6 +350,6 @@ int64_t tqp_qfile_decoded(const tqp_qfile *q)
 
 tqp_weight_source tqp_qfile_source_shared(tqp_qfile *q, MPI_Comm comm)
 {
-    q->comm = comm, q->shared = 1;
+    q->comm = comm;
     return (tqp_weight_source){.layer = source_layer, .ctx = q, .collective = 1};
 }

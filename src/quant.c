@@ -123,23 +123,6 @@ void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const dou
     for (int k = 0; k < n; k++) codes[k] = cb->quantize(w[k], bits, &what[k]);
 }
 
-double tqp_quad_form(const double *H, const double *d, int n, double *scratch)
-{
-    cblas_dsymv(CblasRowMajor, CblasLower, n, 1.0, H, n, d, 1, 0.0, scratch, 1);
-    return cblas_ddot(n, d, 1, scratch, 1);
-}
-
-void tqp_row_losses(const double *H, const double *W, const double *X, const double *Xh,
-                    double scale, int rows, int n, double *lb, double *scratch)
-{
-    for (int r = 0; r < rows; r++) {
-        size_t o = (size_t)r * n;
-        for (int k = 0; k < n; k++) scratch[k] = (Xh[o + k] - X[o + k]) * scale;
-        lb[2 * r] = tqp_quad_form(H, scratch, n, scratch + n);
-        lb[2 * r + 1] = tqp_quad_form(H, W + o, n, scratch + n);
-    }
-}
-
 size_t tqp_pack_bytes(size_t count, int bits)
 {
     return (count * (size_t)bits + 7) / 8;

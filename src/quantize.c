@@ -17,20 +17,6 @@
 #include "tqp/tcq.h"
 
 
-tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag)
-{
-    double tr = 0;
-    for (int64_t i = 0; i < (int64_t)n * n; i++)
-        if (!isfinite(H[i])) return tqp_error_set(TQP_ENONFINITE, "non-finite Hessian entry");
-    for (int j = 0; j < n; j++) tr += H[(int64_t)j * n + j];
-    *mean_diag = tr / n;
-    if (!(*mean_diag > 0))
-        return tqp_error_set(TQP_EINPUT, "all-zero (or negative-trace) Hessian");
-    for (int j = 0; j < n; j++)
-        if (H[(int64_t)j * n + j] == 0) H[(int64_t)j * n + j] = 1.0; /* dead input */
-    return TQP_OK;
-}
-
 typedef struct {
     MPI_Comm comm;
     int rank, P;
@@ -97,7 +83,7 @@ static tqp_status factor_damped(MPI_Comm comm, const double *Hf, double md, int 
 }
 
 /* Local: my rows of H (over the token count) checked; the whole diagonal is gathered so that
- * every rank sees the same mean diagonal (summed in index order, as tqp_hessian_prepare) and the
+ * every rank sees the same mean diagonal (summed in index order) and the
  * same dead inputs. */
 static tqp_status check_rows(MPI_Comm comm, const group_state *gs, double *diag, double *md,
                              int *dead)

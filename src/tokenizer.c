@@ -32,43 +32,13 @@ struct tqp_tokenizer {
 
 /* ---- file reading ---------------------------------------------------------------------- */
 
-static tqp_status open_error(const char *path)
-{
-    int e = errno;
-    return tqp_error_set(e == ENOENT ? TQP_ENOENT : TQP_EIO, "%s: %s", path, strerror(e));
-}
-
-/* Grow *buf (of *cap bytes) to twice its size. */
-static tqp_status grow(const char *path, unsigned char **buf, size_t *cap)
-{
-    unsigned char *b = realloc(*buf, *cap * 2);
-    if (!b) return tqp_error_set(TQP_ENOMEM, "%s: out of memory reading %zu bytes", path, *cap * 2);
-    *buf = b;
-    *cap *= 2;
-    return TQP_OK;
-}
-
-/* Read a whole file into a malloc'd buffer of *len bytes. */
+/* Read a whole file into a malloc'd buffer of *len bytes (io.c checks that it is a regular
+ * file: a directory is bad input, not a read error). */
 static tqp_status slurp(const char *path, unsigned char **buf, size_t *len)
 {
-    TQP_CHECK(tqp_input_file_check(path)); /* a directory is bad input, not a read error */
-    FILE *f = fopen(path, "rb");
-    if (!f) return open_error(path);
-    size_t cap = 1 << 16, n = 0, got;
-    unsigned char *b = tqp_malloc(cap);
-    tqp_status st = b ? TQP_OK : TQP_ENOMEM;
-    while (st == TQP_OK && (got = fread(b + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) st = grow(path, &b, &cap);
-    }
-    if (st == TQP_OK && ferror(f)) st = tqp_error_set(TQP_EIO, "%s: read error", path);
-    fclose(f);
-    if (st != TQP_OK) {
-        free(b);
-        return st;
-    }
-    *buf = b;
-    *len = n;
+    char *b = NULL;
+    TQP_CHECK(tqp_file_read_all(path, &b, len));
+    *buf = (unsigned char *)b;
     return TQP_OK;
 }
 

@@ -17,10 +17,6 @@ typedef struct {
 
 tqp_status tqp_mmap_open(const char *path, tqp_mmap *map);
 
-/* The one check of an input path before it is read, for every reader: it exists (TQP_ENOENT,
- * "PATH: no such file or directory") and is a regular file (TQP_EINPUT, "PATH: not a regular
- * file"); other stat failures are TQP_EIO naming the path and the reason. */
-tqp_status tqp_input_file_check(const char *path);
 void tqp_mmap_close(tqp_mmap *map);
 
 /* Read a whole file into a malloc'd buffer with a terminating NUL (not counted in *len). */

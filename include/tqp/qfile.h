@@ -132,11 +132,10 @@ void tqp_qfile_close(tqp_qfile **q);
 /* Decode only the matrices named in `list` ("q,k"; names as tqp_qmat_name) and take the
  * others from the full-precision model: an ablation of which matrices cost perplexity. */
 tqp_status tqp_qfile_select(tqp_qfile *q, const char *list);
-/* A weight source (eval.h) that decodes each layer: codes -> values -> inverse rotation. */
-tqp_weight_source tqp_qfile_source(tqp_qfile *q);
-/* The same, collective on comm: each layer is read and decoded once per job, matrix i by rank
- * i mod P, and every matrix is broadcast to the other ranks (the same bits as decoding it
- * there).  q must be open on every rank of comm with the same selection. */
+/* A weight source (eval.h) that decodes each layer (codes -> values -> inverse rotation),
+ * collective on comm: each layer is read and decoded once per job, matrix i by rank i mod P,
+ * and every matrix is broadcast to the other ranks (the same bits as decoding it there).  q
+ * must be open on every rank of comm with the same selection. */
 tqp_weight_source tqp_qfile_source_shared(tqp_qfile *q, MPI_Comm comm);
 /* Matrices this process has decoded so far (tqp_qfile_decode calls). */
 int64_t tqp_qfile_decoded(const tqp_qfile *q);

@@ -73,15 +73,6 @@ void tqp_ldlq_panel(const tqp_codebook *cb, int bits, const double *P, int ldp, 
 void tqp_quant_row(const tqp_codebook *cb, int bits, tqp_rounding rnd, const double *Lu, int n,
                    const double *w, uint32_t *codes, double *what, double *scratch);
 
-/* d H d^T for one row d (n) and a symmetric H (n, n) row-major.  scratch: n doubles. */
-double tqp_quad_form(const double *H, const double *d, int n, double *scratch);
-
-/* The proxy loss's two terms for `rows` rows: lb[2r] = d H d^T with d = (Xh - X)_r * scale (the
- * error in W's units), lb[2r + 1] = w H w^T with w = W_r.  W, X, Xh: (rows, n) row-major, X and
- * Xh in units of the scale.  scratch: 2 n doubles. */
-void tqp_row_losses(const double *H, const double *W, const double *X, const double *Xh,
-                    double scale, int rows, int n, double *lb, double *scratch);
-
 /* Bit packing: `count` codes of `bits` bits each into a little-endian bit stream of
  * ceil(count * bits / 8) bytes; and back. */
 size_t tqp_pack_bytes(size_t count, int bits);

@@ -115,9 +115,5 @@ tqp_status tqp_quantize_matrix_only(MPI_Comm comm, const tqp_config *cfg, const 
                                     const tqp_quant_options *o, int mat, long rows_limit,
                                     tqp_qmat_info *info);
 
-/* Damping (section 2) of a mean Hessian H (n, n): dead inputs (H_jj = 0) get H_jj = 1;
- * returns mean(diag H) of the input in *mean_diag.  A non-finite entry or an all-zero H is an
- * error whose message is completed by the caller. */
-tqp_status tqp_hessian_prepare(double *H, int n, double *mean_diag);
 
 #endif
