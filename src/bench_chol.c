@@ -74,8 +74,8 @@ tqp_status tqp_bench_chol(int argc, char **argv)
     int repeat;
     tqp_opt opts[] = {
         {"--orders", TQP_OPT_STRING, &orders, "1024,2048,4096", "N,N,...", "matrix orders"},
-        {"--repeat", TQP_OPT_INT, &repeat, "3", "R", "runs of each BLAS per order (best kept)"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the rows as JSON"},
+        {"--repeat", TQP_OPT_INT, &repeat, "3", "R", "runs of each BLAS per order (best kept)", 0, 1, 1000},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the rows as JSON"},
     };
     tqp_cmd_spec spec = {"bench chol",
                          "Distributed Cholesky with the reproducible BLAS vs the system BLAS.",
@@ -85,7 +85,7 @@ tqp_status tqp_bench_chol(int argc, char **argv)
     int help, P, rank;
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
     if (help) return TQP_OK;
-    if (repeat < 1) return tqp_error_set(TQP_EUSAGE, "tqp bench chol: --repeat must be >= 1");
+    if (repeat < 1) return tqp_error_set(TQP_EUSAGE, "--repeat must be >= 1");
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     chol_row rows[16];
@@ -97,7 +97,7 @@ tqp_status tqp_bench_chol(int argc, char **argv)
         char *end;
         long n = strtol(tok, &end, 10);
         if (*end || n < 1 || n > 46340)
-            s = tqp_error_set(TQP_EUSAGE, "tqp bench chol: bad order '%s' (1 .. 46340)", tok);
+            s = tqp_error_set(TQP_EUSAGE, "bad order '%s' (1 .. 46340)", tok);
         else
             s = bench_n((int)n, repeat, &rows[nrows++]);
     }

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "tqp/cli.h"
+#include "tqp/io.h"
 #include "tqp/gpu.h"
 #include "tqp/matvec.h"
 #include "tqp/progress.h"
@@ -40,14 +41,19 @@ static tqp_status parse_shapes(const char *text, int *ms, int *ns, int *count, i
     while (*p) {
         int m, n, used;
         if (sscanf(p, "%dx%d%n", &m, &n, &used) != 2 || m <= 0 || n <= 0 || *count == cap)
-            return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes '%s': expected MxN,... "
+            return tqp_error_set(TQP_EUSAGE, "--shapes '%s': expected MxN,... "
                                              "(at most %d)", text, cap);
+        /* the fp32 matrix, its codes and the decoded copy: refuse what cannot fit */
+        double need = 12.0 * m * (double)n, have = tqp_physical_memory();
+        if (have > 0 && need > have)
+            return tqp_error_set(TQP_EUSAGE, "--shapes: %dx%d needs about %.3g GB, more than "
+                                 "this machine's %.3g GB", m, n, need / 1e9, have / 1e9);
         ms[*count] = m, ns[(*count)++] = n;
         p += used;
         if (*p == ',') p++;
-        else if (*p) return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes '%s'", text);
+        else if (*p) return tqp_error_set(TQP_EUSAGE, "--shapes '%s'", text);
     }
-    return *count ? TQP_OK : tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --shapes is empty");
+    return *count ? TQP_OK : tqp_error_set(TQP_EUSAGE, "--shapes is empty");
 }
 
 static tqp_status parse_bits(const char *text, int *bits, int *count)
@@ -57,11 +63,11 @@ static tqp_status parse_bits(const char *text, int *bits, int *count)
         char *end;
         long k = strtol(p, &end, 10);
         if (end == p || k < 1 || k > 4 || *count == 4)
-            return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --bits '%s': 1..4, comma "
+            return tqp_error_set(TQP_EUSAGE, "--bits '%s': 1..4, comma "
                                              "separated", text);
         bits[(*count)++] = (int)k;
         p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --bits '%s'", text);
+        if (*end && *end != ',') return tqp_error_set(TQP_EUSAGE, "--bits '%s'", text);
     }
     return TQP_OK;
 }
@@ -163,9 +169,9 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
         {"--bits", TQP_OPT_STRING, &bits_text, "2,3,4", "K,...", "bits per weight (1..4)"},
         {"--code", TQP_OPT_STRING, &code_name, "1mad", "CODE", "1mad, 3inst or hyb"},
         {"--threads", TQP_OPT_INT, &threads, "1", "N",
-         "threads for our kernel; OpenBLAS follows OPENBLAS_NUM_THREADS"},
-        {"--reps", TQP_OPT_INT, &reps, "50", "N", "at most this many timed repetitions (best kept)"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the results as JSON"},
+         "threads for our kernel; OpenBLAS follows OPENBLAS_NUM_THREADS", 0, 1, 1024},
+        {"--reps", TQP_OPT_INT, &reps, "50", "N", "at most this many timed repetitions (best kept)", 0, 1, 1000000},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the results as JSON"},
     };
     tqp_cmd_spec spec = {"bench matvec",
                          "Batch-1 matrix-vector product on trellis codes vs OpenBLAS sgemv.",
@@ -181,10 +187,10 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
     TQP_CHECK(parse_bits(bits_text, bits, &nbits));
     tqp_tcode code = tqp_tcode_parse(code_name);
     if (code != TQP_TCODE_1MAD && code != TQP_TCODE_3INST && code != TQP_TCODE_HYB)
-        return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --code '%s': 1mad, 3inst or hyb",
+        return tqp_error_set(TQP_EUSAGE, "--code '%s': 1mad, 3inst or hyb",
                              code_name);
     if (threads < 1 || reps < 1)
-        return tqp_error_set(TQP_EUSAGE, "tqp bench matvec: --threads and --reps must be >= 1");
+        return tqp_error_set(TQP_EUSAGE, "--threads and --reps must be >= 1");
     char cpu[256];
     tqp_cpu_name(cpu, sizeof cpu);
     const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");

@@ -313,10 +313,10 @@ tqp_status tqp_bench_quantize_memory(int argc, char **argv)
     tqp_opt opts[] = {
         {"--synthetic", TQP_OPT_FLAG, &synthetic, NULL, NULL,
          "a synthetic layer (required: random SPD Hessian and Gaussian weights)", 1},
-        {"--dim", TQP_OPT_INT, &dim, "8192", "N", "hidden size"},
-        {"--ffn", TQP_OPT_INT, &ffn, "28672", "N", "FFN size"},
-        {"--heads", TQP_OPT_INT, &heads, "64", "N", "attention heads"},
-        {"--kv-heads", TQP_OPT_INT, &kv, "8", "N", "key/value heads"},
+        {"--dim", TQP_OPT_INT, &dim, "8192", "N", "hidden size", 0, 1, 1 << 24},
+        {"--ffn", TQP_OPT_INT, &ffn, "28672", "N", "FFN size", 0, 1, 1 << 24},
+        {"--heads", TQP_OPT_INT, &heads, "64", "N", "attention heads", 0, 1, 4096},
+        {"--kv-heads", TQP_OPT_INT, &kv, "8", "N", "key/value heads", 0, 1, 4096},
         {"--matrix", TQP_OPT_STRING, &matrix, "q", "M", "q, k, v, o, gate, up or down"},
         {"--codebook", TQP_OPT_STRING, &codebook, "scalar", "C", "scalar or trellis"},
         {"--rounding", TQP_OPT_STRING, &rounding, "ldlq", "R", "ldlq or nearest"},
@@ -325,9 +325,9 @@ tqp_status tqp_bench_quantize_memory(int argc, char **argv)
         {"--trellis-L", TQP_OPT_INT, &L, "16", "L", "trellis state bits"},
         {"--trellis-V", TQP_OPT_INT, &V, "1", "V", "weights per trellis step"},
         {"--rows", TQP_OPT_INT, &rows, "0", "R",
-         "rows rounded per rank (0: all; buffers keep the full size)"},
+         "rows rounded per rank (0: all; buffers keep the full size)", 0, 0, 1 << 24},
         {"--seed", TQP_OPT_INT, &seed, "1", "S", "seed of the synthetic data"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the measurements as JSON"},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the measurements as JSON"},
     };
     tqp_cmd_spec spec = {
         "bench quantize-memory",

@@ -194,9 +194,9 @@ tqp_status tqp_bench_trellis(int argc, char **argv)
     int samples, speed_seqs, P, rank;
     const char *json;
     tqp_opt opts[] = {
-        {"--samples", TQP_OPT_INT, &samples, "1048576", "N", "Gaussian samples for the MSE"},
-        {"--speed-seqs", TQP_OPT_INT, &speed_seqs, "16", "N", "sequences per speed measurement"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the results as JSON"},
+        {"--samples", TQP_OPT_INT, &samples, "1048576", "N", "Gaussian samples for the MSE", 0, 1, 1 << 27},
+        {"--speed-seqs", TQP_OPT_INT, &speed_seqs, "16", "N", "sequences per speed measurement", 0, 1, 1 << 20},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the results as JSON"},
     };
     tqp_cmd_spec spec = {"bench trellis",
                          "Trellis codes: Gaussian MSE and encoder throughput, one table.",

@@ -25,6 +25,12 @@ tqp_status tqp_calib_starts(int64_t ntok, int nsamples, int ctx, int random, uin
     if (random && ntok < ctx)
         return tqp_error_set(TQP_EINPUT, "%s: %lld tokens, fewer than one window of %d", what,
                              (long long)ntok, ctx);
+    /* Drawn windows may overlap, but more of them than there are distinct windows in the
+     * text only repeats windows (and asks for memory in proportion). */
+    if (random && (int64_t)nsamples > ntok - ctx + 1)
+        return tqp_error_set(TQP_EUSAGE,
+                             "--nsamples %d: %s has only %lld distinct windows of %d tokens",
+                             nsamples, what, (long long)(ntok - ctx + 1), ctx);
     uint64_t s = seed, span = (uint64_t)(ntok - ctx + 1);
     for (int k = 0; k < nsamples; k++)
         starts[k] = random ? (int64_t)(tqp_splitmix64(&s) % span) : (int64_t)k * ctx;
@@ -152,6 +158,18 @@ tqp_status tqp_calib_load(MPI_Comm comm, const tqp_model *m, const char *tokeniz
                              "--nsamples %d / --ctx %d: need nsamples >= 1 and "
                              "2 <= ctx <= %d (the model's maximum)",
                              nsamples, ctx, m->cfg.max_seq_len);
+    /* Every rank holds the activations of its windows for the whole run: refuse up front what
+     * the node's memory cannot hold, before reading anything. */
+    double local_ranks = 1, node_bytes = 0;
+    TQP_CHECK(tqp_node_memory(comm, &node_bytes, &local_ranks));
+    double per_rank = ((double)nsamples + P - 1) / P * ctx * (4.0 * m->cfg.dim + 4.0);
+    if (node_bytes > 0 && per_rank * local_ranks > node_bytes)
+        return tqp_error_set(TQP_EUSAGE,
+                             "--nsamples %d x --ctx %d: the activations take %.3g GB per rank, "
+                             "%.3g GB for the %g ranks on this node, more than its %.3g GB of "
+                             "memory (fewer windows, or more nodes)",
+                             nsamples, ctx, per_rank / 1e9, per_rank * local_ranks / 1e9,
+                             local_ranks, node_bytes / 1e9);
     tqp_partition(nsamples, P, rank, &c->w0, &c->w1);
     int64_t *starts = NULL;
     tqp_status s = tokens_path ? from_tokens(comm, m, tokens_path, c, &starts)

@@ -163,10 +163,10 @@ static tqp_status bench_hessian(int argc, char **argv)
     tqp_opt opts[] = {
         {"--widths", TQP_OPT_STRING, &widths, "64,172,4096,8192", "N,N,...",
          "input widths (64 and 172 are the bundled model's)"},
-        {"--tokens", TQP_OPT_INT, &tokens, "4096", "T", "tokens per width"},
-        {"--window", TQP_OPT_INT, &wtok, "512", "N", "tokens per window"},
-        {"--batch", TQP_OPT_INT, &bench_batch, "8", "N", "windows staged per reduction"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write the rows as JSON"},
+        {"--tokens", TQP_OPT_INT, &tokens, "4096", "T", "tokens per width", 0, 1, 1 << 30},
+        {"--window", TQP_OPT_INT, &wtok, "512", "N", "tokens per window", 0, 1, 1 << 20},
+        {"--batch", TQP_OPT_INT, &bench_batch, "8", "N", "windows staged per reduction", 0, 1, 1 << 16},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the rows as JSON"},
     };
     tqp_cmd_spec spec = {"bench hessian", "Hessian accumulation rate vs plain OpenBLAS.",
                          "Run under mpiexec: every width is accumulated on rank 0 alone, then on "
@@ -178,7 +178,7 @@ static tqp_status bench_hessian(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (tokens < wtok || wtok < 1 || bench_batch < 1)
-        return tqp_error_set(TQP_EUSAGE, "tqp bench hessian: need --tokens >= --window >= 1");
+        return tqp_error_set(TQP_EUSAGE, "need --tokens >= --window >= 1");
     bench_row rows[16];
     int nrows = 0;
     char *copy = strdup(widths), *save = NULL;
@@ -186,8 +186,8 @@ static tqp_status bench_hessian(int argc, char **argv)
     for (char *tok = strtok_r(copy, ",", &save); tok && nrows < 16 && s == TQP_OK;
          tok = strtok_r(NULL, ",", &save)) {
         int n = atoi(tok);
-        if (n < 1)
-            s = tqp_error_set(TQP_EUSAGE, "tqp bench hessian: bad width '%s'", tok);
+        if (n < 1 || n > 65536)
+            s = tqp_error_set(TQP_EUSAGE, "--widths: bad width '%s' (1 .. 65536)", tok);
         else
             s = bench_one(n, tokens / wtok, wtok, &rows[nrows++]);
     }
@@ -220,5 +220,5 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
                "system BLAS\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "tqp bench: name a benchmark (hessian, trellis, quantize-memory, matvec, chol); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "name a benchmark (hessian, trellis, quantize-memory, matvec, chol); see tqp bench --help");
 }

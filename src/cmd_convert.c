@@ -16,7 +16,7 @@ static tqp_status parse_dtype(const char *s, tqp_dtype *d)
     else if (!strcmp(s, "bf16") || !strcmp(s, "BF16"))
         *d = TQP_DTYPE_BF16;
     else
-        return tqp_error_set(TQP_EUSAGE, "tqp convert: --dtype must be f32, f16 or bf16, not '%s'",
+        return tqp_error_set(TQP_EUSAGE, "--dtype must be f32, f16 or bf16, not '%s'",
                              s);
     return TQP_OK;
 }
@@ -52,13 +52,13 @@ tqp_status tqp_cmd_convert(int argc, char **argv)
 {
     const char *model, *out, *dtype, *tok, *json;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &model, NULL, "PATH", "checkpoint to convert (.bin or HF dir)",
+        {"--model", TQP_OPT_IN_PATH, &model, NULL, "PATH", "checkpoint to convert (.bin or HF dir)",
          1},
-        {"--out", TQP_OPT_STRING, &out, NULL, "DIR", "output Hugging Face directory", 1},
+        {"--out", TQP_OPT_OUT, &out, NULL, "DIR", "output Hugging Face directory", 1},
         {"--dtype", TQP_OPT_STRING, &dtype, "f32", "T", "tensor type: f32, f16 or bf16"},
-        {"--tokenizer", TQP_OPT_STRING, &tok, NULL, "PATH",
+        {"--tokenizer", TQP_OPT_IN_FILE, &tok, NULL, "PATH",
          "tokenizer to copy as DIR/tokenizer.bin (default: the one beside the model, if any)"},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write a JSON summary to FILE"},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write a JSON summary to FILE"},
     };
     tqp_cmd_spec spec = {"convert", "Write a checkpoint as a Hugging Face Llama directory.",
                          "llama2.c checkpoints get the q/k row permutation that Hugging Face's "

@@ -60,23 +60,23 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
 {
     eval_args a;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &a.model, NULL, "PATH",
+        {"--model", TQP_OPT_IN_PATH, &a.model, NULL, "PATH",
          "llama2.c .bin checkpoint or Hugging Face directory", 1},
-        {"--tokenizer", TQP_OPT_STRING, &a.tokenizer, NULL, "PATH",
+        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
          "llama2.c tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin beside the model)"},
-        {"--text", TQP_OPT_STRING, &a.text, NULL, "PATH", "text file to score"},
-        {"--tokens", TQP_OPT_STRING, &a.tokens, NULL, "PATH",
+        {"--text", TQP_OPT_IN_FILE, &a.text, NULL, "PATH", "text file to score"},
+        {"--tokens", TQP_OPT_IN_FILE, &a.tokens, NULL, "PATH",
          "pre-tokenized input instead of --text: raw little-endian uint32 ids"},
-        {"--quantized", TQP_OPT_STRING, &a.quantized, NULL, "FILE.h5",
+        {"--quantized", TQP_OPT_IN_FILE, &a.quantized, NULL, "FILE.h5",
          "evaluate the quantized model in FILE.h5 (from tqp quantize of --model)"},
         {"--only", TQP_OPT_STRING, &a.only, NULL, "LIST",
          "with --quantized: decode only these matrices (e.g. q,k), the rest full precision"},
         {"--validate-on", TQP_OPT_STRING, &a.validate_on, "auto", "D",
          "where to evaluate: auto or cpu (the CPU; gpu is refused: not implemented)"},
-        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens"},
+        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens", 0, 2, 1 << 24},
         {"--half-window", TQP_OPT_FLAG, &a.half_window, NULL, NULL,
          "score only the second half of each window (llama.cpp's convention)"},
-        {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
+        {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };
     tqp_cmd_spec spec = {"eval", "Perplexity of a model on a text (stream-windows protocol).",
@@ -89,9 +89,9 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
     if (help) return TQP_OK;
     if (!a.text == !a.tokens)
-        return tqp_error_set(TQP_EUSAGE, "tqp eval: give exactly one of --text and --tokens");
+        return tqp_error_set(TQP_EUSAGE, "give exactly one of --text and --tokens");
     if (a.only && !a.quantized)
-        return tqp_error_set(TQP_EUSAGE, "tqp eval: --only needs --quantized");
+        return tqp_error_set(TQP_EUSAGE, "--only needs --quantized");
     TQP_CHECK(tqp_check_validate_on(a.validate_on, 0));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     TQP_CHECK(

@@ -1,4 +1,5 @@
 /* `tqp hessian`: collect per-layer Hessians from calibration text into an HDF5 file. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@ static tqp_status parse_seed(const char *s, uint64_t *v)
     char *end;
     unsigned long long x = strtoull(s, &end, 10);
     if (!*s || *end || s[0] == '-')
-        return tqp_error_set(TQP_EUSAGE, "tqp hessian: --seed expects a non-negative integer");
+        return tqp_error_set(TQP_EUSAGE, "--seed expects a non-negative integer");
     *v = x;
     return TQP_OK;
 }
@@ -54,10 +55,10 @@ static tqp_status run(hess_args *a, int rank, int P)
     if (a->seed) TQP_CHECK(parse_seed(a->seed, &seed));
     if (a->sequential)
         return tqp_error_set(TQP_EUSAGE,
-                             "tqp hessian: --sequential needs inputs from quantized "
+                             "--sequential needs inputs from quantized "
                              "layers, which tqp quantize will provide; it is not available yet");
     if (a->resume && a->force)
-        return tqp_error_set(TQP_EUSAGE, "tqp hessian: --resume and --force exclude each other");
+        return tqp_error_set(TQP_EUSAGE, "--resume and --force exclude each other");
     TQP_CHECK(
         tqp_mpi_agree(MPI_COMM_WORLD, a->json && rank == 0 ? tqp_check_writable(a->json) : TQP_OK));
     tqp_model *m = NULL;
@@ -96,18 +97,18 @@ tqp_status tqp_cmd_hessian(int argc, char **argv)
 {
     hess_args a;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &a.model, NULL, "PATH",
+        {"--model", TQP_OPT_IN_PATH, &a.model, NULL, "PATH",
          "llama2.c .bin or Hugging Face directory", 1},
-        {"--tokenizer", TQP_OPT_STRING, &a.tokenizer, NULL, "PATH",
+        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
          "llama2.c tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin beside the model)"},
-        {"--text", TQP_OPT_STRING, &a.text, NULL, "PATH", "calibration text"},
-        {"--tokens", TQP_OPT_STRING, &a.tokens, NULL, "PATH",
+        {"--text", TQP_OPT_IN_FILE, &a.text, NULL, "PATH", "calibration text"},
+        {"--tokens", TQP_OPT_IN_FILE, &a.tokens, NULL, "PATH",
          "pre-tokenized calibration input instead of --text (raw little-endian uint32)"},
-        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows"},
-        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per window"},
+        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows", 0, 1, INT_MAX},
+        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per window", 0, 2, 1 << 24},
         {"--seed", TQP_OPT_STRING, &a.seed, NULL, "S",
          "draw window starts at random from seed S (default: the first N windows in order)"},
-        {"--out", TQP_OPT_STRING, &a.out, NULL, "FILE.h5",
+        {"--out", TQP_OPT_OUT, &a.out, NULL, "FILE.h5",
          "Hessian index file; layer files go to FILE.h5.layers/", 1},
         {"--resume", TQP_OPT_FLAG, &a.resume, NULL, NULL,
          "require an existing output to resume (resuming is automatic when options match)"},
@@ -116,8 +117,8 @@ tqp_status tqp_cmd_hessian(int argc, char **argv)
         {"--sequential", TQP_OPT_FLAG, &a.sequential, NULL, NULL,
          "inputs from already-quantized layers (GPTQ); needs tqp quantize"},
         {"--batch", TQP_OPT_INT, &a.batch, "0", "N",
-         "windows staged per reduction (0: about 256 MiB of staging)"},
-        {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
+         "windows staged per reduction (0: about 256 MiB of staging)", 0, 0, 1 << 20},
+        {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };
     tqp_cmd_spec spec = {"hessian",
@@ -132,7 +133,7 @@ tqp_status tqp_cmd_hessian(int argc, char **argv)
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
     if (help) return TQP_OK;
     if (!a.text == !a.tokens)
-        return tqp_error_set(TQP_EUSAGE, "tqp hessian: give exactly one of --text and --tokens");
+        return tqp_error_set(TQP_EUSAGE, "give exactly one of --text and --tokens");
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     return run(&a, rank, P);

@@ -1,6 +1,7 @@
 /* `tqp plan`: memory per rank and node, Viterbi work and time of a run, from a configuration
  * (see include/tqp/plan.h and docs/planner.md).  Nothing is read but the configuration. */
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,39 +398,39 @@ tqp_status tqp_cmd_plan(int argc, char **argv)
     tqp_plan_rates_default(defaults);
     char rate_names[TQP_RATE_COUNT][48], rate_help[TQP_RATE_COUNT][160];
     tqp_opt opts[32 + TQP_RATE_COUNT] = {
-        {"--config", TQP_OPT_STRING, &a.config, NULL, "PATH",
+        {"--config", TQP_OPT_IN_PATH, &a.config, NULL, "PATH",
          "Hugging Face config.json (or its directory) or llama2.c .bin checkpoint"},
         {"--synthetic", TQP_OPT_FLAG, &a.synthetic, NULL, NULL,
          "plan one Llama-2-70B-shaped layer (dim 8192, FFN 28672, 64 heads, 8 KV heads) instead"},
-        {"--dim", TQP_OPT_INT, &a.dim, NULL, "N", "with --synthetic: hidden size (8192)"},
-        {"--ffn", TQP_OPT_INT, &a.ffn, NULL, "N", "with --synthetic: FFN size (28672)"},
-        {"--heads", TQP_OPT_INT, &a.heads, NULL, "N", "with --synthetic: attention heads (64)"},
-        {"--kv-heads", TQP_OPT_INT, &a.kv_heads, NULL, "N", "with --synthetic: key/value heads (8)"},
-        {"--layers", TQP_OPT_INT, &a.layers, NULL, "N", "with --synthetic: layers (1)"},
-        {"--vocab", TQP_OPT_INT, &a.vocab, NULL, "N", "with --synthetic: vocabulary (32000)"},
-        {"--ranks", TQP_OPT_INT, &a.ranks, NULL, "P", "MPI ranks of the planned run", 1},
-        {"--nodes", TQP_OPT_INT, &a.nodes, "1", "N", "nodes; ranks are placed in blocks"},
-        {"--threads", TQP_OPT_INT, &a.threads, "1", "T", "threads per rank (trellis bands)"},
+        {"--dim", TQP_OPT_INT, &a.dim, NULL, "N", "with --synthetic: hidden size (8192)", 0, 1, 1 << 24},
+        {"--ffn", TQP_OPT_INT, &a.ffn, NULL, "N", "with --synthetic: FFN size (28672)", 0, 1, 1 << 24},
+        {"--heads", TQP_OPT_INT, &a.heads, NULL, "N", "with --synthetic: attention heads (64)", 0, 1, 4096},
+        {"--kv-heads", TQP_OPT_INT, &a.kv_heads, NULL, "N", "with --synthetic: key/value heads (8)", 0, 1, 4096},
+        {"--layers", TQP_OPT_INT, &a.layers, NULL, "N", "with --synthetic: layers (1)", 0, 1, 4096},
+        {"--vocab", TQP_OPT_INT, &a.vocab, NULL, "N", "with --synthetic: vocabulary (32000)", 0, 1, 1 << 24},
+        {"--ranks", TQP_OPT_INT, &a.ranks, NULL, "P", "MPI ranks of the planned run", 1, 1, 1 << 24},
+        {"--nodes", TQP_OPT_INT, &a.nodes, "1", "N", "nodes; ranks are placed in blocks", 0, 1, 1 << 24},
+        {"--threads", TQP_OPT_INT, &a.threads, "1", "T", "threads per rank (trellis bands)", 0, 1, 1024},
         {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
-         "quantization teams, as tqp quantize --teams (0: its default)"},
+         "quantization teams, as tqp quantize --teams (0: its default)", 0, 0, 1 << 20},
         {"--bits", TQP_OPT_INT, &a.bits, "2", "K", "bits per weight: 2, 3 or 4"},
         {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "scalar or trellis"},
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "ldlq or nearest"},
         {"--rotation", TQP_OPT_STRING, &a.rotation, "rht", "R", "rht, kron or none"},
         {"--trellis-L", TQP_OPT_INT, &a.L, "16", "L", "trellis state bits"},
         {"--trellis-V", TQP_OPT_INT, &a.V, "1", "V", "weights per trellis step (1: 1mad, 2: hyb)"},
-        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows"},
-        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per calibration window"},
+        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows", 0, 1, INT_MAX},
+        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per calibration window", 0, 2, 1 << 24},
         {"--batch", TQP_OPT_INT, &a.batch, "0", "N",
-         "windows per Hessian reduction (0: tqp hessian's default)"},
+         "windows per Hessian reduction (0: tqp hessian's default)", 0, 0, 1 << 20},
         {"--eval-tokens", TQP_OPT_INT, &a.eval_tokens, "300000", "N",
-         "tokens of the evaluation text"},
-        {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "0", "N", "evaluation window (0: --ctx)"},
+         "tokens of the evaluation text", 0, 1, INT_MAX},
+        {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "0", "N", "evaluation window (0: --ctx)", 0, 0, 1 << 24},
         {"--dtype", TQP_OPT_STRING, &a.dtype, NULL, "D",
          "stored weights f32, f16 or bf16 (default: the checkpoint's; bf16 for --synthetic)"},
-        {"--rates", TQP_OPT_STRING, &a.rates, NULL, "FILE",
+        {"--rates", TQP_OPT_IN_FILE, &a.rates, NULL, "FILE",
          "JSON object of rates overriding the defaults (keys as in the rates table)"},
-        {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write the plan as JSON"},
+        {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write the plan as JSON"},
     };
     int n_opts = 0; /* the options above: those before the first empty slot */
     while (n_opts < 32 && opts[n_opts].name) n_opts++;

@@ -31,6 +31,7 @@
  * first uncommitted layer.  Every phase change, commit and result is also a line of the JSON
  * event log OUT.events.jsonl (include/tqp/events.h).
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,19 +426,19 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
 {
     quant_args a;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &a.model, NULL, "PATH",
+        {"--model", TQP_OPT_IN_PATH, &a.model, NULL, "PATH",
          "llama2.c .bin or Hugging Face directory", 1},
-        {"--tokenizer", TQP_OPT_STRING, &a.tokenizer, NULL, "PATH",
+        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
          "llama2.c tokenizer.bin (default: beside the model)"},
-        {"--hessians", TQP_OPT_STRING, &a.hessians, NULL, "FILE.h5",
+        {"--hessians", TQP_OPT_IN_FILE, &a.hessians, NULL, "FILE.h5",
          "Hessians from tqp hessian (else give --text or --tokens)"},
-        {"--text", TQP_OPT_STRING, &a.text, NULL, "PATH",
+        {"--text", TQP_OPT_IN_FILE, &a.text, NULL, "PATH",
          "calibration text: collect Hessians into OUT.hessians.h5 first"},
-        {"--tokens", TQP_OPT_STRING, &a.tokens, NULL, "PATH",
+        {"--tokens", TQP_OPT_IN_FILE, &a.tokens, NULL, "PATH",
          "pre-tokenized calibration input instead of --text"},
-        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows (with --text)"},
-        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per calibration window"},
-        {"--out", TQP_OPT_STRING, &a.out, NULL, "FILE.h5", "quantized model file", 1},
+        {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows (with --text)", 0, 1, INT_MAX},
+        {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "tokens per calibration window", 0, 2, 1 << 24},
+        {"--out", TQP_OPT_OUT, &a.out, NULL, "FILE.h5", "quantized model file", 1},
         {"--bits", TQP_OPT_INT, &a.bits, "2", "B", "bits per weight: 2, 3 or 4"},
         {"--rotation", TQP_OPT_STRING, &a.rotation, "rht", "R",
          "incoherence processing: none, rht (randomized Hadamard) or kron (random Kronecker)"},
@@ -449,23 +450,23 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
         {"--threads", TQP_OPT_INT, &a.threads, "1", "N",
-         "threads per rank for the trellis search (bands of rows in parallel)"},
+         "threads per rank for the trellis search (bands of rows in parallel)", 0, 1, 1024},
         {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
          "teams of ranks quantizing different layers at once (0: one per 64 ranks, at most "
-         "one per layer); the output does not depend on it"},
+         "one per layer); the output does not depend on it", 0, 0, 1 << 20},
         {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
-         "relative damping of H (doubled on each failed factorization)"},
+         "relative damping of H (doubled on each failed factorization)", 0, 0, 1e6},
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
-         "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho"},
+         "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho", 0, 0, 1e3},
         {"--seed", TQP_OPT_STRING, &a.seed, "0", "S", "run seed for signs and rotations"},
-        {"--eval-text", TQP_OPT_STRING, &a.eval_text, NULL, "PATH",
+        {"--eval-text", TQP_OPT_IN_FILE, &a.eval_text, NULL, "PATH",
          "validate: perplexity of the full-precision and the quantized model on this text"},
-        {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "256", "N", "validation window length in tokens"},
+        {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "256", "N", "validation window length in tokens", 0, 2, 1 << 20},
         {"--validate-on", TQP_OPT_STRING, &a.validate_on, "auto", "D",
          "where validation runs: auto, cpu or none (gpu: in builds with CUDA)"},
         {"--force", TQP_OPT_FLAG, &a.force, NULL, NULL,
          "start over: remove an existing output, its parts and its Hessians"},
-        {"--json", TQP_OPT_STRING, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
+        {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };
     tqp_cmd_spec spec = {

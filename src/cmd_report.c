@@ -54,6 +54,7 @@ static tqp_status write_outputs(char *const paths[N_OUT], char *const texts[N_OU
             s = TQP_ENOMEM;
             break;
         }
+        tqp_remove_stale_temps(paths[i]);
         snprintf(tmp[i], n, "%s.tmp.%ld", paths[i], (long)getpid());
         s = write_temp(paths[i], tmp[i], texts[i]);
     }
@@ -84,7 +85,7 @@ static tqp_status read_fp_eval(const char *path, double *ppl)
     return s;
 }
 
-static tqp_status run(const report_args *a)
+static tqp_status run(const report_args *a, const tqp_cmd_spec *spec)
 {
     static const char *const ext[N_OUT] = {".csv", ".md", ".svg"};
     char *paths[N_OUT] = {0}, *texts[N_OUT] = {0}, *title = NULL;
@@ -96,7 +97,8 @@ static tqp_status run(const report_args *a)
             s = TQP_ENOMEM;
         else {
             snprintf(paths[i], n, "%s%s", a->out, ext[i]);
-            s = tqp_check_writable(paths[i]);
+            s = tqp_opts_check_output(spec, "--out", paths[i]);
+            if (s == TQP_OK) s = tqp_check_writable(paths[i]);
         }
     }
     if (s == TQP_OK) s = tqp_report_read_jobs(a->jobs, &r);
@@ -151,9 +153,9 @@ tqp_status tqp_cmd_report(int argc, char **argv)
 {
     report_args a;
     tqp_opt opts[] = {
-        {"--jobs", TQP_OPT_STRING, &a.jobs, NULL, "FILE",
+        {"--jobs", TQP_OPT_IN_FILE, &a.jobs, NULL, "FILE",
          "job file: one cell per line, '<method> <bits> <tqp quantize options>'", 1},
-        {"--dir", TQP_OPT_STRING, &a.dir, NULL, "DIR",
+        {"--dir", TQP_OPT_IN_PATH, &a.dir, NULL, "DIR",
          "directory of the summaries <method>-<bits>.json (tqp quantize --json)", 1},
         {"--out", TQP_OPT_STRING, &a.out, NULL, "PREFIX",
          "write PREFIX.csv, PREFIX.md and PREFIX.svg", 1},
@@ -161,7 +163,7 @@ tqp_status tqp_cmd_report(int argc, char **argv)
          "title of the table and the plot (default: 'Ablation: <job file name>')"},
         {"--notes", TQP_OPT_STRING, &a.notes, NULL, "TEXT",
          "markdown paragraph under the title of PREFIX.md"},
-        {"--fp-eval", TQP_OPT_STRING, &a.fp_eval, NULL, "FILE",
+        {"--fp-eval", TQP_OPT_IN_FILE, &a.fp_eval, NULL, "FILE",
          "tqp eval --json summary of the full-precision model: its ppl is the full-precision "
          "perplexity (default: ppl_full_precision of the summaries)"},
         {"--allow-missing", TQP_OPT_FLAG, &a.allow_missing, NULL, NULL,
@@ -180,6 +182,6 @@ tqp_status tqp_cmd_report(int argc, char **argv)
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
     if (help) return TQP_OK;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    tqp_status s = rank == 0 ? run(&a) : TQP_OK;
+    tqp_status s = rank == 0 ? run(&a, &spec) : TQP_OK;
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }

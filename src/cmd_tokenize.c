@@ -43,13 +43,13 @@ tqp_status tqp_cmd_tokenize(int argc, char **argv)
 {
     const char *model, *tok, *text, *out, *json;
     tqp_opt opts[] = {
-        {"--model", TQP_OPT_STRING, &model, NULL, "PATH",
+        {"--model", TQP_OPT_IN_PATH, &model, NULL, "PATH",
          "model whose vocabulary (and tokenizer beside it) to use", 1},
-        {"--tokenizer", TQP_OPT_STRING, &tok, NULL, "PATH",
+        {"--tokenizer", TQP_OPT_IN_FILE, &tok, NULL, "PATH",
          "llama2.c tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin beside the model)"},
-        {"--text", TQP_OPT_STRING, &text, NULL, "PATH", "text file to tokenize", 1},
-        {"--out", TQP_OPT_STRING, &out, NULL, "FILE", "token file to write", 1},
-        {"--json", TQP_OPT_STRING, &json, NULL, "FILE", "also write a JSON summary to FILE"},
+        {"--text", TQP_OPT_IN_FILE, &text, NULL, "PATH", "text file to tokenize", 1},
+        {"--out", TQP_OPT_OUT, &out, NULL, "FILE", "token file to write", 1},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write a JSON summary to FILE"},
     };
     tqp_cmd_spec spec = {"tokenize", "Tokenize a text into a pre-tokenized token file.",
                          "The output is raw little-endian uint32 ids, BOS first, exactly the "

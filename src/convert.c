@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tqp/cli.h"
 #include "tqp/io.h"
@@ -126,7 +127,11 @@ static tqp_status build_list(const tqp_model *m, tqp_dtype dtype, tqp_st_tensor 
 tqp_status tqp_convert_to_hf(const tqp_model *m, const char *out_dir, tqp_dtype dtype,
                              const char *tokenizer)
 {
-    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
+    struct stat sb;
+    if (stat(out_dir, &sb) == 0 && !S_ISDIR(sb.st_mode))
+        return tqp_error_set(TQP_EUSAGE, "%s: exists and is not a directory (--out)", out_dir);
+    int created = mkdir(out_dir, 0755) == 0;
+    if (!created && errno != EEXIST)
         return tqp_error_set(TQP_EIO, "%s: cannot create directory: %s", out_dir, strerror(errno));
     int cap = TQP_G_COUNT + m->cfg.n_layers * TQP_T_LAYER_COUNT, n = 0;
     tqp_st_tensor *t = tqp_calloc((size_t)cap, sizeof *t);
@@ -145,6 +150,14 @@ tqp_status tqp_convert_to_hf(const tqp_model *m, const char *out_dir, tqp_dtype 
     }
     snprintf(path, sizeof path, "%s/tokenizer.bin", out_dir);
     if (s == TQP_OK && tokenizer) s = copy_file(tokenizer, path);
+    if (s != TQP_OK && created) { /* leave nothing behind that this call made */
+        static const char *const made[] = {"model.safetensors", "config.json", "tokenizer.bin"};
+        for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s", out_dir, made[i]);
+            unlink(path);
+        }
+        rmdir(out_dir);
+    }
     free(t);
     free(fc);
     free(names);

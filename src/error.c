@@ -33,6 +33,33 @@ int tqp_exit_code(tqp_status s)
     return (s >= 0 && s < TQP_STATUS_COUNT) ? status_exit[s] : 1;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (1-4), or 0 if it is not one. */
+static int utf8_len(const unsigned char *p)
+{
+    int n = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+                                                    : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 2 && p[0] < 0xc2) return 0; /* overlong */
+    for (int i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    return n;
+}
+
+/* Keep a message on one printable line whatever was formatted into it (a line of a binary
+ * file quoted in a parse error, say): line breaks become spaces, other control bytes and bytes
+ * that are not UTF-8 become '?'. */
+static void printable(char *msg)
+{
+    unsigned char *p = (unsigned char *)msg;
+    while (*p) {
+        int n = utf8_len(p);
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+        else if (n == 0 || *p < 0x20 || *p == 0x7f)
+            *p = '?', n = 1;
+        p += n ? n : 1;
+    }
+}
+
 tqp_status tqp_error_set(tqp_status s, const char *fmt, ...)
 {
     /* Format into a scratch buffer first: callers may pass the current message as an argument
@@ -43,9 +70,7 @@ tqp_status tqp_error_set(tqp_status s, const char *fmt, ...)
     vsnprintf(scratch, sizeof scratch, fmt, ap);
     va_end(ap);
     memcpy(last_message, scratch, sizeof last_message);
-    /* Keep the message on one line whatever the caller formatted into it. */
-    for (char *p = last_message; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
+    printable(last_message);
     return s;
 }
 

@@ -1,6 +1,7 @@
 /* HDF5 attribute helpers and deterministic creation property lists. */
 #include "tqp/h5util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,7 +89,10 @@ hid_t tqp_h5_dcpl(void)
 
 tqp_status tqp_h5_attr_read_f64(hid_t obj, const char *name, double *value)
 {
-    return read_attr(obj, name, H5T_NATIVE_DOUBLE, value);
+    TQP_CHECK(read_attr(obj, name, H5T_NATIVE_DOUBLE, value));
+    if (!isfinite(*value))
+        return tqp_error_set(TQP_ENONFINITE, "attribute %s is not finite (%g)", name, *value);
+    return TQP_OK;
 }
 
 /* A dataset of shape dims (rank 1 or 2): chunks of at most 1 MiElements, whole rows for 2-D

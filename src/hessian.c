@@ -138,6 +138,12 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
     int rank;
     MPI_Comm_rank(comm, &rank);
     run_state rs = {.comm = comm, .m = m, .cal = cal, .batch = o->batch_windows};
+    int P;
+    MPI_Comm_size(comm, &P);
+    /* A batch of more windows than a rank has stages nothing more, only memory (the sums are
+     * exact, so the batch size never changes a bit of the result). */
+    long most = (cal->nsamples + P - 1) / P;
+    if (rs.batch > most) rs.batch = (int)(most > 0 ? most : 1);
     double t0 = tqp_now(), total_flops = 0;
     *r = (tqp_hessian_result){.layers_skipped = st->committed,
                               .tokens = (int64_t)cal->nsamples * cal->ctx};

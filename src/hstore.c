@@ -4,7 +4,9 @@
 #include "tqp/hstore.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,8 +148,30 @@ static tqp_status start_fresh(tqp_hstore *st)
     return write_index(st, -1);
 }
 
+/* Rank 0: the temporary files of earlier, interrupted attempts: index copies beside OUT and
+ * layer files that were written but never renamed. */
+static void remove_leftovers(const tqp_hstore *st)
+{
+    int n = tqp_remove_stale_temps(st->out);
+    DIR *d = opendir(st->dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        int l, end = 0;
+        if (sscanf(de->d_name, "layer_%d.h5.tmp%n", &l, &end) != 1 || de->d_name[end]) continue;
+        char *p = malloc(strlen(st->dir) + strlen(de->d_name) + 2);
+        if (p) sprintf(p, "%s/%s", st->dir, de->d_name);
+        n += p && unlink(p) == 0;
+        free(p);
+    }
+    if (d) closedir(d);
+    if (n > 0)
+        fprintf(stderr, "tqp hessian: %s: removed %d temporary file%s of an earlier attempt\n",
+                st->out, n, n == 1 ? "" : "s");
+}
+
 static tqp_status open_rank0(tqp_hstore *st, tqp_resume_mode mode)
 {
+    remove_leftovers(st);
     struct stat sb;
     int exists = stat(st->out, &sb) == 0;
     if (mode == TQP_RESUME_FORCE) {
@@ -403,6 +427,12 @@ tqp_status tqp_hfile_read_rows(const tqp_hfile *hf, int layer, int group, int n,
     snprintf(name, sizeof name, "%s/count", gname);
     if (s == TQP_OK) s = tqp_h5_read(f, name, H5T_NATIVE_INT64, 0, dims, count);
     H5Fclose(f);
+    for (size_t i = 0; s == TQP_OK && i < (size_t)(r1 - r0) * (size_t)n; i++)
+        if (!isfinite(H[i]))
+            s = tqp_error_set(TQP_ENONFINITE, "H[%zu][%zu] is not finite (%g)",
+                              (size_t)r0 + i / (size_t)n, i % (size_t)n, H[i]);
+    if (s == TQP_OK && *count < 1)
+        s = tqp_error_set(TQP_EINPUT, "token count %lld is not positive", (long long)*count);
     if (s != TQP_OK) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", tqp_error_message());

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <openssl/evp.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,9 @@
 
 static tqp_status os_error(const char *path, const char *what)
 {
-    tqp_status s = (errno == ENOENT || errno == ENOTDIR) ? TQP_ENOENT : TQP_EIO;
-    return tqp_error_set(s, "%s: %s%s%s", path, what, *what ? ": " : "", strerror(errno));
+    if (errno == ENOENT || errno == ENOTDIR) /* worded as the option parser words it */
+        return tqp_error_set(TQP_ENOENT, "%s: no such file", path);
+    return tqp_error_set(TQP_EIO, "%s: %s%s%s", path, what, *what ? ": " : "", strerror(errno));
 }
 
 tqp_status tqp_mmap_open(const char *path, tqp_mmap *map)
@@ -119,8 +121,39 @@ tqp_status tqp_check_writable(const char *path)
     return s;
 }
 
+int tqp_remove_stale_temps(const char *path)
+{
+    char *a = strdup(path), *b = strdup(path);
+    DIR *d = a && b ? opendir(dirname(a)) : NULL;
+    const char *base = b ? basename(b) : "";
+    size_t n = strlen(base);
+    long me = (long)getpid();
+    int removed = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *e = de->d_name;
+        if (strncmp(e, base, n) || strncmp(e + n, ".tmp.", 5)) continue;
+        const char *digits = e + n + 5;
+        char *end;
+        long pid = strtol(digits, &end, 10);
+        if (!*digits || *end || !isdigit((unsigned char)*digits) || pid == me) continue;
+        size_t len = strlen(a) + strlen(e) + 2;
+        char *full = malloc(len);
+        if (full) {
+            snprintf(full, len, "%s/%s", a, e);
+            removed += unlink(full) == 0;
+        }
+        free(full);
+    }
+    if (d) closedir(d);
+    free(a);
+    free(b);
+    return removed;
+}
+
 tqp_status tqp_file_write_atomic(const char *path, const void *data, size_t len)
 {
+    tqp_remove_stale_temps(path);
     size_t plen = strlen(path) + 32;
     char *tmp = tqp_malloc(plen);
     if (!tmp) return TQP_ENOMEM;
@@ -209,4 +242,10 @@ tqp_status tqp_sha256_file(const char *path, char hex[65])
     tqp_sha256_hex(m.data ? (const void *)m.data : "", m.size, hex);
     tqp_mmap_close(&m);
     return TQP_OK;
+}
+
+double tqp_physical_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (double)pages * (double)page : 0;
 }

@@ -94,6 +94,22 @@ tqp_status tqp_config_validate(const tqp_config *c, const char *what)
     if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
         return tqp_error_set(TQP_EINPUT, "%s: rope_theta %g is not positive", what,
                              (double)c->rope_theta);
+    /* Each dimension is bounded above, but their products are not: counted in double (exact
+     * well past the bound), so that every size computed from a configuration that passes fits
+     * 64 bits with room to spare, whatever the header said. */
+    double params = 2.0 * c->vocab_size * (double)c->dim + c->dim +
+                    (double)c->max_seq_len * c->head_dim;
+    for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {
+        int64_t r, k;
+        tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &k);
+        params += (double)c->n_layers * (double)r * (double)k;
+    }
+    if (params > TQP_MAX_PARAMS)
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: the dimensions imply %.3g parameters, more than the %.3g TQP "
+                             "handles (hidden %d, intermediate %d, %d layers, vocabulary %d)",
+                             what, params, TQP_MAX_PARAMS, c->dim, c->hidden_dim, c->n_layers,
+                             c->vocab_size);
     return TQP_OK;
 }
 
@@ -191,11 +207,13 @@ static int needs_copy(const tqp_tensor_ref *t)
     return t->dtype != TQP_DTYPE_F32 || ((uintptr_t)t->data % sizeof(float)) != 0;
 }
 
-static tqp_status check_finite(const float *x, size_t n, const char *what, int layer)
+static tqp_status check_finite(const float *x, size_t n, const char *file, const char *what,
+                               int layer)
 {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i]))
-            return tqp_error_set(TQP_ENONFINITE, "layer %d %s: non-finite weight %g at element %zu",
+            return tqp_error_set(TQP_ENONFINITE,
+                                 "%s: layer %d %s: non-finite weight %g at element %zu", file,
                                  layer, what, (double)x[i], i);
     return TQP_OK;
 }
@@ -213,7 +231,7 @@ tqp_status tqp_model_layer_load(const tqp_model *m, int l, tqp_layer_weights *lw
         size_t n = (size_t)(refs[t].rows * refs[t].cols);
         tensor_to_f32(&refs[t], &lw->w[t], next);
         if (needs_copy(&refs[t])) next += n;
-        tqp_status s = check_finite(lw->w[t], n, layer_names[t], l);
+        tqp_status s = check_finite(lw->w[t], n, refs[t].file, layer_names[t], l);
         if (s != TQP_OK) {
             tqp_layer_weights_release(lw);
             return s;
@@ -293,8 +311,8 @@ tqp_status tqp_model_global_load(const tqp_model *m, tqp_global_tensor t, const 
         if (!isfinite((*out)[i])) {
             free(*owned);
             *owned = NULL;
-            return tqp_error_set(TQP_ENONFINITE, "%s: non-finite weight %g at element %zu",
-                                 global_names[t], (double)(*out)[i], i);
+            return tqp_error_set(TQP_ENONFINITE, "%s: %s: non-finite weight %g at element %zu",
+                                 r->file, global_names[t], (double)(*out)[i], i);
         }
     return TQP_OK;
 }

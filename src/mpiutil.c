@@ -1,6 +1,8 @@
 /* Cross-rank error agreement and work partitioning. */
 #include "tqp/mpiutil.h"
 
+#include "tqp/io.h"
+
 #include <string.h>
 
 tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local)
@@ -29,4 +31,16 @@ void tqp_partition(long n, int P, int r, long *begin, long *end)
     long q = n / P, rem = n % P;
     *begin = r * q + (r < rem ? r : rem);
     *end = *begin + q + (r < rem ? 1 : 0);
+}
+
+tqp_status tqp_node_memory(MPI_Comm comm, double *bytes, double *ranks_here)
+{
+    MPI_Comm node;
+    int n = 1;
+    TQP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    *bytes = tqp_physical_memory();
+    *ranks_here = n;
+    return TQP_OK;
 }

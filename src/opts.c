@@ -2,16 +2,35 @@
 #include "tqp/cli.h"
 
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-static tqp_status set_value(const char *cmd, const tqp_opt *o, const char *v)
+static int is_path(tqp_opt_kind k)
+{
+    return k == TQP_OPT_IN_FILE || k == TQP_OPT_IN_PATH || k == TQP_OPT_OUT;
+}
+
+static int has_range(const tqp_opt *o)
+{
+    return o->lo < o->hi;
+}
+
+static tqp_status set_value(const tqp_opt *o, const char *v)
 {
     char *end = NULL;
     errno = 0;
     switch (o->kind) {
     case TQP_OPT_STRING:
+    case TQP_OPT_IN_FILE:
+    case TQP_OPT_IN_PATH:
+    case TQP_OPT_OUT:
+        if (is_path(o->kind) && !*v) return tqp_error_set(TQP_EUSAGE, "%s: empty path", o->name);
         *(const char **)o->dest = v;
         return TQP_OK;
     case TQP_OPT_FLAG:
@@ -20,21 +39,114 @@ static tqp_status set_value(const char *cmd, const tqp_opt *o, const char *v)
     case TQP_OPT_INT: {
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < -2147483647L || x > 2147483647L)
-            return tqp_error_set(TQP_EUSAGE, "tqp %s: %s expects an integer, got '%s'", cmd,
-                                 o->name, v);
+            return tqp_error_set(TQP_EUSAGE, "%s expects an integer, got '%s'", o->name, v);
+        if (has_range(o) && (x < o->lo || x > o->hi))
+            return tqp_error_set(TQP_EUSAGE, "%s %ld is out of range (%.0f .. %.0f)", o->name, x,
+                                 o->lo, o->hi);
         *(int *)o->dest = (int)x;
         return TQP_OK;
     }
     case TQP_OPT_DOUBLE: {
         double x = strtod(v, &end);
-        if (errno || end == v || *end)
-            return tqp_error_set(TQP_EUSAGE, "tqp %s: %s expects a number, got '%s'", cmd, o->name,
-                                 v);
+        if (errno || end == v || *end || !isfinite(x))
+            return tqp_error_set(TQP_EUSAGE, "%s expects a finite number, got '%s'", o->name, v);
+        if (has_range(o) && (x < o->lo || x > o->hi))
+            return tqp_error_set(TQP_EUSAGE, "%s %g is out of range (%g .. %g)", o->name, x, o->lo,
+                                 o->hi);
         *(double *)o->dest = x;
         return TQP_OK;
     }
     }
     return TQP_EINTERNAL;
+}
+
+/* The absolute path `path` names with links resolved, also when it does not exist yet (then
+ * its directory's, plus its last component).  0 when not even the directory exists. */
+static int canonical(const char *path, char out[PATH_MAX])
+{
+    if (realpath(path, out)) return 1;
+    char *a = strdup(path), *b = strdup(path), dir[PATH_MAX];
+    int ok = a && b && realpath(dirname(a), dir) != NULL;
+    if (ok) ok = snprintf(out, PATH_MAX, "%s/%s", strcmp(dir, "/") ? dir : "", basename(b)) <
+                 PATH_MAX;
+    free(a);
+    free(b);
+    return ok;
+}
+
+/* Files a model or tokenizer directory is read from. */
+static int checkpoint_file_name(const char *base)
+{
+    size_t n = strlen(base);
+    const char *st = ".safetensors", *idx = ".safetensors.index.json";
+    return !strcmp(base, "config.json") || !strcmp(base, "generation_config.json") ||
+           !strncmp(base, "tokenizer", 9) || (!strncmp(base, "tok", 3) && n > 4 &&
+                                              !strcmp(base + n - 4, ".bin")) ||
+           (n > strlen(st) && !strcmp(base + n - strlen(st), st)) ||
+           (n > strlen(idx) && !strcmp(base + n - strlen(idx), idx));
+}
+
+tqp_status tqp_opts_check_output(const tqp_cmd_spec *s, const char *what, const char *out)
+{
+    char co[PATH_MAX], ci[PATH_MAX];
+    if (!canonical(out, co)) return TQP_OK; /* its directory does not exist: it aliases nothing */
+    struct stat so, si;
+    int out_exists = stat(out, &so) == 0;
+    for (int i = 0; i < s->n_opts; i++) {
+        const tqp_opt *o = &s->opts[i];
+        if (o->kind != TQP_OPT_IN_FILE && o->kind != TQP_OPT_IN_PATH) continue;
+        const char *in = *(const char **)o->dest;
+        if (!in) continue;
+        if (stat(in, &si) != 0 || !realpath(in, ci)) continue;
+        int same = !strcmp(co, ci) || (out_exists && so.st_dev == si.st_dev &&
+                                       so.st_ino == si.st_ino);
+        size_t n = strlen(ci);
+        if (!same && S_ISDIR(si.st_mode) && !strncmp(co, ci, n) && co[n] == '/' &&
+            !strchr(co + n + 1, '/') && checkpoint_file_name(co + n + 1))
+            same = 1;
+        if (same)
+            return tqp_error_set(TQP_EUSAGE,
+                                 "%s: %s would overwrite the input given as %s (choose another "
+                                 "output path)",
+                                 out, what, o->name);
+    }
+    return TQP_OK;
+}
+
+/* The checks of every path option (see tqp_opt_kind). */
+static tqp_status check_paths(const tqp_cmd_spec *s)
+{
+    struct stat st;
+    for (int i = 0; i < s->n_opts; i++) {
+        const tqp_opt *o = &s->opts[i];
+        const char *p = is_path(o->kind) ? *(const char **)o->dest : NULL;
+        if (!p || o->kind == TQP_OPT_OUT) continue;
+        if (stat(p, &st) != 0)
+            return tqp_error_set(errno == ENOENT || errno == ENOTDIR ? TQP_ENOENT : TQP_EINPUT,
+                                 "%s: %s (%s)", p,
+                                 errno == ENOENT || errno == ENOTDIR ? "no such file"
+                                                                     : strerror(errno),
+                                 o->name);
+        if (o->kind == TQP_OPT_IN_FILE && !S_ISREG(st.st_mode))
+            return tqp_error_set(TQP_EINPUT, "%s: not a regular file (%s)", p, o->name);
+        if (o->kind == TQP_OPT_IN_PATH && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            return tqp_error_set(TQP_EINPUT, "%s: not a regular file or directory (%s)", p,
+                                 o->name);
+    }
+    char ci[PATH_MAX], cj[PATH_MAX];
+    for (int i = 0; i < s->n_opts; i++) {
+        const tqp_opt *o = &s->opts[i];
+        const char *p = o->kind == TQP_OPT_OUT ? *(const char **)o->dest : NULL;
+        if (!p) continue;
+        TQP_CHECK(tqp_opts_check_output(s, o->name, p));
+        for (int j = i + 1; j < s->n_opts; j++) {
+            const char *q = s->opts[j].kind == TQP_OPT_OUT ? *(const char **)s->opts[j].dest : NULL;
+            if (q && canonical(p, ci) && canonical(q, cj) && !strcmp(ci, cj))
+                return tqp_error_set(TQP_EUSAGE, "%s: given as both %s and %s", p, o->name,
+                                     s->opts[j].name);
+        }
+    }
+    return TQP_OK;
 }
 
 static const tqp_opt *find(const tqp_cmd_spec *s, const char *name, size_t len)
@@ -51,9 +163,10 @@ static tqp_status apply_defaults(const tqp_cmd_spec *s)
         const tqp_opt *o = &s->opts[i];
         if (o->kind == TQP_OPT_FLAG)
             *(int *)o->dest = 0;
-        else if (o->kind == TQP_OPT_STRING)
+        else if (o->kind == TQP_OPT_STRING || is_path(o->kind))
             *(const char **)o->dest = o->def;
-        if (o->def && o->kind != TQP_OPT_STRING) TQP_CHECK(set_value(s->name, o, o->def));
+        if (o->def && (o->kind == TQP_OPT_INT || o->kind == TQP_OPT_DOUBLE))
+            TQP_CHECK(set_value(o, o->def));
     }
     return TQP_OK;
 }
@@ -78,25 +191,26 @@ tqp_status tqp_opts_parse(const tqp_cmd_spec *s, int argc, char **argv, int *hel
         const tqp_opt *o =
             strncmp(a, "--", 2) ? NULL : find(s, a, eq ? (size_t)(eq - a) : strlen(a));
         if (!o) {
-            st = tqp_error_set(TQP_EUSAGE, "tqp %s: unknown argument '%s' (see tqp %s --help)",
-                               s->name, a, s->name);
+            st = tqp_error_set(TQP_EUSAGE, "unknown argument '%s' (see tqp %s --help)", a,
+                               s->name);
             break;
         }
         seen[o - s->opts] = 1;
         if (o->kind == TQP_OPT_FLAG && !eq)
-            st = set_value(s->name, o, NULL);
+            st = set_value(o, NULL);
         else if (eq)
-            st = set_value(s->name, o, eq + 1);
+            st = set_value(o, eq + 1);
         else if (i + 1 < argc)
-            st = set_value(s->name, o, argv[++i]);
+            st = set_value(o, argv[++i]);
         else
-            st = tqp_error_set(TQP_EUSAGE, "tqp %s: %s needs a value", s->name, o->name);
+            st = tqp_error_set(TQP_EUSAGE, "%s needs a value", o->name);
     }
     for (int i = 0; i < s->n_opts && st == TQP_OK && !*help; i++)
         if (s->opts[i].required && !seen[i])
-            st = tqp_error_set(TQP_EUSAGE, "tqp %s: %s is required (see tqp %s --help)", s->name,
+            st = tqp_error_set(TQP_EUSAGE, "%s is required (see tqp %s --help)",
                                s->opts[i].name, s->name);
     free(seen);
+    if (st == TQP_OK && !*help) st = check_paths(s);
     return st;
 }
 
@@ -110,6 +224,10 @@ void tqp_opts_usage(const tqp_cmd_spec *s, FILE *out)
         char left[64];
         snprintf(left, sizeof left, "%s%s%s", o->name, o->meta ? " " : "", o->meta ? o->meta : "");
         fprintf(out, "  %-24s %s", left, o->help);
+        if (has_range(o) && o->kind == TQP_OPT_INT)
+            fprintf(out, " [%.0f .. %.0f]", o->lo, o->hi);
+        else if (has_range(o))
+            fprintf(out, " [%g .. %g]", o->lo, o->hi);
         if (o->required)
             fprintf(out, " (required)");
         else if (o->def)

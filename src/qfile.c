@@ -3,6 +3,7 @@
 #include "tqp/qfile.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,7 +249,15 @@ tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *inf
     tqp_status s = decode_group(g, q, mat, info, W);
     H5Gclose(g);
     q->decoded++;
-    return s == TQP_OK ? s : tqp_error_set(s, "%s: %s: %s", q->path, name, tqp_error_message());
+    if (s != TQP_OK) return tqp_error_set(s, "%s: %s: %s", q->path, name, tqp_error_message());
+    /* Whatever the file says (a scale of 1e300, say), every weight handed on fits an fp32. */
+    for (size_t k = 0; k < (size_t)info->rows * (size_t)info->cols; k++)
+        if (!(fabs(W[k]) <= FLT_MAX))
+            return tqp_error_set(TQP_ENONFINITE,
+                                 "%s: layer %d %s: decoded weight %g at element %zu is not a "
+                                 "finite fp32 value (scale %g)",
+                                 q->path, layer, mat_name[mat], W[k], k, info->scale);
+    return TQP_OK;
 }
 
 /* Weight source: every fp32 tensor of layer l in one owned buffer. */
@@ -291,15 +300,9 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
         }
         if (i % P != me) continue; /* decoded by rank i mod P */
         tqp_qmat_info info;
-        s = tqp_qfile_decode(q, l, i, &info, W);
-        for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++) {
+        s = tqp_qfile_decode(q, l, i, &info, W); /* every value checked there */
+        for (size_t k = 0; s == TQP_OK && k < (size_t)(r * cc); k++)
             dst[k] = (float)W[k];
-            if (!isfinite(dst[k]))
-                s = tqp_error_set(TQP_ENONFINITE,
-                                  "%s: layer %d %s: decoded weight %g at element %zu is not a "
-                                  "finite fp32 value (scale %g)",
-                                  q->path, l, mat_name[i], W[k], k, info.scale);
-        }
     }
     tqp_layer_weights_release(&orig);
     free(W);

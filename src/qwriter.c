@@ -425,6 +425,10 @@ tqp_status tqp_qwriter_open(const char *path, const char *identity, int n_layers
         TQP_CHECK(tqp_remove_tree(w->dir));
     }
     TQP_CHECK(tqp_qwriter_precheck(path, identity, 0));
+    int stale = tqp_remove_stale_temps(path); /* OUT.tmp.<pid> of an interrupted assembly */
+    if (stale > 0)
+        fprintf(stderr, "tqp quantize: %s: removed %d temporary file%s of an earlier attempt\n",
+                path, stale, stale == 1 ? "" : "s");
     struct stat sb;
     int have_final = stat(path, &sb) == 0;
     if (stat(w->dir, &sb) == 0) TQP_CHECK(load_state(w));

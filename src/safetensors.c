@@ -2,6 +2,8 @@
  * the header is trusted: every size and offset is checked against the mapped file. */
 #include "tqp/safetensors.h"
 
+#include "tqp/io.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -235,12 +237,13 @@ tqp_status tqp_safetensors_write(const char *path, const tqp_st_tensor *t, int n
     if (!json) return tqp_error_set(TQP_ENOMEM, "out of memory");
     size_t jlen = strlen(json), padded = (jlen + 7) & ~(size_t)7; /* 8-byte aligned data */
     char tmp[4096];
+    tqp_remove_stale_temps(path);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     float *scratch = scratch_for(t, n);
     FILE *f = scratch ? fopen(tmp, "wb") : NULL;
     tqp_status s = TQP_OK;
     if (!f) {
-        s = scratch ? tqp_error_set(TQP_EIO, "%s: cannot create: %s", tmp, strerror(errno))
+        s = scratch ? tqp_error_set(TQP_EIO, "%s: cannot write: %s", path, strerror(errno))
                     : TQP_ENOMEM;
         goto out;
     }
@@ -250,13 +253,13 @@ tqp_status tqp_safetensors_write(const char *path, const tqp_st_tensor *t, int n
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(json, 1, jlen, f) == jlen;
     for (size_t i = jlen; ok && i < padded; i++)
         ok = fputc(' ', f) != EOF;
-    if (!ok) s = tqp_error_set(TQP_EIO, "%s: write failed: %s", tmp, strerror(errno));
+    if (!ok) s = tqp_error_set(TQP_EIO, "%s: write failed: %s", path, strerror(errno));
     for (int i = 0; s == TQP_OK && i < n; i++)
-        s = write_tensor(f, tmp, &t[i], scratch);
+        s = write_tensor(f, path, &t[i], scratch);
     if (s == TQP_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-        s = tqp_error_set(TQP_EIO, "%s: write failed: %s", tmp, strerror(errno));
+        s = tqp_error_set(TQP_EIO, "%s: write failed: %s", path, strerror(errno));
     if (fclose(f) != 0 && s == TQP_OK)
-        s = tqp_error_set(TQP_EIO, "%s: close failed: %s", tmp, strerror(errno));
+        s = tqp_error_set(TQP_EIO, "%s: close failed: %s", path, strerror(errno));
     if (s == TQP_OK && rename(tmp, path) != 0)
         s = tqp_error_set(TQP_EIO, "%s: rename failed: %s", path, strerror(errno));
     if (s != TQP_OK) unlink(tmp);

@@ -52,3 +52,26 @@ core_types() {
   done
   echo "core types run:$CORE_TYPES"
 }
+
+# expect RC NEEDLE NRANKS args...: tqp on NRANKS ranks exits with status RC and prints one error
+# line ("tqp <command>: error: ...") containing NEEDLE, with that prefix once, printable; on one
+# rank nothing else goes to stderr.  The output is left in $WORK/stdout and $WORK/stderr.
+expect() {
+  local rc=$1 needle=$2 n=$3; shift 3
+  local got
+  if [ "$n" = 1 ]; then
+    timeout 120 "$TQP" "$@" > "$WORK/stdout" 2> "$WORK/stderr"; got=$?
+  else
+    run_mpi "$n" "$@" > "$WORK/stdout" 2> "$WORK/stderr"; got=$?
+  fi
+  local lines; lines=$(grep -c '^tqp' "$WORK/stderr")
+  if [ "$got" = "$rc" ] && [ "$lines" = 1 ] && grep -q -- "$needle" "$WORK/stderr" &&
+     ! grep -q 'error: tqp ' "$WORK/stderr" &&
+     [ "$(tr -d '[:print:]\n' < "$WORK/stderr" | wc -c)" = 0 ]; then
+    ok
+  else
+    fail "tqp $* on $n rank(s): exit $got (want $rc), $lines error lines, want '$needle':"
+    sed 's/^/    /' "$WORK/stderr" | cat -v >&2
+  fi
+  if [ "$n" = 1 ] && [ "$(wc -l < "$WORK/stderr")" != 1 ]; then fail "more than one stderr line for: $*"; fi
+}

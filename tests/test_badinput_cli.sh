@@ -2,25 +2,6 @@
 # prints exactly one line naming the file and the reason, and never hangs across ranks.
 source "$(dirname "$0")/lib.sh" "$@"
 
-# expect RC NEEDLE NRANKS args...: exit status RC, one "tqp" error line containing NEEDLE.
-expect() {
-  local rc=$1 needle=$2 n=$3; shift 3
-  local got
-  if [ "$n" = 1 ]; then
-    timeout 120 "$TQP" "$@" > "$WORK/stdout" 2> "$WORK/stderr"; got=$?
-  else
-    run_mpi "$n" "$@" > "$WORK/stdout" 2> "$WORK/stderr"; got=$?
-  fi
-  local lines; lines=$(grep -c '^tqp' "$WORK/stderr")
-  if [ "$got" = "$rc" ] && [ "$lines" = 1 ] && grep -q -- "$needle" "$WORK/stderr"; then
-    ok
-  else
-    fail "tqp $* on $n rank(s): exit $got (want $rc), $lines error lines, want '$needle':"
-    sed 's/^/    /' "$WORK/stderr" >&2
-  fi
-  if [ "$n" = 1 ] && [ "$(wc -l < "$WORK/stderr")" != 1 ]; then fail "more than one stderr line for: $*"; fi
-}
-
 E="--text $EVAL_TEXT --quiet"
 for n in 1 2; do
   head -c 1000 "$MODEL" > "$WORK/trunc.bin"

@@ -200,7 +200,7 @@ static void test_bad_hessians(void)
         const char *msg;
     } cases[] = {{"wild.h5", shift_wild, TQP_ENUMERIC, "layer 0 o: Hessian not positive definite"},
                  {"zero.h5", zero, TQP_EINPUT, "layer 0 o: all-zero"},
-                 {"nan.h5", poison, TQP_ENONFINITE, "layer 0 o: non-finite"}};
+                 {"nan.h5", poison, TQP_ENONFINITE, "layer_000.h5: layer 0 o: H[1][3] is not finite"}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         doctor(cases[k].name, cases[k].f);
         unlink(out);

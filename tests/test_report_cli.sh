@@ -134,14 +134,14 @@ expect() {
 
 cp "$WORK/jobs.txt" "$WORK/jobs_missing.txt"
 echo "GPTQ 3 --rotation none --rounding ldlq" >> "$WORK/jobs_missing.txt"
-expect 2 "$D/GPTQ-3.json: No such file" "$WORK/out/miss" --jobs "$WORK/jobs_missing.txt" --dir "$D"
+expect 2 "$D/GPTQ-3.json: no such file" "$WORK/out/miss" --jobs "$WORK/jobs_missing.txt" --dir "$D"
 check "missing summary: error names the job-file line" grep -q "line 9 of $WORK/jobs_missing.txt" "$WORK/stderr"
 
 printf 'RTN 2 --rotation none\n# fine\nRTN two --rotation none\n' > "$WORK/bad.txt"
 expect 2 "$WORK/bad.txt:3: bits 'two' is not a whole number" "$WORK/out/bad" --jobs "$WORK/bad.txt" --dir "$D"
 printf 'RTN\n' > "$WORK/short.txt"
 expect 2 "$WORK/short.txt:1: expected '<method> <bits>" "$WORK/out/bad" --jobs "$WORK/short.txt" --dir "$D"
-expect 2 "$WORK/nojobs.txt: No such file" "$WORK/out/bad" --jobs "$WORK/nojobs.txt" --dir "$D"
+expect 2 "$WORK/nojobs.txt: no such file" "$WORK/out/bad" --jobs "$WORK/nojobs.txt" --dir "$D"
 
 mkdir -p "$WORK/broken"
 cp "$D"/*.json "$WORK/broken/"

@@ -616,7 +616,7 @@ static void test_bad_tokenizer(void)
     load_fails(data_path("models/stories260K/tok512.bin"), 513, TQP_EINPUT, "record 512 of 513");
     load_fails(data_path("models/stories260K/tok512.bin"), 0, TQP_EINPUT, "vocabulary size 0");
     load_fails(data_path("models/stories260K/tok512.bin"), -5, TQP_EINPUT, "vocabulary size -5");
-    load_fails("/nonexistent/tqp/tok.bin", 512, TQP_ENOENT, "No such file");
+    load_fails("/nonexistent/tqp/tok.bin", 512, TQP_ENOENT, "no such file");
     free(longer);
     free(good);
 }
@@ -669,7 +669,7 @@ static void test_tokens_file(void)
     tokens_fail(temp_file(le, 6), 512, TQP_EINPUT, "not a multiple of 4");
     tokens_fail(temp_file(le, 16), 512, TQP_EINPUT, "token 512 at index 3 is >= vocab size 512");
     tokens_fail(temp_file(le, 0), 512, TQP_EINPUT, "no tokens");
-    tokens_fail("/nonexistent/tqp/tokens.bin", 512, TQP_ENOENT, "No such file");
+    tokens_fail("/nonexistent/tqp/tokens.bin", 512, TQP_ENOENT, "no such file");
 }
 
 int main(void)

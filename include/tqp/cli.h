@@ -13,16 +13,30 @@
 #include "tqp/error.h"
 #include "tqp/model.h"
 
-typedef enum { TQP_OPT_STRING, TQP_OPT_INT, TQP_OPT_DOUBLE, TQP_OPT_FLAG } tqp_opt_kind;
+/* Path options are strings that the parser also checks, the same way in every command:
+ * TQP_OPT_IN_FILE must name an existing regular file, TQP_OPT_IN_PATH an existing regular file
+ * or directory (a checkpoint directory), and a TQP_OPT_OUT must not name (directly, through a
+ * link or a hard link) any input of the command, a checkpoint file inside an input directory,
+ * or another output.  All of this is decided before anything is read or written. */
+typedef enum {
+    TQP_OPT_STRING,
+    TQP_OPT_INT,
+    TQP_OPT_DOUBLE,
+    TQP_OPT_FLAG,
+    TQP_OPT_IN_FILE,
+    TQP_OPT_IN_PATH,
+    TQP_OPT_OUT,
+} tqp_opt_kind;
 
 typedef struct {
     const char *name; // "--ctx"
     tqp_opt_kind kind;
-    void *dest;       // char **, int *, double * or int * (flag)
+    void *dest;       // char ** (string and path kinds), int *, double * or int * (flag)
     const char *def;  // default as text; NULL = no default
     const char *meta; // value placeholder for --help ("N")
     const char *help;
     int required;
+    double lo, hi; // INT and DOUBLE: accepted range [lo, hi] when lo < hi (printed by --help)
 } tqp_opt;
 
 typedef struct {
@@ -37,6 +51,11 @@ typedef struct {
  * to stdout and sets *help. */
 tqp_status tqp_opts_parse(const tqp_cmd_spec *spec, int argc, char **argv, int *help);
 void tqp_opts_usage(const tqp_cmd_spec *spec, FILE *out);
+
+/* Refuse (TQP_EUSAGE, naming the path and the option it would overwrite) an output path `out`,
+ * written for option `what`, that names an input of `spec` (as the parser does for every
+ * TQP_OPT_OUT; commands call it for outputs derived from an option, such as PREFIX.md). */
+tqp_status tqp_opts_check_output(const tqp_cmd_spec *spec, const char *what, const char *out);
 
 /* Collective.  Rank 0 reads the text (tokenizing it with the tokenizer at `tokenizer_path`, or
  * the one found beside the model when NULL) or the pre-tokenized `tokens_path`, and broadcasts

@@ -32,6 +32,12 @@ tqp_status tqp_fsync_path(const char *path);
 tqp_status tqp_rename_durable(const char *from, const char *to);
 /* Remove a directory of plain files (no recursion into subdirectories); absent is fine. */
 tqp_status tqp_remove_tree(const char *dir);
+/* Remove the temporary files that interrupted atomic writes of `path` left beside it (named
+ * PATH.tmp.<pid>, for a pid other than this process's), and nothing else; returns how many. */
+int tqp_remove_stale_temps(const char *path);
+
+/* This machine's physical memory in bytes (0 if unknown). */
+double tqp_physical_memory(void);
 
 /* Check before long work that `path` can be created: its directory exists and is writable. */
 tqp_status tqp_check_writable(const char *path);

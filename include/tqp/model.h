@@ -107,7 +107,12 @@ void tqp_global_tensor_shape(const tqp_config *cfg, tqp_global_tensor t, int64_t
 const char *tqp_layer_tensor_name(tqp_layer_tensor t);
 const char *tqp_global_tensor_name(tqp_global_tensor t);
 
-/* Check a configuration for absurd values; `what` names its source in the message. */
+/* The most parameters a configuration may imply (2^42, about 4.4e12: ten times the largest
+ * open model), so that every byte count derived from a valid configuration fits 64 bits. */
+#define TQP_MAX_PARAMS 4398046511104.0
+
+/* Check a configuration for absurd values (each dimension, their divisibility, and the total
+ * size against TQP_MAX_PARAMS); `what` names its source in the message. */
 tqp_status tqp_config_validate(const tqp_config *cfg, const char *what);
 
 /* The fp32 weights of layer `l`.  Non-finite values are a TQP_ENONFINITE error naming the

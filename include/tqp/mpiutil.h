@@ -22,6 +22,10 @@
  * collective, so that a local failure never leaves the other ranks waiting. */
 tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local);
 
+/* Collective.  The physical memory of this rank's node in bytes (0 if unknown) and the number
+ * of ranks of `comm` that share it. */
+tqp_status tqp_node_memory(MPI_Comm comm, double *bytes, double *ranks_here);
+
 /* Block partition of n items over P ranks: rank r owns [*begin, *end). */
 void tqp_partition(long n, int P, int r, long *begin, long *end);
 
