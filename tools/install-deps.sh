@@ -13,5 +13,6 @@ apt-get install -y -qq --no-install-recommends \
   libopenblas-dev libscalapack-openmpi-dev \
   libhdf5-openmpi-dev hdf5-tools \
   libcjson-dev libssl-dev \
+  clang libclang-rt-14-dev libomp-14-dev \
   slurm-wlm munge > /dev/null
 echo "install-deps.sh: packages installed"
