@@ -11,7 +11,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 B=$OUT/base
 rm -rf "$OUT" && mkdir -p "$B"
-for t in llama2c llama2c_dims safetensors config_json tokenizer tokens report qfile hfile; do
+for t in llama2c llama2c_dims safetensors config_json tokenizer hftok tokens report qfile hfile; do
   mkdir -p "$OUT/$t"
 done
 # the model of tests/fuzz/fuzz_safetensors.c's fixed config.json: width 16, 2 layers, vocab 64
@@ -42,6 +42,32 @@ cp "$B/hf/model.safetensors" "$OUT/safetensors/valid.safetensors"
 cp "$B/hf/config.json" "$OUT/config_json/convert.json"
 for d in "$ROOT"/jobs/configs/*/; do cp "$d/config.json" "$OUT/config_json/$(basename "$d").json"; done
 { printf '\0'; cat "$DATA/models/stories260K/tok512.bin"; } > "$OUT/tokenizer/tok512"
+# tokenizer.json: small files of both model types TQP reads (the real ones are megabytes)
+# (the byte-level vocabulary has a symbol for every byte, as GPT-2's alphabet maps them)
+perl -e '
+  my @p = grep { ($_ >= 33 && $_ <= 126) || ($_ >= 161 && $_ <= 172) || ($_ >= 174) } 0 .. 255;
+  my %ok = map { $_ => 1 } @p; my $n = 0; my @v;
+  for my $b (0 .. 255) { my $cp = $ok{$b} ? $b : 256 + $n++; push @v, sprintf("\"\\u%04x\": %d", $cp, $b); }
+  push @v, "\"ab\": 256", "\"\\u0120a\": 257", "\"abc\": 258", "\"\\u0120\\u0120\": 259";
+  print "{\"added_tokens\": [{\"id\": 260, \"content\": \"<s>\", \"special\": true}, {\"id\": 261, \"content\": \"</s>\", \"lstrip\": true}],\n";
+  print " \"normalizer\": {\"type\": \"NFC\"},\n";
+  print " \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(?i:\x27s|\x27t)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s+(?!\\\\S)|\\\\s+\"}, \"behavior\": \"Isolated\", \"invert\": false}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]},\n";
+  print " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [260]}}},\n";
+  print " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"vocab\": {", join(", ", @v), "},\n";
+  print "   \"merges\": [\"a b\", \"\\u0120 a\", \"ab c\", \"\\u0120 \\u0120\"]}}\n";
+' > "$OUT/hftok/bytelevel.json"
+cat > "$OUT/hftok/metaspace.json" << 'JSON'
+{"added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true}],
+ "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+ "pre_tokenizer": null,
+ "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}],
+   "special_tokens": {"<s>": {"id": "<s>", "ids": [1]}}},
+ "model": {"type": "BPE", "byte_fallback": true, "fuse_unk": true, "unk_token": "<unk>",
+   "vocab": {"<unk>": 0, "<s>": 1, "\u2581": 2, "a": 3, "b": 4, "\u2581a": 5, "ab": 6, "<0x41>": 7, "<0xC3>": 8, "<0xA9>": 9},
+   "merges": [["\u2581", "a"], ["a", "b"]]}}
+JSON
+sed 's/"pre_tokenizer": null/"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true}/' \
+  "$OUT/hftok/metaspace.json" > "$OUT/hftok/metaspace_pre.json"
 cp "$B/ids.u32" "$OUT/tokens/ids.u32"
 for f in "$ROOT"/jobs/*.txt; do cp "$f" "$OUT/report/"; done
 cp "$B/sum.json" "$OUT/report/summary.json"

@@ -12,7 +12,12 @@ apt-get install -y -qq --no-install-recommends \
   openmpi-bin libopenmpi-dev \
   libopenblas-dev libscalapack-openmpi-dev \
   libhdf5-openmpi-dev hdf5-tools \
-  libcjson-dev libssl-dev \
+  libcjson-dev libssl-dev libpcre2-dev libutf8proc-dev \
   clang libclang-rt-14-dev libomp-14-dev \
   slurm-wlm munge > /dev/null
+# The tests compare tokenizer.json encodings with a reference from the npm registry: Node.js and
+# npm from Debian, unless a Node.js is already installed.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+  apt-get install -y -qq --no-install-recommends nodejs npm > /dev/null
+fi
 echo "install-deps.sh: packages installed"
