@@ -62,9 +62,11 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     tqp_opt opts[] = {
         {"--model", TQP_OPT_IN_PATH, &a.model, NULL, "PATH",
          "llama2.c .bin checkpoint or Hugging Face directory", 1},
-        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
-         "llama2.c tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin beside the model)"},
-        {"--text", TQP_OPT_IN_FILE, &a.text, NULL, "PATH", "text file to score"},
+        {"--tokenizer", TQP_OPT_IN_PATH, &a.tokenizer, NULL, "PATH",
+         "tokenizer.json (or its directory) or llama2.c tokenizer.bin (default: tokenizer.json, "
+         "tokenizer.bin or tok<vocab>.bin beside the model)"},
+        {"--text", TQP_OPT_IN_FILES, &a.text, NULL, "PATH[,PATH...]",
+         "text to score: files in order, each a document (.jsonl: one per line)"},
         {"--tokens", TQP_OPT_IN_FILE, &a.tokens, NULL, "PATH",
          "pre-tokenized input instead of --text: raw little-endian uint32 ids"},
         {"--quantized", TQP_OPT_IN_FILE, &a.quantized, NULL, "FILE.h5",

@@ -428,12 +428,14 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
     tqp_opt opts[] = {
         {"--model", TQP_OPT_IN_PATH, &a.model, NULL, "PATH",
          "llama2.c .bin or Hugging Face directory", 1},
-        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
-         "llama2.c tokenizer.bin (default: beside the model)"},
+        {"--tokenizer", TQP_OPT_IN_PATH, &a.tokenizer, NULL, "PATH",
+         "tokenizer.json (or its directory) or llama2.c tokenizer.bin (default: beside the "
+         "model)"},
         {"--hessians", TQP_OPT_IN_FILE, &a.hessians, NULL, "FILE.h5",
          "Hessians from tqp hessian (else give --text or --tokens)"},
-        {"--text", TQP_OPT_IN_FILE, &a.text, NULL, "PATH",
-         "calibration text: collect Hessians into OUT.hessians.h5 first"},
+        {"--text", TQP_OPT_IN_FILES, &a.text, NULL, "PATH[,PATH...]",
+         "calibration text (files in order, each a document; .jsonl: one per line): collect "
+         "Hessians into OUT.hessians.h5 first"},
         {"--tokens", TQP_OPT_IN_FILE, &a.tokens, NULL, "PATH",
          "pre-tokenized calibration input instead of --text"},
         {"--nsamples", TQP_OPT_INT, &a.nsamples, "128", "N", "calibration windows (with --text)", 0, 1, INT_MAX},
@@ -459,7 +461,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
          "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho", 0, 0, 1e3},
         {"--seed", TQP_OPT_STRING, &a.seed, "0", "S", "run seed for signs and rotations"},
-        {"--eval-text", TQP_OPT_IN_FILE, &a.eval_text, NULL, "PATH",
+        {"--eval-text", TQP_OPT_IN_FILES, &a.eval_text, NULL, "PATH",
          "validate: perplexity of the full-precision and the quantized model on this text"},
         {"--eval-ctx", TQP_OPT_INT, &a.eval_ctx, "256", "N", "validation window length in tokens", 0, 2, 1 << 20},
         {"--validate-on", TQP_OPT_STRING, &a.validate_on, "auto", "D",

@@ -11,9 +11,33 @@
 #include <string.h>
 #include <sys/stat.h>
 
+static int is_input(tqp_opt_kind k)
+{
+    return k == TQP_OPT_IN_FILE || k == TQP_OPT_IN_PATH || k == TQP_OPT_IN_FILES;
+}
+
 static int is_path(tqp_opt_kind k)
 {
-    return k == TQP_OPT_IN_FILE || k == TQP_OPT_IN_PATH || k == TQP_OPT_OUT;
+    return is_input(k) || k == TQP_OPT_OUT;
+}
+
+/* Element `k` of an input option's value (one path, or a comma-separated list for
+ * TQP_OPT_IN_FILES) into buf; 0 past the last. */
+static int input_at(const tqp_opt *o, int k, char *buf, size_t cap)
+{
+    const char *v = *(const char **)o->dest;
+    if (!v) return 0;
+    if (o->kind != TQP_OPT_IN_FILES) return k == 0 && snprintf(buf, cap, "%s", v) < (int)cap;
+    for (; k > 0; k--) {
+        v = strchr(v, ',');
+        if (!v) return 0;
+        v++;
+    }
+    size_t n = strcspn(v, ",");
+    if (n >= cap) return 0;
+    memcpy(buf, v, n);
+    buf[n] = 0;
+    return 1;
 }
 
 static int has_range(const tqp_opt *o)
@@ -29,6 +53,7 @@ static tqp_status set_value(const tqp_opt *o, const char *v)
     case TQP_OPT_STRING:
     case TQP_OPT_IN_FILE:
     case TQP_OPT_IN_PATH:
+    case TQP_OPT_IN_FILES:
     case TQP_OPT_OUT:
         if (is_path(o->kind) && !*v) return tqp_error_set(TQP_EUSAGE, "%s: empty path", o->name);
         *(const char **)o->dest = v;
@@ -92,23 +117,24 @@ tqp_status tqp_opts_check_output(const tqp_cmd_spec *s, const char *what, const 
     if (!canonical(out, co)) return TQP_OK; /* its directory does not exist: it aliases nothing */
     struct stat so, si;
     int out_exists = stat(out, &so) == 0;
+    char in[PATH_MAX];
     for (int i = 0; i < s->n_opts; i++) {
         const tqp_opt *o = &s->opts[i];
-        if (o->kind != TQP_OPT_IN_FILE && o->kind != TQP_OPT_IN_PATH) continue;
-        const char *in = *(const char **)o->dest;
-        if (!in) continue;
-        if (stat(in, &si) != 0 || !realpath(in, ci)) continue;
-        int same = !strcmp(co, ci) || (out_exists && so.st_dev == si.st_dev &&
-                                       so.st_ino == si.st_ino);
-        size_t n = strlen(ci);
-        if (!same && S_ISDIR(si.st_mode) && !strncmp(co, ci, n) && co[n] == '/' &&
-            !strchr(co + n + 1, '/') && checkpoint_file_name(co + n + 1))
-            same = 1;
-        if (same)
-            return tqp_error_set(TQP_EUSAGE,
-                                 "%s: %s would overwrite the input given as %s (choose another "
-                                 "output path)",
-                                 out, what, o->name);
+        if (!is_input(o->kind)) continue;
+        for (int k = 0; input_at(o, k, in, sizeof in); k++) {
+            if (stat(in, &si) != 0 || !realpath(in, ci)) continue;
+            int same = !strcmp(co, ci) || (out_exists && so.st_dev == si.st_dev &&
+                                           so.st_ino == si.st_ino);
+            size_t n = strlen(ci);
+            if (!same && S_ISDIR(si.st_mode) && !strncmp(co, ci, n) && co[n] == '/' &&
+                !strchr(co + n + 1, '/') && checkpoint_file_name(co + n + 1))
+                same = 1;
+            if (same)
+                return tqp_error_set(TQP_EUSAGE,
+                                     "%s: %s would overwrite the input given as %s (choose "
+                                     "another output path)",
+                                     out, what, o->name);
+        }
     }
     return TQP_OK;
 }
@@ -117,32 +143,35 @@ tqp_status tqp_opts_check_output(const tqp_cmd_spec *s, const char *what, const 
 static tqp_status check_paths(const tqp_cmd_spec *s)
 {
     struct stat st;
+    char p[PATH_MAX];
     for (int i = 0; i < s->n_opts; i++) {
         const tqp_opt *o = &s->opts[i];
-        const char *p = is_path(o->kind) ? *(const char **)o->dest : NULL;
-        if (!p || o->kind == TQP_OPT_OUT) continue;
-        if (stat(p, &st) != 0)
-            return tqp_error_set(errno == ENOENT || errno == ENOTDIR ? TQP_ENOENT : TQP_EINPUT,
-                                 "%s: %s (%s)", p,
-                                 errno == ENOENT || errno == ENOTDIR ? "no such file"
-                                                                     : strerror(errno),
-                                 o->name);
-        if (o->kind == TQP_OPT_IN_FILE && !S_ISREG(st.st_mode))
-            return tqp_error_set(TQP_EINPUT, "%s: not a regular file (%s)", p, o->name);
-        if (o->kind == TQP_OPT_IN_PATH && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-            return tqp_error_set(TQP_EINPUT, "%s: not a regular file or directory (%s)", p,
-                                 o->name);
+        if (!is_input(o->kind)) continue;
+        for (int k = 0; input_at(o, k, p, sizeof p); k++) {
+            if (!*p) return tqp_error_set(TQP_EUSAGE, "%s: an empty path in the list", o->name);
+            if (stat(p, &st) != 0)
+                return tqp_error_set(errno == ENOENT || errno == ENOTDIR ? TQP_ENOENT : TQP_EINPUT,
+                                     "%s: %s (%s)", p,
+                                     errno == ENOENT || errno == ENOTDIR ? "no such file"
+                                                                         : strerror(errno),
+                                     o->name);
+            if (o->kind != TQP_OPT_IN_PATH && !S_ISREG(st.st_mode))
+                return tqp_error_set(TQP_EINPUT, "%s: not a regular file (%s)", p, o->name);
+            if (o->kind == TQP_OPT_IN_PATH && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+                return tqp_error_set(TQP_EINPUT, "%s: not a regular file or directory (%s)", p,
+                                     o->name);
+        }
     }
     char ci[PATH_MAX], cj[PATH_MAX];
     for (int i = 0; i < s->n_opts; i++) {
         const tqp_opt *o = &s->opts[i];
-        const char *p = o->kind == TQP_OPT_OUT ? *(const char **)o->dest : NULL;
-        if (!p) continue;
-        TQP_CHECK(tqp_opts_check_output(s, o->name, p));
+        const char *out = o->kind == TQP_OPT_OUT ? *(const char **)o->dest : NULL;
+        if (!out) continue;
+        TQP_CHECK(tqp_opts_check_output(s, o->name, out));
         for (int j = i + 1; j < s->n_opts; j++) {
             const char *q = s->opts[j].kind == TQP_OPT_OUT ? *(const char **)s->opts[j].dest : NULL;
-            if (q && canonical(p, ci) && canonical(q, cj) && !strcmp(ci, cj))
-                return tqp_error_set(TQP_EUSAGE, "%s: given as both %s and %s", p, o->name,
+            if (q && canonical(out, ci) && canonical(q, cj) && !strcmp(ci, cj))
+                return tqp_error_set(TQP_EUSAGE, "%s: given as both %s and %s", out, o->name,
                                      s->opts[j].name);
         }
     }

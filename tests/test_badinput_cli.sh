@@ -23,8 +23,9 @@ for n in 1 2; do
   expect 2 "no such file" $n eval --model "$WORK/missing.bin" $E
   head -c 100 "$DATA/models/stories260K/tok512.bin" > "$WORK/tok.bin"
   expect 2 "$WORK/tok.bin: truncated" $n eval --model "$MODEL" --tokenizer "$WORK/tok.bin" $E
-  # a directory as the tokenizer: bad input like a directory as the text (was "read error", 1)
-  expect 2 "$WORK: not a regular file" $n eval --model "$MODEL" --tokenizer "$WORK" $E
+  # a directory as the tokenizer (a Hugging Face tokenizer directory) without tokenizer.json:
+  # bad input like a directory as the text (it was "read error", 1)
+  expect 2 "$WORK/tokenizer.json: no such file" $n eval --model "$MODEL" --tokenizer "$WORK" $E
   echo "Once upon a time" > "$WORK/short.txt"
   expect 2 "fewer than one window" $n eval --model "$MODEL" --text "$WORK/short.txt" --quiet
   expect 2 "validate-on gpu: " $n eval --model "$MODEL" $E --validate-on gpu

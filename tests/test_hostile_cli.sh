@@ -118,10 +118,11 @@ expect 2 "--damp expects a finite number, got 'nan'" 1 quantize --model "$MODEL"
 expect 2 "--ctx 1 is out of range" 1 eval --model "$MODEL" --text "$EVAL_TEXT" --ctx 1
 
 # 8. One check for every input path: a directory or a missing file is named with its option.
-for o in --tokenizer --text; do
-  expect 2 "$WORK: not a regular file ($o)" 1 eval --model "$MODEL" --text "$EVAL_TEXT" \
-    --tokenizer "$TOK" $o "$WORK"
-done
+expect 2 "$WORK: not a regular file (--text)" 1 eval --model "$MODEL" --text "$EVAL_TEXT" \
+  --tokenizer "$TOK" --text "$WORK"
+# a directory as --tokenizer is a Hugging Face tokenizer directory: its tokenizer.json is missing
+expect 2 "$WORK/tokenizer.json: no such file" 1 eval --model "$MODEL" --text "$EVAL_TEXT" \
+  --tokenizer "$WORK"
 expect 2 "$WORK/nope.h5: no such file (--quantized)" 1 eval --model "$MODEL" --text "$EVAL_TEXT" \
   --quantized "$WORK/nope.h5"
 expect 2 "$WORK: not a regular file (--hessians)" 2 quantize --model "$MODEL" --hessians "$WORK" \

@@ -15,7 +15,8 @@
 
 /* Path options are strings that the parser also checks, the same way in every command:
  * TQP_OPT_IN_FILE must name an existing regular file, TQP_OPT_IN_PATH an existing regular file
- * or directory (a checkpoint directory), and a TQP_OPT_OUT must not name (directly, through a
+ * or directory (a checkpoint directory), TQP_OPT_IN_FILES a comma-separated list of regular
+ * files, and a TQP_OPT_OUT must not name (directly, through a
  * link or a hard link) any input of the command, a checkpoint file inside an input directory,
  * or another output.  All of this is decided before anything is read or written. */
 typedef enum {
@@ -25,6 +26,7 @@ typedef enum {
     TQP_OPT_FLAG,
     TQP_OPT_IN_FILE,
     TQP_OPT_IN_PATH,
+    TQP_OPT_IN_FILES,
     TQP_OPT_OUT,
 } tqp_opt_kind;
 
@@ -57,16 +59,25 @@ void tqp_opts_usage(const tqp_cmd_spec *spec, FILE *out);
  * TQP_OPT_OUT; commands call it for outputs derived from an option, such as PREFIX.md). */
 tqp_status tqp_opts_check_output(const tqp_cmd_spec *spec, const char *what, const char *out);
 
-/* Collective.  Rank 0 reads the text (tokenizing it with the tokenizer at `tokenizer_path`, or
- * the one found beside the model when NULL) or the pre-tokenized `tokens_path`, and broadcasts
- * the ids.  *sha gets the SHA-256 of the file read. */
+/* Collective.  Rank 0 reads the texts (tokenizing them with the tokenizer at `tokenizer_path`,
+ * a llama2.c tokenizer.bin or a tokenizer.json, or the one found beside the model when NULL) or
+ * the pre-tokenized `tokens_path`, and broadcasts the ids.  `text_path` is one file or a
+ * comma-separated list; each file is a document, or, when its name ends in .jsonl, holds one
+ * {"text": ...} document per line.  Documents are encoded in order: llama2.c tokenizers put BOS
+ * first; a tokenizer.json adds what its post-processor adds and puts its EOS between documents.
+ * *sha gets the SHA-256 of the file read (of the list of the files' SHA-256s, one per line, for
+ * several files).  `m` may be NULL with a tokenizer.json (no vocabulary check then). */
 tqp_status tqp_load_token_stream(MPI_Comm comm, const tqp_model *m, const char *tokenizer_path,
                                  const char *text_path, const char *tokens_path, uint32_t **tokens,
                                  size_t *ntokens, char sha[65]);
 
-/* The tokenizer beside a model: <dir>/tokenizer.bin, else <dir>/tok<vocab>.bin.  Returns a
- * malloc'd path or NULL (with an error message) if neither exists. */
+/* The tokenizer beside a model: <dir>/tokenizer.json, else <dir>/tokenizer.bin, else
+ * <dir>/tok<vocab>.bin.  Returns a malloc'd path or NULL (with an error message) if none
+ * exists. */
 char *tqp_find_tokenizer(const tqp_model *m);
+/* Whether `path` names a Hugging Face tokenizer (a directory, or a .json file) rather than a
+ * llama2.c tokenizer.bin. */
+int tqp_is_hf_tokenizer(const char *path);
 
 /* Write a JSON document atomically (pretty-printed, trailing newline). */
 tqp_status tqp_json_write(const char *path, const cJSON *doc);
