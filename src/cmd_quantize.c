@@ -139,6 +139,16 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     cJSON_AddNumberToObject(c, "rope_theta", k->rope_theta);
     cJSON_AddBoolToObject(c, "tied_embeddings", k->tied_embeddings);
     cJSON_AddStringToObject(c, "rope", k->rope == TQP_ROPE_ADJACENT ? "adjacent" : "half");
+    if (k->rope_scaling != TQP_ROPE_SCALING_NONE) { /* (absent otherwise: old identities hold) */
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "type",
+                                k->rope_scaling == TQP_ROPE_SCALING_LLAMA3 ? "llama3" : "linear");
+        cJSON_AddNumberToObject(rs, "factor", k->rope_factor);
+        cJSON_AddNumberToObject(rs, "low_freq_factor", k->rope_low_freq_factor);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", k->rope_high_freq_factor);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                k->rope_original_max_seq_len);
+    }
     return d;
 }
 

@@ -68,6 +68,18 @@ static cJSON *config_json(const tqp_config *c, tqp_dtype dtype)
     cJSON_AddNumberToObject(d, "max_position_embeddings", c->max_seq_len);
     cJSON_AddNumberToObject(d, "rms_norm_eps", c->rms_eps);
     cJSON_AddNumberToObject(d, "rope_theta", c->rope_theta);
+    if (c->rope_scaling != TQP_ROPE_SCALING_NONE) {
+        cJSON *rs = cJSON_AddObjectToObject(d, "rope_scaling");
+        int llama3 = c->rope_scaling == TQP_ROPE_SCALING_LLAMA3;
+        cJSON_AddStringToObject(rs, "rope_type", llama3 ? "llama3" : "linear");
+        cJSON_AddNumberToObject(rs, "factor", c->rope_factor);
+        if (llama3) {
+            cJSON_AddNumberToObject(rs, "low_freq_factor", c->rope_low_freq_factor);
+            cJSON_AddNumberToObject(rs, "high_freq_factor", c->rope_high_freq_factor);
+            cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
+                                    c->rope_original_max_seq_len);
+        }
+    }
     cJSON_AddBoolToObject(d, "tie_word_embeddings", c->tied_embeddings);
     cJSON_AddStringToObject(d, "hidden_act", "silu");
     cJSON_AddNumberToObject(d, "bos_token_id", 1);

@@ -48,7 +48,7 @@ static void fill_rope(tqp_forward *f)
     int half = f->cfg.head_dim / 2;
     for (int p = 0; p < f->max_tokens; p++)
         for (int j = 0; j < half; j++) {
-            double freq = pow((double)f->cfg.rope_theta, -2.0 * j / f->cfg.head_dim);
+            double freq = tqp_rope_inv_freq(&f->cfg, j);
             double a = p * freq;
             f->rope_cos[(size_t)p * half + j] = (float)cos(a);
             f->rope_sin[(size_t)p * half + j] = (float)sin(a);

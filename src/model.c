@@ -94,6 +94,18 @@ tqp_status tqp_config_validate(const tqp_config *c, const char *what)
     if (!(c->rope_theta > 0 && isfinite(c->rope_theta)))
         return tqp_error_set(TQP_EINPUT, "%s: rope_theta %g is not positive", what,
                              (double)c->rope_theta);
+    if (c->rope_scaling != TQP_ROPE_SCALING_NONE &&
+        !(c->rope_factor > 0 && isfinite(c->rope_factor)))
+        return tqp_error_set(TQP_EINPUT, "%s: rope_scaling factor %g is not positive", what,
+                             (double)c->rope_factor);
+    if (c->rope_scaling == TQP_ROPE_SCALING_LLAMA3 &&
+        !(c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
+          isfinite(c->rope_high_freq_factor) && c->rope_original_max_seq_len > 0))
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: rope_scaling llama3 needs 0 < low_freq_factor (%g) < "
+                             "high_freq_factor (%g) and original_max_position_embeddings > 0 (%d)",
+                             what, (double)c->rope_low_freq_factor,
+                             (double)c->rope_high_freq_factor, c->rope_original_max_seq_len);
     /* Each dimension is bounded above, but their products are not: counted in double (exact
      * well past the bound), so that every size computed from a configuration that passes fits
      * 64 bits with room to spare, whatever the header said. */
@@ -111,6 +123,21 @@ tqp_status tqp_config_validate(const tqp_config *c, const char *what)
                              what, params, TQP_MAX_PARAMS, c->dim, c->hidden_dim, c->n_layers,
                              c->vocab_size);
     return TQP_OK;
+}
+
+double tqp_rope_inv_freq(const tqp_config *c, int j)
+{
+    double inv = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+    if (c->rope_scaling == TQP_ROPE_SCALING_LINEAR) return inv / c->rope_factor;
+    if (c->rope_scaling != TQP_ROPE_SCALING_LLAMA3) return inv;
+    /* wavelengths shorter than original / high are kept, longer than original / low are
+     * divided by the factor, and those between interpolate the two linearly in original/λ */
+    double wavelen = 2 * M_PI / inv, orig = c->rope_original_max_seq_len;
+    double lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+    if (wavelen < orig / hi) return inv;
+    if (wavelen > orig / lo) return inv / c->rope_factor;
+    double smooth = (orig / wavelen - lo) / (hi - lo);
+    return (1 - smooth) * inv / c->rope_factor + smooth * inv;
 }
 
 size_t tqp_dtype_size(tqp_dtype d)
@@ -391,6 +418,11 @@ tqp_status tqp_model_fingerprint(const tqp_model *m, char hex[65])
         snprintf(cfg, sizeof cfg, "%d %d %d %d %d %d %d %.9g %.9g %d %d", c->dim, c->hidden_dim,
                  c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->max_seq_len,
                  (double)c->rms_eps, (double)c->rope_theta, c->tied_embeddings, (int)c->rope);
+    if (c->rope_scaling != TQP_ROPE_SCALING_NONE) /* (absent otherwise: old fingerprints hold) */
+        len += snprintf(cfg + len, sizeof cfg - (size_t)len, " rope_scaling %d %.9g %.9g %.9g %d",
+                        (int)c->rope_scaling, (double)c->rope_factor,
+                        (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor,
+                        c->rope_original_max_seq_len);
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     EVP_DigestUpdate(ctx, cfg, (size_t)len);
     for (int i = 0; i < m->n_maps; i++) {

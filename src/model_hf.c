@@ -41,12 +41,38 @@ static tqp_status json_num(const char *path, const cJSON *root, const char *key,
     return TQP_OK;
 }
 
-/* strict: refuse what the forward pass cannot run (rope_scaling); planning only needs shapes. */
-static tqp_status check_arch(const char *path, const cJSON *root, int strict)
+/* rope_scaling: llama3 and linear are run; any other type is refused when `strict` (the forward
+ * pass would be wrong) and ignored otherwise (planning needs only shapes). */
+static tqp_status rope_scaling(const char *path, const cJSON *root, int strict, tqp_config *c)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    if (strict && rs && !cJSON_IsNull(rs))
-        return tqp_error_set(TQP_EINPUT, "%s: rope_scaling is not supported yet", path);
+    if (!rs || cJSON_IsNull(rs)) return TQP_OK;
+    if (!cJSON_IsObject(rs))
+        return tqp_error_set(TQP_EINPUT, "%s: rope_scaling is not an object", path);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(ty)) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *type = cJSON_IsString(ty) ? ty->valuestring : "(none)";
+    if (!strcmp(type, "default")) return TQP_OK;
+    if (!strcmp(type, "linear") || !strcmp(type, "llama3")) {
+        c->rope_scaling = type[1] == 'i' ? TQP_ROPE_SCALING_LINEAR : TQP_ROPE_SCALING_LLAMA3;
+        TQP_CHECK(json_num(path, rs, "factor", NAN, &c->rope_factor));
+        if (c->rope_scaling == TQP_ROPE_SCALING_LLAMA3) {
+            TQP_CHECK(json_num(path, rs, "low_freq_factor", 1.0, &c->rope_low_freq_factor));
+            TQP_CHECK(json_num(path, rs, "high_freq_factor", 4.0, &c->rope_high_freq_factor));
+            TQP_CHECK(json_int(path, rs, "original_max_position_embeddings", 8192,
+                               &c->rope_original_max_seq_len));
+        }
+        return TQP_OK;
+    }
+    if (strict)
+        return tqp_error_set(TQP_EINPUT,
+                             "%s: rope_scaling type %s is not supported (llama3 and linear are)",
+                             path, type);
+    return TQP_OK;
+}
+
+static tqp_status check_arch(const char *path, const cJSON *root)
+{
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (!cJSON_IsArray(arch) || cJSON_GetArraySize(arch) == 0) return TQP_OK;
     const cJSON *a;
@@ -64,7 +90,7 @@ static tqp_status check_arch(const char *path, const cJSON *root, int strict)
 static tqp_status parse_config(const char *path, const cJSON *root, int strict, tqp_config *c)
 {
     memset(c, 0, sizeof *c);
-    TQP_CHECK(check_arch(path, root, strict));
+    TQP_CHECK(check_arch(path, root));
     TQP_CHECK(json_int(path, root, "hidden_size", -1, &c->dim));
     TQP_CHECK(json_int(path, root, "intermediate_size", -1, &c->hidden_dim));
     TQP_CHECK(json_int(path, root, "num_hidden_layers", -1, &c->n_layers));
@@ -87,6 +113,7 @@ static tqp_status parse_config(const char *path, const cJSON *root, int strict, 
                              "supported",
                              path, hd, c->head_dim);
     c->rope = TQP_ROPE_HALF;
+    TQP_CHECK(rope_scaling(path, root, strict, c));
     return tqp_config_validate(c, path);
 }
 

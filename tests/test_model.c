@@ -325,10 +325,46 @@ static void test_bundled(void)
     tqp_model_destroy(&m);
 }
 
+/* RoPE scaling against the published rule, computed here from its definition for the Llama 3.1
+ * parameters (theta 500000, head size 128, factor 8, low 1, high 4, original 8192): pairs whose
+ * wavelength is under 8192/4 keep their frequency, over 8192/1 divide it by 8, and between
+ * blend the two with weight (8192/wavelength - 1) / 3 on the unscaled one. */
+static void test_rope_scaling(void)
+{
+    tqp_config c = {.head_dim = 128, .rope_theta = 500000.0f};
+    for (int j = 0; j < 64; j++) CHECK(tqp_rope_inv_freq(&c, j) == pow(500000.0, -2.0 * j / 128));
+    c.rope_scaling = TQP_ROPE_SCALING_LINEAR;
+    c.rope_factor = 4;
+    for (int j = 0; j < 64; j++)
+        CHECK_NEAR(tqp_rope_inv_freq(&c, j), pow(500000.0, -2.0 * j / 128) / 4, 1e-15);
+    c.rope_scaling = TQP_ROPE_SCALING_LLAMA3;
+    c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4;
+    c.rope_original_max_seq_len = 8192;
+    int kept = 0, divided = 0, blended = 0;
+    for (int j = 0; j < 64; j++) {
+        double f = pow(500000.0, -2.0 * j / 128), lambda = 2 * 3.14159265358979323846 / f, want;
+        if (lambda < 2048) {
+            want = f, kept++;
+        } else if (lambda > 8192) {
+            want = f / 8, divided++;
+        } else {
+            double w = (8192 / lambda - 1) / 3;
+            want = w * f + (1 - w) * f / 8, blended++;
+        }
+        CHECK_NEAR(tqp_rope_inv_freq(&c, j), want, 1e-12);
+    }
+    CHECK_MSG(kept > 0 && divided > 0 && blended > 0, "regimes %d %d %d", kept, divided, blended);
+    /* a factor of 1 changes nothing */
+    c.rope_factor = 1;
+    for (int j = 0; j < 64; j++)
+        CHECK_NEAR(tqp_rope_inv_freq(&c, j), pow(500000.0, -2.0 * j / 128), 1e-15);
+}
+
 int main(void)
 {
     char *dir = tu_mkdtemp();
     test_f16_bf16();
+    test_rope_scaling();
     test_bundled();
     test_llama2c_bad(dir);
     test_hf_bad(dir);

@@ -19,6 +19,13 @@
  * Face rotates halves (j, j + head_dim/2) and permutes its q/k rows accordingly. */
 typedef enum { TQP_ROPE_ADJACENT, TQP_ROPE_HALF } tqp_rope_layout;
 
+/* RoPE frequency scaling of long-context checkpoints (config.json "rope_scaling"). */
+typedef enum {
+    TQP_ROPE_SCALING_NONE,
+    TQP_ROPE_SCALING_LINEAR, // every frequency divided by factor
+    TQP_ROPE_SCALING_LLAMA3, // Llama 3.1: low frequencies / factor, high kept, a ramp between
+} tqp_rope_scaling;
+
 typedef struct {
     int dim;        // hidden size
     int hidden_dim; // FFN intermediate size
@@ -32,7 +39,16 @@ typedef struct {
     float rope_theta;
     int tied_embeddings; // output head shares the token embedding
     tqp_rope_layout rope;
+    tqp_rope_scaling rope_scaling;
+    float rope_factor;             // linear and llama3
+    float rope_low_freq_factor;    // llama3
+    float rope_high_freq_factor;   // llama3
+    int rope_original_max_seq_len; // llama3: original_max_position_embeddings
 } tqp_config;
+
+/* The rotary frequency (radians per position) of pair j, 0 <= j < head_dim / 2: rope_theta^(-2j /
+ * head_dim), scaled as the configuration says. */
+double tqp_rope_inv_freq(const tqp_config *cfg, int j);
 
 typedef enum { TQP_DTYPE_F32, TQP_DTYPE_F16, TQP_DTYPE_BF16 } tqp_dtype;
 
