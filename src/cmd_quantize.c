@@ -139,6 +139,25 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     cJSON_AddNumberToObject(c, "rope_theta", k->rope_theta);
     cJSON_AddBoolToObject(c, "tied_embeddings", k->tied_embeddings);
     cJSON_AddStringToObject(c, "rope", k->rope == TQP_ROPE_ADJACENT ? "adjacent" : "half");
+    /* what else rebuilding the model from this file and config.json takes */
+    cJSON_AddStringToObject(c, "architecture", tqp_arch_name(k->arch));
+    cJSON_AddNumberToObject(c, "head_dim", k->head_dim);
+    cJSON_AddBoolToObject(c, "qkv_bias", k->qkv_bias);
+    cJSON_AddBoolToObject(c, "qk_norm", k->qk_norm);
+    cJSON_AddNumberToObject(c, "sliding_window", k->sliding_window);
+    /* the tokenizer the calibration text went through (its file's SHA-256) */
+    char *tok = a->tokenizer ? strdup(a->tokenizer) : tqp_find_tokenizer(m), tsha[65], file[4200];
+    if (tok) {
+        struct stat st;
+        int dir = stat(tok, &st) == 0 && S_ISDIR(st.st_mode);
+        snprintf(file, sizeof file, dir ? "%s/tokenizer.json" : "%s", tok);
+        if (tqp_sha256_file(file, tsha) == TQP_OK) {
+            cJSON_AddStringToObject(d, "tokenizer", file);
+            cJSON_AddStringToObject(d, "tokenizer_sha256", tsha);
+        }
+        free(tok);
+    }
+    tqp_error_clear();
     if (k->rope_scaling != TQP_ROPE_SCALING_NONE) { /* (absent otherwise: old identities hold) */
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
         cJSON_AddStringToObject(rs, "type",

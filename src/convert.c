@@ -57,8 +57,12 @@ static cJSON *config_json(const tqp_config *c, tqp_dtype dtype)
 {
     cJSON *d = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(d, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
-    cJSON_AddStringToObject(d, "model_type", "llama");
+    static const char *const model_type[TQP_ARCH_COUNT] = {"llama", "mistral", "qwen2", "qwen3"};
+    cJSON_AddItemToArray(arch, cJSON_CreateString(tqp_arch_name(c->arch)));
+    cJSON_AddStringToObject(d, "model_type", model_type[c->arch]);
+    if (c->head_dim * c->n_heads != c->dim) cJSON_AddNumberToObject(d, "head_dim", c->head_dim);
+    if (c->arch == TQP_ARCH_QWEN3 && c->qkv_bias) cJSON_AddBoolToObject(d, "attention_bias", 1);
+    if (c->sliding_window > 0) cJSON_AddNumberToObject(d, "sliding_window", c->sliding_window);
     cJSON_AddNumberToObject(d, "hidden_size", c->dim);
     cJSON_AddNumberToObject(d, "intermediate_size", c->hidden_dim);
     cJSON_AddNumberToObject(d, "num_hidden_layers", c->n_layers);
@@ -115,8 +119,12 @@ static tqp_status build_list(const tqp_model *m, tqp_dtype dtype, tqp_st_tensor 
     }
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < TQP_T_LAYER_COUNT; k++) {
-            snprintf(names[n], 128, "model.layers.%d.%s.weight", l,
-                     tqp_layer_tensor_name((tqp_layer_tensor)k));
+            int64_t rows, cols;
+            tqp_layer_tensor_shape(c, (tqp_layer_tensor)k, &rows, &cols);
+            if (rows * cols == 0) continue; /* not in this architecture */
+            snprintf(names[n], 128, "model.layers.%d.%s.%s", l,
+                     tqp_layer_tensor_name((tqp_layer_tensor)k),
+                     tqp_layer_tensor_suffix((tqp_layer_tensor)k));
             int heads = k == TQP_T_Q ? c->n_heads : k == TQP_T_K ? c->n_kv_heads : 0;
             fc[n] = (fill_ctx){m, &m->layer[(size_t)l * TQP_T_LAYER_COUNT + k],
                                c->rope == TQP_ROPE_ADJACENT ? heads : 0, names[n]};

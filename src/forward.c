@@ -201,13 +201,17 @@ static void exp_shifted(float *r, int n, float mx)
 
 enum { LANES = 8 };
 
-/* Row-wise causal softmax of S (ntok, ntok): row i covers columns 0..i, the rest become 0.
- * Reductions use LANES partial results in a fixed order (vectorizable and deterministic). */
-static void causal_softmax(float *S, int ntok)
+/* Row-wise causal softmax of S (ntok, ntok): row i covers columns 0..i (the last `window` of
+ * them when window > 0), the rest become 0.  Reductions use LANES partial results in a fixed
+ * order (vectorizable and deterministic). */
+static void causal_softmax(float *S, int ntok, int window)
 {
     for (int i = 0; i < ntok; i++) {
-        float *r = S + (size_t)i * ntok, lane[LANES];
-        int n = i + 1, j;
+        int first = window > 0 && i + 1 > window ? i + 1 - window : 0;
+        float *row = S + (size_t)i * ntok, *r = row + first, lane[LANES];
+        int n = i + 1 - first, j;
+        for (j = 0; j < first; j++)
+            row[j] = 0;
         for (int l = 0; l < LANES; l++)
             lane[l] = r[0];
         for (j = 0; j + LANES <= n; j += LANES)
@@ -232,9 +236,17 @@ static void causal_softmax(float *S, int ntok)
         float inv = 1.0f / sum;
         for (j = 0; j < n; j++)
             r[j] *= inv;
-        for (j = n; j < ntok; j++)
-            r[j] = 0;
+        for (j = i + 1; j < ntok; j++)
+            row[j] = 0;
     }
+}
+
+/* x (ntok, n) += b (n) on every row. */
+static void add_bias(float *x, const float *b, int ntok, int n)
+{
+    for (int t = 0; t < ntok; t++)
+        for (int i = 0; i < n; i++)
+            x[(size_t)t * n + i] += b[i];
 }
 
 /* xb (ntok, qdim) = attention of q over k, v; kv head h / (n_heads / n_kv_heads) serves head h. */
@@ -248,7 +260,7 @@ static void attention(tqp_forward *f, int ntok)
         int kh = h / group;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, ntok, hd, scale, f->q + h * hd,
                     qd, f->k + kh * hd, kvd, 0.0f, f->scores, ntok);
-        causal_softmax(f->scores, ntok);
+        causal_softmax(f->scores, ntok, c->sliding_window);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ntok, hd, ntok, 1.0f, f->scores,
                     ntok, f->v + kh * hd, kvd, 0.0f, f->xb + h * hd, qd);
     }
@@ -272,6 +284,15 @@ tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int la
     matmul_wt(f->q, f->xb, lw->w[TQP_T_Q], ntok, qd, d, 0.0f);
     matmul_wt(f->k, f->xb, lw->w[TQP_T_K], ntok, kvd, d, 0.0f);
     matmul_wt(f->v, f->xb, lw->w[TQP_T_V], ntok, kvd, d, 0.0f);
+    if (c->qkv_bias) { /* Qwen2 */
+        add_bias(f->q, lw->w[TQP_T_Q_BIAS], ntok, qd);
+        add_bias(f->k, lw->w[TQP_T_K_BIAS], ntok, kvd);
+        add_bias(f->v, lw->w[TQP_T_V_BIAS], ntok, kvd);
+    }
+    if (c->qk_norm) { /* Qwen3: every head of every token, before RoPE */
+        rmsnorm(f->q, f->q, lw->w[TQP_T_Q_NORM], ntok * c->n_heads, c->head_dim, c->rms_eps);
+        rmsnorm(f->k, f->k, lw->w[TQP_T_K_NORM], ntok * c->n_kv_heads, c->head_dim, c->rms_eps);
+    }
     rope(f, f->q, ntok, c->n_heads);
     rope(f, f->k, ntok, c->n_kv_heads);
     attention(f, ntok);

@@ -17,8 +17,27 @@ static const char *const layer_names[TQP_T_LAYER_COUNT] = {
     [TQP_T_K] = "self_attn.k_proj",        [TQP_T_V] = "self_attn.v_proj",
     [TQP_T_O] = "self_attn.o_proj",        [TQP_T_FFN_NORM] = "post_attention_layernorm",
     [TQP_T_GATE] = "mlp.gate_proj",        [TQP_T_UP] = "mlp.up_proj",
-    [TQP_T_DOWN] = "mlp.down_proj",
+    [TQP_T_DOWN] = "mlp.down_proj",        [TQP_T_Q_BIAS] = "self_attn.q_proj",
+    [TQP_T_K_BIAS] = "self_attn.k_proj",   [TQP_T_V_BIAS] = "self_attn.v_proj",
+    [TQP_T_Q_NORM] = "self_attn.q_norm",   [TQP_T_K_NORM] = "self_attn.k_norm",
 };
+
+static const char *const arch_names[TQP_ARCH_COUNT] = {
+    [TQP_ARCH_LLAMA] = "LlamaForCausalLM",
+    [TQP_ARCH_MISTRAL] = "MistralForCausalLM",
+    [TQP_ARCH_QWEN2] = "Qwen2ForCausalLM",
+    [TQP_ARCH_QWEN3] = "Qwen3ForCausalLM",
+};
+
+const char *tqp_arch_name(tqp_arch a)
+{
+    return a >= 0 && a < TQP_ARCH_COUNT ? arch_names[a] : "unknown";
+}
+
+const char *tqp_layer_tensor_suffix(tqp_layer_tensor t)
+{
+    return t >= TQP_T_Q_BIAS && t <= TQP_T_V_BIAS ? "bias" : "weight";
+}
 
 static const char *const global_names[TQP_G_COUNT] = {
     [TQP_G_EMBED] = "model.embed_tokens",
@@ -48,6 +67,11 @@ void tqp_layer_tensor_shape(const tqp_config *c, tqp_layer_tensor t, int64_t *ro
         [TQP_T_GATE] = {c->hidden_dim, c->dim},
         [TQP_T_UP] = {c->hidden_dim, c->dim},
         [TQP_T_DOWN] = {c->dim, c->hidden_dim},
+        [TQP_T_Q_BIAS] = {c->qkv_bias ? 1 : 0, c->qkv_bias ? q : 0},
+        [TQP_T_K_BIAS] = {c->qkv_bias ? 1 : 0, c->qkv_bias ? kv : 0},
+        [TQP_T_V_BIAS] = {c->qkv_bias ? 1 : 0, c->qkv_bias ? kv : 0},
+        [TQP_T_Q_NORM] = {c->qk_norm ? 1 : 0, c->qk_norm ? c->head_dim : 0},
+        [TQP_T_K_NORM] = {c->qk_norm ? 1 : 0, c->qk_norm ? c->head_dim : 0},
     };
     *rows = shape[t][0];
     *cols = shape[t][1];
@@ -81,10 +105,14 @@ tqp_status tqp_config_validate(const tqp_config *c, const char *what)
     if (c->n_layers > 4096 || c->n_heads > 4096)
         return tqp_error_set(TQP_EINPUT, "%s: %d layers / %d heads is absurd", what, c->n_layers,
                              c->n_heads);
-    if (c->dim % c->n_heads != 0 || c->n_heads % c->n_kv_heads != 0)
+    if (c->n_heads % c->n_kv_heads != 0 || c->head_dim <= 0 || c->head_dim > c->dim * 4)
         return tqp_error_set(TQP_EINPUT,
-                             "%s: hidden size %d, %d heads and %d key/value heads do not divide",
-                             what, c->dim, c->n_heads, c->n_kv_heads);
+                             "%s: hidden size %d, %d heads of %d and %d key/value heads do not "
+                             "fit",
+                             what, c->dim, c->n_heads, c->head_dim, c->n_kv_heads);
+    if (c->sliding_window < 0 || c->arch < 0 || c->arch >= TQP_ARCH_COUNT)
+        return tqp_error_set(TQP_EINPUT, "%s: sliding window %d or architecture is out of range",
+                             what, c->sliding_window);
     if (c->head_dim % 2 != 0)
         return tqp_error_set(TQP_EINPUT, "%s: head size %d is odd (RoPE needs pairs)", what,
                              c->head_dim);
@@ -418,6 +446,10 @@ tqp_status tqp_model_fingerprint(const tqp_model *m, char hex[65])
         snprintf(cfg, sizeof cfg, "%d %d %d %d %d %d %d %.9g %.9g %d %d", c->dim, c->hidden_dim,
                  c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size, c->max_seq_len,
                  (double)c->rms_eps, (double)c->rope_theta, c->tied_embeddings, (int)c->rope);
+    if (c->arch != TQP_ARCH_LLAMA || c->qkv_bias || c->qk_norm || c->sliding_window ||
+        c->head_dim * c->n_heads != c->dim) /* (absent for Llamas: old fingerprints hold) */
+        len += snprintf(cfg + len, sizeof cfg - (size_t)len, " arch %d %d %d %d %d", (int)c->arch,
+                        c->head_dim, c->qkv_bias, c->qk_norm, c->sliding_window);
     if (c->rope_scaling != TQP_ROPE_SCALING_NONE) /* (absent otherwise: old fingerprints hold) */
         len += snprintf(cfg + len, sizeof cfg - (size_t)len, " rope_scaling %d %.9g %.9g %.9g %d",
                         (int)c->rope_scaling, (double)c->rope_factor,

@@ -71,26 +71,62 @@ static tqp_status rope_scaling(const char *path, const cJSON *root, int strict, 
     return TQP_OK;
 }
 
-static tqp_status check_arch(const char *path, const cJSON *root)
+/* The architecture named by "architectures" (a Llama when absent). */
+static tqp_status check_arch(const char *path, const cJSON *root, tqp_arch *out)
 {
+    *out = TQP_ARCH_LLAMA;
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     if (!cJSON_IsArray(arch) || cJSON_GetArraySize(arch) == 0) return TQP_OK;
     const cJSON *a;
     cJSON_ArrayForEach(a, arch)
     {
-        if (cJSON_IsString(a) && (!strcmp(a->valuestring, "LlamaForCausalLM") ||
-                                  !strcmp(a->valuestring, "MistralForCausalLM")))
-            return TQP_OK;
+        for (int k = 0; k < TQP_ARCH_COUNT && cJSON_IsString(a); k++)
+            if (!strcmp(a->valuestring, tqp_arch_name((tqp_arch)k))) {
+                *out = (tqp_arch)k;
+                return TQP_OK;
+            }
     }
     a = cJSON_GetArrayItem(arch, 0);
-    return tqp_error_set(TQP_EINPUT, "%s: architecture %s is not a Llama model", path,
-                         cJSON_IsString(a) ? a->valuestring : "(not a string)");
+    return tqp_error_set(TQP_EINPUT,
+                         "%s: architecture %s is not supported (LlamaForCausalLM, "
+                         "MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM are)",
+                         path, cJSON_IsString(a) ? a->valuestring : "(not a string)");
+}
+
+static int json_true(const cJSON *root, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, key));
+}
+
+/* What each architecture adds to a Llama: biases, q/k norms, a sliding window. */
+static tqp_status arch_features(const char *path, const cJSON *root, tqp_config *c)
+{
+    if (json_true(root, "mlp_bias"))
+        return tqp_error_set(TQP_EINPUT, "%s: mlp_bias is not supported", path);
+    if (c->arch == TQP_ARCH_QWEN2) c->qkv_bias = 1;
+    if (c->arch == TQP_ARCH_QWEN3) c->qk_norm = 1;
+    if (json_true(root, "attention_bias")) {
+        /* Qwen3 may set it (then q, k and v have biases); a Llama's would also bias o_proj */
+        if (c->arch != TQP_ARCH_QWEN3)
+            return tqp_error_set(TQP_EINPUT, "%s: attention_bias is not supported for %s", path,
+                                 tqp_arch_name(c->arch));
+        c->qkv_bias = 1;
+    }
+    int window = 0;
+    TQP_CHECK(json_int(path, root, "sliding_window", 0, &window));
+    /* Qwen configs carry a window that only applies with use_sliding_window */
+    int qwen = c->arch == TQP_ARCH_QWEN2 || c->arch == TQP_ARCH_QWEN3;
+    if (qwen && json_true(root, "use_sliding_window"))
+        return tqp_error_set(TQP_EINPUT, "%s: use_sliding_window is not supported for %s", path,
+                             tqp_arch_name(c->arch));
+    if (!qwen) c->sliding_window = window > 0 ? window : 0;
+    return TQP_OK;
 }
 
 static tqp_status parse_config(const char *path, const cJSON *root, int strict, tqp_config *c)
 {
     memset(c, 0, sizeof *c);
-    TQP_CHECK(check_arch(path, root));
+    TQP_CHECK(check_arch(path, root, &c->arch));
     TQP_CHECK(json_int(path, root, "hidden_size", -1, &c->dim));
     TQP_CHECK(json_int(path, root, "intermediate_size", -1, &c->hidden_dim));
     TQP_CHECK(json_int(path, root, "num_hidden_layers", -1, &c->n_layers));
@@ -104,14 +140,17 @@ static tqp_status parse_config(const char *path, const cJSON *root, int strict, 
     if (tie && !cJSON_IsBool(tie) && !cJSON_IsNull(tie))
         return tqp_error_set(TQP_EINPUT, "%s: field tie_word_embeddings is not a boolean", path);
     c->tied_embeddings = cJSON_IsTrue(tie);
-    c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
-    int hd = c->head_dim;
-    TQP_CHECK(json_int(path, root, "head_dim", c->head_dim, &hd));
-    if (hd != c->head_dim)
-        return tqp_error_set(TQP_EINPUT,
-                             "%s: head_dim %d != hidden_size / heads = %d is not "
-                             "supported",
-                             path, hd, c->head_dim);
+    /* head_dim: hidden / heads unless given (Qwen3 gives one that is not) */
+    const cJSON *hdj = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if (hdj && !cJSON_IsNull(hdj)) {
+        TQP_CHECK(json_int(path, root, "head_dim", 0, &c->head_dim));
+    } else {
+        if (c->n_heads > 0 && c->dim % c->n_heads != 0)
+            return tqp_error_set(TQP_EINPUT, "%s: hidden size %d and %d heads do not divide",
+                                 path, c->dim, c->n_heads);
+        c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    }
+    TQP_CHECK(arch_features(path, root, c));
     c->rope = TQP_ROPE_HALF;
     TQP_CHECK(rope_scaling(path, root, strict, c));
     return tqp_config_validate(c, path);
@@ -244,13 +283,20 @@ static tqp_status bind(const hf_state *st, const tqp_model *m, const char *name,
     if (!e) return tqp_error_set(TQP_EINPUT, "%s: missing tensor %s", file, name);
     int ok = rows == 1 ? (e->ndim == 1 && e->shape[0] == cols)
                        : (e->ndim == 2 && e->shape[0] == rows && e->shape[1] == cols);
-    if (!ok)
-        return tqp_error_set(TQP_EINPUT,
-                             "%s: tensor %s has shape [%lld%s%lld] but the config "
-                             "implies [%lld, %lld]",
-                             file, name, (long long)e->shape[0], e->ndim > 1 ? ", " : "",
-                             e->ndim > 1 ? (long long)e->shape[1] : 0LL, (long long)rows,
-                             (long long)cols);
+    if (!ok) {
+        char have[64], want[64];
+        if (e->ndim > 1)
+            snprintf(have, sizeof have, "[%lld, %lld]", (long long)e->shape[0],
+                     (long long)e->shape[1]);
+        else
+            snprintf(have, sizeof have, "[%lld]", (long long)e->shape[0]);
+        if (rows == 1)
+            snprintf(want, sizeof want, "[%lld]", (long long)cols);
+        else
+            snprintf(want, sizeof want, "[%lld, %lld]", (long long)rows, (long long)cols);
+        return tqp_error_set(TQP_EINPUT, "%s: tensor %s has shape %s but the config implies %s",
+                             file, name, have, want);
+    }
     *ref = (tqp_tensor_ref){
         .data = e->data, .dtype = e->dtype, .rows = rows, .cols = cols, .file = file};
     return TQP_OK;
@@ -273,8 +319,10 @@ static tqp_status bind_all(const hf_state *st, tqp_model *m)
     for (int l = 0; l < c->n_layers; l++)
         for (int t = 0; t < TQP_T_LAYER_COUNT; t++) {
             tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &k);
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
-                     tqp_layer_tensor_name((tqp_layer_tensor)t));
+            if (r * k == 0) continue; /* not in this architecture */
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s", l,
+                     tqp_layer_tensor_name((tqp_layer_tensor)t),
+                     tqp_layer_tensor_suffix((tqp_layer_tensor)t));
             TQP_CHECK(bind(st, m, name, r, k, &m->layer[(size_t)l * TQP_T_LAYER_COUNT + t]));
         }
     return TQP_OK;

@@ -39,6 +39,9 @@ static tqp_status read_header(const char *path, const void *data, size_t size, t
     c->rope_theta = 10000.0f;
     c->tied_embeddings = *shared;
     c->rope = TQP_ROPE_ADJACENT;
+    if (c->n_heads > 0 && c->dim % c->n_heads != 0)
+        return tqp_error_set(TQP_EINPUT, "%s: hidden size %d and %d heads do not divide", path,
+                             c->dim, c->n_heads);
     return tqp_config_validate(c, path);
 }
 

@@ -27,6 +27,17 @@ tqp_layer_tensor tqp_qmat_tensor(int i) { return mat_tensor[i]; }
 int tqp_qmat_group(int i) { return mat_group[i]; }
 const char *tqp_qmat_name(int i) { return mat_name[i]; }
 
+const char *tqp_qfile_vector_name(tqp_layer_tensor t)
+{
+    static const char *const names[TQP_T_LAYER_COUNT] = {
+        [TQP_T_ATTN_NORM] = "attn_norm", [TQP_T_FFN_NORM] = "ffn_norm",
+        [TQP_T_Q_BIAS] = "q_bias",       [TQP_T_K_BIAS] = "k_bias",
+        [TQP_T_V_BIAS] = "v_bias",       [TQP_T_Q_NORM] = "q_norm",
+        [TQP_T_K_NORM] = "k_norm",
+    };
+    return t >= 0 && t < TQP_T_LAYER_COUNT ? names[t] : NULL;
+}
+
 double tqp_qmat_total_bits(const tqp_qmat_info *q)
 {
     double w = (double)q->rows * q->cols;
@@ -280,12 +291,19 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
     double *W = tqp_malloc(sizeof(double) * maxw);
     tqp_status s = lw->owned && W ? TQP_OK : TQP_ENOMEM;
     char name[64];
-    static const char *const norms[2] = {"attn_norm", "ffn_norm"};
-    static const tqp_layer_tensor norm_t[2] = {TQP_T_ATTN_NORM, TQP_T_FFN_NORM};
-    for (int i = 0; i < 2 && s == TQP_OK; i++) {
-        hsize_t dim = (hsize_t)c->dim;
-        snprintf(name, sizeof name, "layer_%03d/%s", l, norms[i]);
-        s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, lw->owned + off[norm_t[i]]);
+    for (int t = 0; t < TQP_T_LAYER_COUNT && s == TQP_OK; t++) { /* norms and biases, fp32 */
+        int64_t r, cc;
+        tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &cc);
+        const char *vname = tqp_qfile_vector_name((tqp_layer_tensor)t);
+        if (!vname || r * cc == 0) continue;
+        hsize_t dim = (hsize_t)(r * cc);
+        float *dst = lw->owned + off[t];
+        snprintf(name, sizeof name, "layer_%03d/%s", l, vname);
+        s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, dst);
+        for (hsize_t k = 0; s == TQP_OK && k < dim; k++)
+            if (!isfinite(dst[k]))
+                s = tqp_error_set(TQP_ENONFINITE, "%s[%llu] is not finite", name,
+                                  (unsigned long long)k);
         if (s != TQP_OK) s = tqp_error_set(s, "%s: %s", q->path, tqp_error_message());
     }
     tqp_layer_weights orig = {0};
@@ -319,7 +337,11 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
                 s = tqp_error_set(TQP_EMPI, "%s: broadcast of a decoded matrix failed", q->path);
         }
     }
-    for (int t = 0; t < TQP_T_LAYER_COUNT && lw->owned; t++) lw->w[t] = lw->owned + off[t];
+    for (int t = 0; t < TQP_T_LAYER_COUNT && lw->owned; t++) {
+        int64_t r, cc;
+        tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &cc);
+        lw->w[t] = r * cc != 0 ? lw->owned + off[t] : NULL; /* absent from this architecture */
+    }
     if (s != TQP_OK) tqp_layer_weights_release(lw);
     return s;
 }

@@ -519,28 +519,30 @@ tqp_status tqp_qwriter_layer_begin(tqp_qwriter *w, const tqp_model *m, int layer
     if (s == TQP_OK) s = open_tmp(w, base);
     free(base);
     TQP_CHECK(s);
-    /* the two norms only (the matrices are read by rows where they are quantized) */
-    int dim = m->cfg.dim;
-    double *nd = tqp_malloc(sizeof(double) * 2 * (size_t)dim);
-    float *nf = tqp_malloc(sizeof(float) * 2 * (size_t)dim);
-    s = nd && nf ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) s = tqp_model_tensor_rows(m, layer, TQP_T_ATTN_NORM, 0, 1, nd);
-    if (s == TQP_OK) s = tqp_model_tensor_rows(m, layer, TQP_T_FFN_NORM, 0, 1, nd + dim);
-    for (int i = 0; s == TQP_OK && i < 2 * dim; i++) nf[i] = (float)nd[i];
-    if (s != TQP_OK) { /* the message names the checkpoint */
-        free(nd), free(nf);
-        return s;
-    }
+    /* the vectors only: norms and, where the architecture has them, biases and q/k norms (the
+     * matrices are read by rows where they are quantized) */
     hid_t g = -1;
-    {
-        snprintf(name, sizeof name, "layer_%03d", layer);
-        g = make_group(w->f, name);
-        s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s", name) : TQP_OK;
+    snprintf(name, sizeof name, "layer_%03d", layer);
+    g = make_group(w->f, name);
+    s = g < 0 ? tqp_error_set(TQP_EHDF5, "cannot create %s", name) : TQP_OK;
+    for (int t = 0; t < TQP_T_LAYER_COUNT && s == TQP_OK; t++) {
+        int64_t r, k;
+        tqp_layer_tensor_shape(&m->cfg, (tqp_layer_tensor)t, &r, &k);
+        const char *vname = tqp_qfile_vector_name((tqp_layer_tensor)t);
+        if (!vname || r * k == 0) continue;
+        double *vd = tqp_malloc(sizeof(double) * (size_t)k);
+        float *vf = tqp_malloc(sizeof(float) * (size_t)k);
+        s = vd && vf ? tqp_model_tensor_rows(m, layer, t, 0, 1, vd) : TQP_ENOMEM;
+        if (s != TQP_OK) { /* the message names the checkpoint */
+            free(vd), free(vf);
+            H5Gclose(g);
+            return s;
+        }
+        for (int64_t i = 0; i < k; i++) vf[i] = (float)vd[i];
+        s = write_f32(g, vname, vf, 1, (int)k);
+        free(vd), free(vf);
     }
-    if (s == TQP_OK) s = write_f32(g, "attn_norm", nf, 1, dim);
-    if (s == TQP_OK) s = write_f32(g, "ffn_norm", nf + dim, 1, dim);
     if (g >= 0) H5Gclose(g);
-    free(nd), free(nf);
     return s == TQP_OK ? s : tqp_error_set(s, "%s: %s%s", w->tmp, tqp_error_message(), space_hint());
 }
 

@@ -269,7 +269,7 @@ static void test_hf_bad(const char *dir)
             "not an integer");
     hf_case(dir, &ok, "{\"hidden_size\": 8,", TQP_EINPUT, "not a valid JSON");
     hf_case(dir, &ok, "{\"architectures\": [\"GPT2LMHeadModel\"], \"hidden_size\": 8}", TQP_EINPUT,
-            "not a Llama");
+            "architecture GPT2LMHeadModel is not supported");
     snprintf(path, sizeof path, "%s/config.json", dir);
     unlink(path);
     expect_fail(dir, TQP_ENOENT, "config.json");

@@ -26,13 +26,24 @@ typedef enum {
     TQP_ROPE_SCALING_LLAMA3, // Llama 3.1: low frequencies / factor, high kept, a ramp between
 } tqp_rope_scaling;
 
+/* The architectures TQP runs (config.json "architectures"). */
+typedef enum {
+    TQP_ARCH_LLAMA,   // LlamaForCausalLM (and llama2.c checkpoints)
+    TQP_ARCH_MISTRAL, // MistralForCausalLM: a Llama with an optional sliding attention window
+    TQP_ARCH_QWEN2,   // Qwen2ForCausalLM: biases on q, k and v
+    TQP_ARCH_QWEN3,   // Qwen3ForCausalLM: RMSNorm of each q and k head before RoPE, head_dim free
+    TQP_ARCH_COUNT
+} tqp_arch;
+/* "LlamaForCausalLM"... */
+const char *tqp_arch_name(tqp_arch a);
+
 typedef struct {
     int dim;        // hidden size
     int hidden_dim; // FFN intermediate size
     int n_layers;
     int n_heads;
     int n_kv_heads;
-    int head_dim; // dim / n_heads
+    int head_dim; // dim / n_heads, unless config.json says otherwise (Qwen3)
     int vocab_size;
     int max_seq_len;
     float rms_eps;
@@ -44,6 +55,10 @@ typedef struct {
     float rope_low_freq_factor;    // llama3
     float rope_high_freq_factor;   // llama3
     int rope_original_max_seq_len; // llama3: original_max_position_embeddings
+    tqp_arch arch;
+    int qkv_bias;       // q, k and v projections have biases (Qwen2)
+    int qk_norm;        // RMSNorm over each q and k head, weights (head_dim) (Qwen3)
+    int sliding_window; // a query attends to the last sliding_window positions only; 0: all
 } tqp_config;
 
 /* The rotary frequency (radians per position) of pair j, 0 <= j < head_dim / 2: rope_theta^(-2j /
@@ -63,6 +78,12 @@ typedef enum {
     TQP_T_GATE,      // (hidden_dim, dim)
     TQP_T_UP,        // (hidden_dim, dim)
     TQP_T_DOWN,      // (dim, hidden_dim)
+    /* present only in some architectures (shape 0 x 0 otherwise), never quantized */
+    TQP_T_Q_BIAS, // (n_heads * head_dim) when qkv_bias
+    TQP_T_K_BIAS, // (n_kv_heads * head_dim) when qkv_bias
+    TQP_T_V_BIAS, // (n_kv_heads * head_dim) when qkv_bias
+    TQP_T_Q_NORM, // (head_dim) when qk_norm
+    TQP_T_K_NORM, // (head_dim) when qk_norm
     TQP_T_LAYER_COUNT
 } tqp_layer_tensor;
 
@@ -119,8 +140,10 @@ void tqp_layer_tensor_shape(const tqp_config *cfg, tqp_layer_tensor t, int64_t *
                             int64_t *cols);
 void tqp_global_tensor_shape(const tqp_config *cfg, tqp_global_tensor t, int64_t *rows,
                              int64_t *cols);
-/* Hugging Face names: "self_attn.q_proj", "model.embed_tokens"... (without ".weight"). */
+/* Hugging Face names: "self_attn.q_proj", "model.embed_tokens"... (without ".weight"); the
+ * suffix of a layer tensor's full name: "weight", or "bias" for the biases. */
 const char *tqp_layer_tensor_name(tqp_layer_tensor t);
+const char *tqp_layer_tensor_suffix(tqp_layer_tensor t);
 const char *tqp_global_tensor_name(tqp_global_tensor t);
 
 /* The most parameters a configuration may imply (2^42, about 4.4e12: ten times the largest

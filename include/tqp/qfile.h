@@ -37,6 +37,10 @@ enum { TQP_QMATS = 7 }; /* q, k, v, o, gate, up, down */
 
 /* Matrix i of a layer: its tensor, input group and short name. */
 tqp_layer_tensor tqp_qmat_tensor(int i);
+/* The dataset name of a per-layer vector stored unquantized in fp32 ("attn_norm", "ffn_norm",
+ * "q_bias", "k_bias", "v_bias", "q_norm", "k_norm"), or NULL for a quantized matrix.  A vector
+ * is stored when the architecture has it (its shape is not 0 x 0). */
+const char *tqp_qfile_vector_name(tqp_layer_tensor t);
 int tqp_qmat_group(int i);
 const char *tqp_qmat_name(int i);
 
