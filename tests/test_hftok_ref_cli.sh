@@ -2,8 +2,9 @@
 # implementation (@lenml/tokenizers, a JavaScript port of the Hugging Face tokenizers), for the
 # tokenizers of Llama 3.1 (byte-level BPE, regex pre-tokenizer, ignore_merges, BOS template),
 # Qwen3 (byte-level BPE, NFC, no BOS) and Llama 2 (character BPE with byte fallback and the
-# metaspace normalizers), on TinyStories, WikiText-2 and a text of edge cases (scripts, emoji,
-# combining marks, special tokens inline, whitespace runs).  The packages, which ship the
+# metaspace normalizers), on every text of the data directory (TinyStories calibration and
+# evaluation, WikiText-2) and a text of edge cases (scripts, emoji, combining marks, special
+# tokens inline, whitespace runs).  The packages, which ship the
 # models' tokenizer files, are installed from the npm registry at test time into the build
 # directory (tests/npm/package.json pins them) and never committed.  Skipped (77) without node
 # and npm or when the registry cannot be reached.
@@ -19,9 +20,7 @@ if [ ! -d "$NPM/node_modules/@lenml/tokenizers" ]; then
   (cd "$NPM" && timeout 600 npm install --no-audit --no-fund --loglevel=error > "$WORK/npm.log" 2>&1) ||
     { cat "$WORK/npm.log"; echo "skip: npm install failed (registry unreachable?)"; exit 77; }
 fi
-head -c 400000 "$DATA/text/wikitext2_test.raw" > "$WORK/wiki.txt"
-head -c 400000 "$EVAL_TEXT" > "$WORK/stories.txt"
-TEXTS=("$WORK/wiki.txt" "$WORK/stories.txt" "$ROOT/tests/data/tokenizer_stress.txt")
+TEXTS=("$CALIB_TEXT" "$EVAL_TEXT" "$DATA/text/wikitext2_test.raw" "$ROOT/tests/data/tokenizer_stress.txt")
 for t in llama3_1 qwen3 llama2; do
   D=$NPM/node_modules/@lenml/tokenizer-$t/models
   for x in "${TEXTS[@]}"; do
@@ -35,7 +34,7 @@ for t in llama3_1 qwen3 llama2; do
   check "$t: the summary records the tokenizer's SHA-256" \
     [ "$(json "$WORK/t.json" tokenizer_sha256)" = "$(sha256sum "$D/tokenizer.json" | cut -d' ' -f1)" ]
   # the directory or the file itself
-  "$TQP" tokenize --tokenizer "$D/tokenizer.json" --text "${TEXTS[2]}" --out "$WORK/file.u32" > /dev/null
+  "$TQP" tokenize --tokenizer "$D/tokenizer.json" --text "${TEXTS[3]}" --out "$WORK/file.u32" > /dev/null
   check "$t: tokenizer.json named directly gives the same ids" cmp -s "$WORK/ours.u32" "$WORK/file.u32"
 done
 done_tests

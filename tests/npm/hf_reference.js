@@ -9,7 +9,11 @@ const tok = TokenizerLoader.fromPreTrained({
   tokenizerJSON: JSON.parse(fs.readFileSync(dir + "/tokenizer.json", "utf8")),
   tokenizerConfig: JSON.parse(fs.readFileSync(dir + "/tokenizer_config.json", "utf8")),
 });
-const ids = tok.encode(fs.readFileSync(textPath, "utf8"));
+const text = fs.readFileSync(textPath, "utf8");
+const t0 = process.hrtime.bigint();
+const ids = tok.encode(text);
+if (process.env.TQP_REF_TIME)
+  console.error("encode_seconds " + Number(process.hrtime.bigint() - t0) / 1e9);
 const out = Buffer.alloc(4 * ids.length);
 ids.forEach((id, i) => out.writeUInt32LE(id, 4 * i));
 fs.writeFileSync(outPath, out);
