@@ -1104,11 +1104,13 @@ tqp_status tqp_hftok_encode(const tqp_hftok *t, const char *text, size_t len, in
     ids_t out = {0};
     bpe_work w = {0};
     piece_cache pc = {0};
-    pc.mask = CACHE_SLOTS - 1;
-    pc.key = calloc(CACHE_SLOTS, sizeof *pc.key);
-    pc.at = malloc(CACHE_SLOTS * sizeof *pc.at);
-    pc.text = malloc(CACHE_SLOTS * sizeof *pc.text);
-    pc.len = malloc(CACHE_SLOTS * sizeof *pc.len);
+    size_t slots = 256; /* about one slot per 8 bytes of text, at most CACHE_SLOTS */
+    while (slots < CACHE_SLOTS && slots < len / 8) slots *= 2;
+    pc.mask = slots - 1;
+    pc.key = calloc(slots, sizeof *pc.key);
+    pc.at = malloc(slots * sizeof *pc.at);
+    pc.text = malloc(slots * sizeof *pc.text);
+    pc.len = malloc(slots * sizeof *pc.len);
     if (!pc.key || !pc.at || !pc.text || !pc.len) { /* run without the cache */
         free(pc.key), free(pc.at), free(pc.text), free(pc.len);
         memset(&pc, 0, sizeof pc);

@@ -11,7 +11,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_TH
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 B=$OUT/base
 rm -rf "$OUT" && mkdir -p "$B"
-for t in llama2c llama2c_dims safetensors config_json tokenizer hftok tokens report qfile hfile; do
+for t in llama2c llama2c_dims safetensors config_json tokenizer hftok textinput tokens report qfile hfile; do
   mkdir -p "$OUT/$t"
 done
 # the model of tests/fuzz/fuzz_safetensors.c's fixed config.json: width 16, 2 layers, vocab 64
@@ -69,6 +69,9 @@ JSON
 sed 's/"pre_tokenizer": null/"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true}/' \
   "$OUT/hftok/metaspace.json" > "$OUT/hftok/metaspace_pre.json"
 cp "$B/ids.u32" "$OUT/tokens/ids.u32"
+# text input: JSON lines and plain text
+printf '{"text": "ab a b"}\n{"text": "a\\u00e9 \\ud83d\\ude00"}\n\n{"text": ""}\n' > "$OUT/textinput/docs"
+head -c 2000 "$B/text.txt" > "$OUT/textinput/plain"
 for f in "$ROOT"/jobs/*.txt; do cp "$f" "$OUT/report/"; done
 cp "$B/sum.json" "$OUT/report/summary.json"
 "$TQP" eval --model "$B/model.bin" --tokens "$B/ids.u32" --ctx 32 --json "$B/eval.json" --quiet > /dev/null
