@@ -3,6 +3,8 @@
 # (@lenml/tokenizers on Node.js), on the same texts, in one run; prints a markdown table.
 # The reference packages are installed as the tests install them (tests/npm/package.json).
 # Usage: tools/bench-tokenizer.sh [TQP] [NPM_DIR]   (defaults: build/tqp, build/npm-references)
+#   REPEAT=N: the text is WikiText-2 test + TinyStories calibration N times (default 4; the
+#   reference's Llama 2 encoder needs minutes for N = 4).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TQP=${1:-$ROOT/build/tqp}
@@ -14,12 +16,12 @@ cp "$ROOT/tests/npm/package.json" "$ROOT/tests/npm/hf_reference.js" "$NPM/"
   (cd "$NPM" && npm install --no-audit --no-fund --loglevel=error > /dev/null)
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
-for i in 1 2 3 4; do cat "$DATA/text/wikitext2_test.raw" "$DATA/text/tinystories_calib.txt"; done > "$W/big.txt"
+for i in $(seq "${REPEAT:-4}"); do cat "$DATA/text/wikitext2_test.raw" "$DATA/text/tinystories_calib.txt"; done > "$W/big.txt"
 : > "$W/empty.txt"
 now() { date +%s.%N; }
 cpu=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
 echo "Tokenizer encoding speed, one core ($cpu), commit $(git -C "$ROOT" rev-parse --short HEAD)"
-echo "text: WikiText-2 test + TinyStories calibration, 4 times ($(($(stat -c %s "$W/big.txt") / 1000)) kB);"
+echo "text: WikiText-2 test + TinyStories calibration, ${REPEAT:-4} times ($(($(stat -c %s "$W/big.txt") / 1000)) kB);"
 echo "loading the tokenizer is excluded (timed on an empty text and subtracted; the reference times encode() itself)"
 echo
 echo "| tokenizer | tokens | TQP s | TQP MB/s | reference s | reference MB/s | TQP / reference |"
