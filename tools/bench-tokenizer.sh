@@ -35,5 +35,5 @@ for t in llama3_1 qwen3 llama2; do
   cmp -s "$W/ours.u32" "$W/ref.u32" || { echo "$t: ids differ from the reference" >&2; exit 1; }
   awk -v t="$t" -v n=$(($(stat -c %s "$W/ours.u32") / 4)) -v mb="$MB" -v load="$(echo "$a $b" | awk '{ print $2 - $1 }')" \
       -v all="$(echo "$b $c" | awk '{ print $2 - $1 }')" -v ref="$ref" \
-      'BEGIN { ours = all - load; printf "| %s | %d | %.2f | %.1f | %.2f | %.1f | %.1f |\n", t, n, ours, mb / ours, ref, mb / ref, ref / ours }'
+      'BEGIN { ours = all - load; printf "| %s | %d | %.2f | %.2f | %.2f | %.3f | %.1f |\n", t, n, ours, mb / ours, ref, mb / ref, ref / ours }'
 done
