@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "tqp/cli.h"
+#include "tqp/hftok.h"
+#include "tqp/io.h"
 #include "tqp/hacc.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
@@ -199,8 +201,67 @@ static tqp_status bench_hessian(int argc, char **argv)
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }
 
+/* tqp bench tokenizer: encode one text with a tokenizer.json REPS times (best kept); the
+ * tokenizer is loaded once, outside the timing. */
+static tqp_status bench_tokenizer(int argc, char **argv)
+{
+    const char *tok, *text, *json;
+    int reps;
+    tqp_opt opts[] = {
+        {"--tokenizer", TQP_OPT_IN_PATH, &tok, NULL, "PATH", "tokenizer.json or its directory", 1},
+        {"--text", TQP_OPT_IN_FILE, &text, NULL, "FILE", "text to encode, as one document", 1},
+        {"--reps", TQP_OPT_INT, &reps, "3", "N", "timed encodings (best kept)", 0, 1, 1000},
+        {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the result as JSON"},
+    };
+    tqp_cmd_spec spec = {"bench tokenizer", "Encoding speed of a tokenizer.json on one core.",
+                         NULL, opts, (int)(sizeof opts / sizeof opts[0])};
+    int help, rank;
+    TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
+    if (help) return TQP_OK;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank != 0) return tqp_mpi_agree(MPI_COMM_WORLD, TQP_OK);
+    tqp_hftok *t = NULL;
+    char *buf = NULL;
+    size_t len = 0, n = 0;
+    double t0 = tqp_now(), load = 0, best = 1e300;
+    tqp_status s = tqp_hftok_load(tok, &t);
+    load = tqp_now() - t0;
+    if (s == TQP_OK) s = tqp_file_read_all(text, &buf, &len);
+    for (int r = 0; r < reps && s == TQP_OK; r++) {
+        uint32_t *ids = NULL;
+        double a = tqp_now();
+        s = tqp_hftok_encode(t, buf, len, 1, &ids, &n);
+        double e = tqp_now() - a;
+        best = e < best ? e : best;
+        free(ids);
+    }
+    if (s == TQP_OK) {
+        char cpu[256];
+        tqp_cpu_name(cpu, sizeof cpu);
+        printf("%s: %zu bytes -> %zu tokens in %.3f s (best of %d): %.2f MB/s; loading %.3f s; %s\n",
+               tok, len, n, best, reps, len / best / 1e6, load, cpu);
+        if (json) {
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddStringToObject(d, "tokenizer", tok);
+            cJSON_AddStringToObject(d, "text", text);
+            cJSON_AddNumberToObject(d, "bytes", (double)len);
+            cJSON_AddNumberToObject(d, "tokens", (double)n);
+            cJSON_AddNumberToObject(d, "encode_seconds", best);
+            cJSON_AddNumberToObject(d, "mb_per_s", len / best / 1e6);
+            cJSON_AddNumberToObject(d, "load_seconds", load);
+            cJSON_AddStringToObject(d, "cpu", cpu);
+            s = tqp_json_write(json, d);
+            cJSON_Delete(d);
+        }
+    }
+    free(buf);
+    tqp_hftok_destroy(&t);
+    return tqp_mpi_agree(MPI_COMM_WORLD, s);
+}
+
 tqp_status tqp_cmd_bench(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "tokenizer")) return bench_tokenizer(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "hessian")) return bench_hessian(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "trellis")) return tqp_bench_trellis(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "quantize-memory"))
@@ -217,8 +278,10 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
                "  matvec    batch-1 fused decode + matrix-vector product on trellis codes vs "
                "OpenBLAS sgemv\n"
                "  chol      distributed Cholesky (pdpotrf) with the reproducible BLAS vs the "
-               "system BLAS\n");
+               "system BLAS\n"
+               "  tokenizer encoding speed of a tokenizer.json (tools/bench-tokenizer.sh sets it "
+               "beside the reference)\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "name a benchmark (hessian, trellis, quantize-memory, matvec, chol); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "name a benchmark (hessian, trellis, quantize-memory, matvec, chol, tokenizer); see tqp bench --help");
 }

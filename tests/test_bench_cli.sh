@@ -49,4 +49,22 @@ check "bench chol factors agree" awk -F'|' '/^\| [13]00 \|/ { if (!($8 + 0 < 1e-
 check "bench chol JSON has the rows" [ "$(grep -c '"seconds_reproducible"' "$WORK/c.json")" = 2 ]
 run_mpi 1 bench chol --orders 0 > /dev/null 2> "$WORK/cerr"
 check "bench chol refuses a bad order with exit 2" [ $? = 2 ]
+# tqp bench tokenizer: a small tokenizer.json, its speed in MB/s and the same token count as tqp
+# tokenize (the special token of the template included)
+cat > "$WORK/tokenizer.json" << 'JSON'
+{"added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true}],
+ "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+   {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+ "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}],
+   "special_tokens": {"<s>": {"id": "<s>", "ids": [1]}}},
+ "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": true,
+   "vocab": {"<unk>": 0, "<s>": 1, "\u2581": 2, "a": 3, "b": 4, "\u2581a": 5}, "merges": ["\u2581 a"]}}
+JSON
+for i in $(seq 300); do echo "a b ab ba a"; done > "$WORK/ab.txt"
+run_mpi 1 bench tokenizer --tokenizer "$WORK/tokenizer.json" --text "$WORK/ab.txt" --reps 2 \
+  --json "$WORK/tk.json" > "$WORK/tout" 2>&1
+check "bench tokenizer runs and prints MB/s" grep -q "MB/s" "$WORK/tout"
+"$TQP" tokenize --tokenizer "$WORK/tokenizer.json" --text "$WORK/ab.txt" --out "$WORK/ab.u32" > /dev/null
+check "bench tokenizer encodes the same tokens as tqp tokenize" \
+  [ "$(json "$WORK/tk.json" tokens)" = "$(($(stat -c %s "$WORK/ab.u32") / 4))" ]
 done_tests
