@@ -605,8 +605,6 @@ tqp_status tqp_hftok_load(const char *path, tqp_hftok **out)
     if (s == TQP_OK) s = load_merges(t, model);
     if (s == TQP_OK) s = load_model(t, model);
     if (s == TQP_OK) s = load_post(t, cJSON_GetObjectItemCaseSensitive(doc, "post_processor"));
-    const char *dec = jstr(cJSON_GetObjectItemCaseSensitive(doc, "decoder"), "type");
-    (void)dec; /* decoding is not needed to encode */
     if (s == TQP_OK) {
         const char *slash = strrchr(file, '/');
         snprintf(cfgpath, sizeof cfgpath, "%.*stokenizer_config.json",
