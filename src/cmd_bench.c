@@ -44,7 +44,7 @@ static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const fl
     int batch = bench_batch;
     long most = (windows + P - 1) / P, nb = (most + batch - 1) / batch;
     tqp_hacc *h = NULL;
-    TQP_CHECK(tqp_mpi_agree(comm, tqp_hacc_create(comm, n, (int64_t)batch * wtok, &h)));
+    TQP_CHECK(tqp_mpi_agree(comm, tqp_hacc_create(comm, n, (int64_t)batch * wtok, 1, &h)));
     MPI_Barrier(comm);
     double t0 = tqp_now();
     tqp_status s = TQP_OK;

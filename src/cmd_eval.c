@@ -6,10 +6,11 @@
 #include "tqp/eval.h"
 #include "tqp/mpiutil.h"
 #include "tqp/qfile.h"
+#include "tqp/threads.h"
 
 typedef struct {
     const char *model, *tokenizer, *text, *tokens, *json, *quantized, *only, *validate_on;
-    int ctx, half_window, quiet;
+    int ctx, half_window, quiet, threads;
 } eval_args;
 
 static void print_result(const eval_args *a, const tqp_eval_result *r, const char *sha)
@@ -22,8 +23,8 @@ static void print_result(const eval_args *a, const tqp_eval_result *r, const cha
            a->half_window ? ", second halves only" : "");
     printf("text %s  sha256 %s  (%lld tokens)\n", a->tokens ? a->tokens : a->text, sha,
            (long long)r->tokens_total);
-    printf("%d rank%s, %.2f s, %.0f tokens/s\n", r->ranks, r->ranks == 1 ? "" : "s", r->seconds,
-           r->tokens_per_second);
+    printf("%d rank%s x %d thread%s, %.2f s, %.0f tokens/s\n", r->ranks, r->ranks == 1 ? "" : "s",
+           a->threads, a->threads == 1 ? "" : "s", r->seconds, r->tokens_per_second);
 }
 
 static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_eval_result *r,
@@ -46,6 +47,7 @@ static tqp_status write_json(const eval_args *a, const tqp_model *m, const tqp_e
     cJSON_AddNumberToObject(d, "ctx", a->ctx);
     cJSON_AddBoolToObject(d, "half_window", a->half_window);
     cJSON_AddNumberToObject(d, "ranks", r->ranks);
+    cJSON_AddNumberToObject(d, "threads", a->threads);
     cJSON_AddNumberToObject(d, "seconds", r->seconds);
     cJSON_AddNumberToObject(d, "tokens_per_second", r->tokens_per_second);
     cJSON_AddNumberToObject(d, "layers", m->cfg.n_layers);
@@ -78,6 +80,7 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
         {"--ctx", TQP_OPT_INT, &a.ctx, "256", "N", "window length in tokens", 0, 2, 1 << 24},
         {"--half-window", TQP_OPT_FLAG, &a.half_window, NULL, NULL,
          "score only the second half of each window (llama.cpp's convention)"},
+        TQP_OPT_THREADS(&a.threads),
         {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };
@@ -85,7 +88,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
                          "The text is tokenized as one string (BOS + text), cut into "
                          "non-overlapping windows of --ctx tokens (the tail is dropped), and every "
                          "token but the first of each window is scored. Windows are spread over "
-                         "the MPI ranks; the result is identical for any rank count.",
+                         "the MPI ranks and the threads of each rank; the result is identical for "
+                         "any rank and thread count.",
                          opts, (int)(sizeof opts / sizeof opts[0])};
     int help, rank;
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
@@ -98,6 +102,7 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     TQP_CHECK(
         tqp_mpi_agree(MPI_COMM_WORLD, a.json && rank == 0 ? tqp_check_writable(a.json) : TQP_OK));
+    TQP_CHECK(tqp_threads_setup(MPI_COMM_WORLD, a.threads, &a.threads));
     tqp_model *m = NULL;
     tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a.model, &m));
     if (s != TQP_OK) {
@@ -107,7 +112,8 @@ tqp_status tqp_cmd_eval(int argc, char **argv)
     uint32_t *tokens = NULL;
     size_t n = 0;
     char sha[65] = "";
-    tqp_eval_options eo = {.ctx = a.ctx, .half_window = a.half_window, .progress = !a.quiet};
+    tqp_eval_options eo = {.ctx = a.ctx, .half_window = a.half_window, .progress = !a.quiet,
+                           .threads = a.threads};
     tqp_eval_result r;
     tqp_qfile *qf = NULL;
     tqp_weight_source src;

@@ -8,10 +8,11 @@
 #include "tqp/forward.h"
 #include "tqp/hessian.h"
 #include "tqp/mpiutil.h"
+#include "tqp/threads.h"
 
 typedef struct {
     const char *model, *tokenizer, *text, *tokens, *out, *json, *seed;
-    int nsamples, ctx, resume, force, sequential, batch, quiet;
+    int nsamples, ctx, resume, force, sequential, batch, quiet, threads;
 } hess_args;
 
 static tqp_status parse_seed(const char *s, uint64_t *v)
@@ -42,6 +43,7 @@ static tqp_status write_json(const hess_args *a, const tqp_hstore *st, const tqp
     cJSON_AddNumberToObject(d, "layers_computed", r->layers_done);
     cJSON_AddNumberToObject(d, "layers_resumed", r->layers_skipped);
     cJSON_AddNumberToObject(d, "ranks", ranks);
+    cJSON_AddNumberToObject(d, "threads", a->threads);
     cJSON_AddNumberToObject(d, "seconds", r->seconds);
     cJSON_AddNumberToObject(d, "accumulation_gflops", r->gflops);
     tqp_status s = tqp_json_write(a->json, d);
@@ -61,6 +63,7 @@ static tqp_status run(hess_args *a, int rank, int P)
         return tqp_error_set(TQP_EUSAGE, "--resume and --force exclude each other");
     TQP_CHECK(
         tqp_mpi_agree(MPI_COMM_WORLD, a->json && rank == 0 ? tqp_check_writable(a->json) : TQP_OK));
+    TQP_CHECK(tqp_threads_setup(MPI_COMM_WORLD, a->threads, &a->threads));
     tqp_model *m = NULL;
     tqp_status s = tqp_mpi_agree(MPI_COMM_WORLD, tqp_model_load(a->model, &m));
     tqp_hstore st = {0};
@@ -78,14 +81,16 @@ static tqp_status run(hess_args *a, int rank, int P)
                                    : a->resume ? TQP_RESUME_REQUIRE
                                                : TQP_RESUME_AUTO,
                            .batch = a->batch,
-                           .quiet = a->quiet};
+                           .quiet = a->quiet,
+                           .threads = a->threads};
     if (s == TQP_OK) s = tqp_hessian_collect(MPI_COMM_WORLD, m, &job, &st, &r);
     if (s == TQP_OK && rank == 0) {
         printf("hessians for %d layers x 4 groups (%lld tokens each) in %s, layer files in %s\n",
                m->cfg.n_layers, (long long)r.tokens, a->out, st.dir);
-        printf("%d layer%s computed, %d resumed; %d rank%s, %.2f s, accumulation %.2f GFLOP/s\n",
+        printf("%d layer%s computed, %d resumed; %d rank%s x %d thread%s, %.2f s, accumulation "
+               "%.2f GFLOP/s\n",
                r.layers_done, r.layers_done == 1 ? "" : "s", r.layers_skipped, P, P == 1 ? "" : "s",
-               r.seconds, r.gflops);
+               a->threads, a->threads == 1 ? "" : "s", r.seconds, r.gflops);
         if (a->json) s = write_json(a, &st, &r, P);
     }
     tqp_hstore_close(&st);
@@ -120,6 +125,7 @@ tqp_status tqp_cmd_hessian(int argc, char **argv)
          "inputs from already-quantized layers (GPTQ); needs tqp quantize"},
         {"--batch", TQP_OPT_INT, &a.batch, "0", "N",
          "windows staged per reduction (0: about 256 MiB of staging)", 0, 0, 1 << 20},
+        TQP_OPT_THREADS(&a.threads),
         {"--json", TQP_OPT_OUT, &a.json, NULL, "FILE", "also write a JSON summary to FILE"},
         {"--quiet", TQP_OPT_FLAG, &a.quiet, NULL, NULL, "no progress lines"},
     };

@@ -45,6 +45,7 @@
 #include "tqp/progress.h"
 #include "tqp/qfile.h"
 #include "tqp/quantize.h"
+#include "tqp/threads.h"
 #include "tqp/tcq.h"
 
 typedef struct {
@@ -69,8 +70,6 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     o->teams = a->teams;
     if (a->teams < 0 || a->teams > 1 << 20)
         return tqp_error_set(TQP_EUSAGE, "--teams must be 0 (automatic) or a positive count");
-    if (a->threads < 1 || a->threads > 1024)
-        return tqp_error_set(TQP_EUSAGE, "--threads must be 1..1024");
     o->seed = strtoull(a->seed, &end, 10);
     if (!*a->seed || *end || a->seed[0] == '-')
         return tqp_error_set(TQP_EUSAGE, "--seed expects a non-negative integer");
@@ -218,7 +217,7 @@ static tqp_status collect(const quant_args *a, const tqp_model *m, char **hpath)
     tqp_hessian_job job = {.model = a->model, .tokenizer = a->tokenizer, .text = a->text,
                            .tokens = a->tokens, .out = *hpath, .nsamples = a->nsamples,
                            .ctx = a->ctx, .mode = a->force ? TQP_RESUME_FORCE : TQP_RESUME_AUTO,
-                           .quiet = a->quiet};
+                           .quiet = a->quiet, .threads = a->threads};
     tqp_hstore st = {0};
     tqp_hessian_result r = {0};
     tqp_status s = tqp_hessian_collect(MPI_COMM_WORLD, m, &job, &st, &r);
@@ -291,7 +290,7 @@ static tqp_status validate(const quant_args *a, const tqp_model *m, int rank, cJ
     uint32_t *tokens = NULL;
     size_t n = 0;
     char sha[65] = "";
-    tqp_eval_options eo = {.ctx = a->eval_ctx, .progress = !a->quiet};
+    tqp_eval_options eo = {.ctx = a->eval_ctx, .progress = !a->quiet, .threads = a->threads};
     tqp_eval_result rf = {0}, rq = {0};
     tqp_qfile *qf = NULL;
     tqp_weight_source src;
@@ -350,6 +349,7 @@ static tqp_status open_events(const quant_args *a, int P)
     cJSON_AddStringToObject(e, "tqp_version", TQP_VERSION);
     cJSON_AddStringToObject(e, "out", a->out);
     cJSON_AddNumberToObject(e, "ranks", P);
+    cJSON_AddNumberToObject(e, "threads", a->threads);
     cJSON_AddNumberToObject(e, "bits", a->bits);
     cJSON_AddStringToObject(e, "codebook", a->codebook);
     tqp_event_end(e);
@@ -480,8 +480,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "trellis code: 1mad, 3inst (V 1), hyb (V 2) or lut (default 1mad)"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
-        {"--threads", TQP_OPT_INT, &a.threads, "1", "N",
-         "threads per rank for the trellis search (bands of rows in parallel)", 0, 1, 1024},
+        TQP_OPT_THREADS(&a.threads),
         {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
          "teams of ranks quantizing different layers at once (0: one per 64 ranks, at most "
          "one per layer); the output does not depend on it", 0, 0, 1 << 20},
@@ -515,6 +514,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
     if (help) return TQP_OK;
     tqp_quant_options o;
+    TQP_CHECK(tqp_threads_setup(MPI_COMM_WORLD, a.threads, &a.threads));
     TQP_CHECK(parse(&a, &o));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);

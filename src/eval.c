@@ -1,9 +1,10 @@
 /* Stream-windows perplexity over MPI ranks (see include/tqp/eval.h).  Local windows are run in
- * batches, layer by layer, so only one layer's weights are converted at a time; per-window NLLs
- * are gathered and summed in window order. */
+ * batches, layer by layer, so only one layer's weights are converted at a time, the windows of
+ * a batch split over the threads; per-window NLLs are gathered and summed in window order. */
 #include "tqp/eval.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,30 +24,48 @@ static tqp_status model_layer(void *ctx, int l, tqp_layer_weights *lw)
     return tqp_model_layer_load(ctx, l, lw);
 }
 
-/* Forward windows [w0, w0 + nb) through every layer and write their NLLs to nll[0..nb). */
+/* Forward windows [w0, w0 + nb) through every layer and write their NLLs to nll[0..nb).  The
+ * windows of a batch are split over the threads (fw: one workspace per thread); a window's
+ * activations and NLL never depend on the thread that computes them. */
 static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_source *src,
-                            tqp_forward *fw,
+                            tqp_forward **fw, int threads,
                             const uint32_t *tokens, long w0, int nb, const tqp_eval_options *o,
                             float *x, const float *embed, const float *norm, const float *head,
                             double *nll)
 {
     const tqp_config *c = &m->cfg;
     size_t wsz = (size_t)o->ctx * c->dim;
+    if (threads > nb) threads = nb > 0 ? nb : 1;
     for (int b = 0; b < nb; b++)
-        tqp_forward_embed(fw, embed, tokens + (w0 + b) * o->ctx, o->ctx, x + b * wsz);
+        tqp_forward_embed(fw[0], embed, tokens + (w0 + b) * o->ctx, o->ctx, x + b * wsz);
     for (int l = 0; l < c->n_layers; l++) {
         tqp_layer_weights lw;
         TQP_CHECK(src->layer(src->ctx, l, &lw));
+        int bad = -1;
         tqp_status s = TQP_OK;
-        for (int b = 0; b < nb && s == TQP_OK; b++)
-            s = tqp_forward_layer(fw, &lw, l, x + b * wsz, o->ctx, NULL);
+        char why[512] = "";
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+        for (int b = 0; b < nb; b++) {
+            tqp_status ws = tqp_forward_layer(fw[omp_get_thread_num()], &lw, l, x + b * wsz,
+                                              o->ctx, NULL);
+            if (ws != TQP_OK) {
+#pragma omp critical(tqp_eval_error)
+                if (bad < 0 || b < bad) { /* keep the first window's failure */
+                    bad = b;
+                    s = ws;
+                    snprintf(why, sizeof why, "%s", tqp_error_message());
+                }
+            }
+        }
+        if (s != TQP_OK) s = tqp_error_set(s, "%s", why);
         tqp_layer_weights_release(&lw);
         if (src->collective) s = tqp_mpi_agree(comm, s); /* the next layer's call is collective */
         TQP_CHECK(s);
     }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
     for (int b = 0; b < nb; b++)
-        nll[b] = tqp_forward_nll(fw, norm, head, x + b * wsz, tokens + (w0 + b) * o->ctx, o->ctx,
-                                 tqp_eval_first_scored(o));
+        nll[b] = tqp_forward_nll(fw[omp_get_thread_num()], norm, head, x + b * wsz,
+                                 tokens + (w0 + b) * o->ctx, o->ctx, tqp_eval_first_scored(o));
     return TQP_OK;
 }
 
@@ -70,12 +89,16 @@ static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight
     const tqp_config *c = &m->cfg;
     size_t wbytes = (size_t)o->ctx * c->dim * sizeof(float);
     long per = (long)(BATCH_BYTES / wbytes);
+    int threads = o->threads > 1 ? o->threads : 1;
+    if (per < threads) per = threads; /* a window per thread at least */
     int nb_max = (int)(per < 1 ? 1 : per > w1 - w0 ? (w1 - w0 > 0 ? w1 - w0 : 1) : per);
+    if (threads > nb_max) threads = nb_max;
     globals g = {0};
-    tqp_forward *fw = NULL;
+    tqp_forward **fw = tqp_calloc((size_t)threads, sizeof *fw);
     float *x = tqp_malloc_aligned(wbytes * (size_t)nb_max);
-    tqp_status s = x ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) s = tqp_forward_create(c, o->ctx, &fw);
+    tqp_status s = x && fw ? TQP_OK : TQP_ENOMEM;
+    for (int t = 0; t < threads && s == TQP_OK; t++)
+        s = tqp_forward_create(c, o->ctx, &fw[t]);
     if (s == TQP_OK && w1 > w0) s = load_globals(m, &g);
     tqp_progress pr;
     tqp_progress_init(&pr, "eval", (double)(w1 - w0) * o->ctx, "tok", show);
@@ -92,7 +115,7 @@ static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight
     for (long b = 0; b < batches && s == TQP_OK; b++) {
         long w = w0 + b * nb_max;
         int nb = (int)(w >= w1 ? 0 : w1 - w < nb_max ? w1 - w : nb_max);
-        s = run_batch(comm, m, src, fw, tokens, w, nb, o, x, g.embed, g.norm, g.head,
+        s = run_batch(comm, m, src, fw, threads, tokens, w, nb, o, x, g.embed, g.norm, g.head,
                       nb ? nll + (w - w0) : nll);
         if (src->collective) s = tqp_mpi_agree(comm, s);
         tqp_progress_update(&pr, (double)(nb ? w + nb - w0 : w1 - w0) * o->ctx, "rank 0's share");
@@ -100,7 +123,9 @@ static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight
     tqp_progress_finish(&pr, (double)(w1 - w0) * o->ctx, 0);
     for (int i = 0; i < 3; i++)
         free(g.owned[i]);
-    tqp_forward_destroy(&fw);
+    for (int t = 0; fw && t < threads; t++)
+        tqp_forward_destroy(&fw[t]);
+    free(fw);
     free(x);
     return s;
 }

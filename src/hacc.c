@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,15 +27,17 @@ struct tqp_hacc {
     int64_t count, count_global;
     double bound_global; // upper bound on every |H_ij| so far (sum of window diagonal maxima)
     double flops;
-    /* staging */
+    int threads;
+    /* staging: window slots, each at a token offset of the stage */
     double *stage; // (max_batch_tokens, n) float64 copies of staged windows
     int64_t max_tokens, staged_tokens;
-    int *win_len; // (max windows) token count of each staged window
-    int n_win, max_win;
+    int *win_len;         // (max windows) token count of each slot (0: empty)
+    int64_t *win_off;     // (max windows) token offset of each slot
+    int n_win, max_win;   // n_win: slots appended by tqp_hacc_stage
     double bound_local;   // sum over staged windows of their diagonal maxima
     fix *send;            // one owner's contributions, packed like acc
-    double *prod;         // (TQP_HACC_PANEL, n) one window's panel product
-    double *wdiag, *wsum; // (n) one window's diagonal and column sums while staging
+    double *prod;         // (threads, TQP_HACC_PANEL, n) each thread's panel product
+    double *wdiag, *wsum; // (n) one window's diagonal and column sums at the flush
     MPI_Datatype t128;
     MPI_Op add;
 };
@@ -105,16 +108,18 @@ static tqp_status alloc_buffers(tqp_hacc *h)
     h->wdiag = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->wsum = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->send = alloc_touched((size_t)most * sizeof(fix));
-    h->prod = alloc_touched((size_t)TQP_HACC_PANEL * h->n * sizeof(double));
+    h->prod = alloc_touched((size_t)h->threads * TQP_HACC_PANEL * h->n * sizeof(double));
     h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
     h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
+    h->win_off = tqp_calloc((size_t)h->max_win, sizeof(int64_t));
     return h->acc && h->colsum && h->colsum_d && h->stage && h->send && h->prod && h->win_len &&
-                   h->rows && h->wdiag && h->wsum
+                   h->win_off && h->rows && h->wdiag && h->wsum
                ? TQP_OK
                : TQP_ENOMEM;
 }
 
-tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, tqp_hacc **out)
+tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int threads,
+                           tqp_hacc **out)
 {
     *out = NULL;
     tqp_hacc *h = tqp_calloc(1, sizeof *h);
@@ -124,6 +129,7 @@ tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, tqp_h
     MPI_Comm_rank(comm, &h->rank);
     h->n = n;
     h->max_tokens = max_batch_tokens;
+    h->threads = threads < 1 ? 1 : threads;
     tqp_hacc_owner_rows(n, h->P, h->rank, &h->r0, &h->r1);
     tqp_status s = alloc_buffers(h);
     if (s == TQP_OK && (MPI_Type_contiguous(16, MPI_BYTE, &h->t128) != MPI_SUCCESS ||
@@ -145,7 +151,7 @@ void tqp_hacc_destroy(tqp_hacc **ph)
     if (h->add != MPI_OP_NULL && h->add) MPI_Op_free(&h->add);
     if (h->t128 != MPI_DATATYPE_NULL && h->t128) MPI_Type_free(&h->t128);
     void *bufs[] = {h->acc,     h->colsum, h->rows, h->colsum_d, h->stage,
-                    h->win_len, h->send,   h->prod, h->wdiag,    h->wsum};
+                    h->win_len, h->send,   h->prod, h->wdiag,    h->wsum, h->win_off};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(h);
@@ -172,15 +178,14 @@ fix tqp_hacc_to_fix_for_test(double v)
     return to_fix(v);
 }
 
-tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *what)
+tqp_status tqp_hacc_stage_at(tqp_hacc *h, int slot, int64_t offset, const float *x, int ntok,
+                             const char *what)
 {
-    if (h->staged_tokens + ntok > h->max_tokens || h->n_win == h->max_win)
+    if (slot < 0 || slot >= h->max_win || offset < 0 || ntok < 0 || offset + ntok > h->max_tokens)
         return tqp_error_set(TQP_EINTERNAL, "%s: Hessian stage full", what);
     int n = h->n;
-    double *dst = h->stage + h->staged_tokens * n, dmax = 0;
-    memset(h->wdiag, 0, sizeof(double) * (size_t)n);
-    memset(h->wsum, 0, sizeof(double) * (size_t)n);
-    for (int t = 0; t < ntok; t++) { /* row by row; sums per input in token order */
+    double *dst = h->stage + offset * n;
+    for (int t = 0; t < ntok; t++) {
         const float *xr = x + (size_t)t * n;
         double *dr = dst + (size_t)t * n;
         int bad = 0;
@@ -188,8 +193,6 @@ tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *wha
             double v = xr[j];
             bad |= !isfinite(v);
             dr[j] = v;
-            h->wdiag[j] += v * v;
-            h->wsum[j] += v;
         }
         for (int j = 0; bad && j < n; j++)
             if (!isfinite(xr[j]))
@@ -198,45 +201,95 @@ tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *wha
                                      "a window, input %d)",
                                      what, (double)xr[j], t, j);
     }
-    for (int j = 0; j < n; j++) {
-        dmax = h->wdiag[j] > dmax ? h->wdiag[j] : dmax;
-        h->colsum[j] += to_fix(h->wsum[j]);
-    }
-    h->bound_local += dmax;
-    h->count += ntok;
-    h->staged_tokens += ntok;
-    h->win_len[h->n_win++] = ntok;
+    h->win_off[slot] = offset;
+    h->win_len[slot] = ntok;
     return TQP_OK;
 }
 
-/* send (rows [r0, r1), packed lower triangle) = fixed-point sum over staged windows of X^T X.
- * The first window assigns, later ones add. */
-static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
+tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *what)
+{
+    if (h->staged_tokens + ntok > h->max_tokens || h->n_win == h->max_win)
+        return tqp_error_set(TQP_EINTERNAL, "%s: Hessian stage full", what);
+    TQP_CHECK(tqp_hacc_stage_at(h, h->n_win, h->staged_tokens, x, ntok, what));
+    h->n_win++;
+    h->staged_tokens += ntok;
+    return TQP_OK;
+}
+
+/* The staged windows' column sums (in token order, rounded once per window), token count and
+ * range bound, in slot order. */
+static void account_windows(tqp_hacc *h)
 {
     int n = h->n;
-    int64_t base = tri(r0);
-    if (h->n_win == 0) memset(h->send, 0, sizeof(fix) * (size_t)(tri(r1) - base));
-    const double *x = h->stage;
-    for (int k = 0; k < h->n_win; x += (size_t)h->win_len[k] * n, k++) {
-        int T = h->win_len[k];
-        for (int64_t i0 = r0; i0 < r1; i0 += TQP_HACC_PANEL) {
-            int64_t i1 = i0 + TQP_HACC_PANEL < r1 ? i0 + TQP_HACC_PANEL : r1;
-            /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1]: one fixed shape per panel */
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i1, T, 1.0,
-                        x + i0, n, x, n, 0.0, h->prod, (int)i1);
-            h->flops += 2.0 * (double)(i1 - i0) * (double)i1 * T;
-            for (int64_t i = i0; i < i1; i++) {
-                fix *dst = h->send + tri(i) - base;
-                const double *src = h->prod + (i - i0) * i1;
-                if (k == 0)
-                    for (int64_t j = 0; j <= i; j++)
-                        dst[j] = to_fix(src[j]);
-                else
-                    for (int64_t j = 0; j <= i; j++)
-                        dst[j] += to_fix(src[j]);
+    for (int k = 0; k < h->max_win; k++) {
+        if (!h->win_len[k]) continue;
+        const double *x = h->stage + h->win_off[k] * n;
+        double dmax = 0;
+        memset(h->wdiag, 0, sizeof(double) * (size_t)n);
+        memset(h->wsum, 0, sizeof(double) * (size_t)n);
+        for (int t = 0; t < h->win_len[k]; t++)
+            for (int j = 0; j < n; j++) {
+                double v = x[(size_t)t * n + j];
+                h->wdiag[j] += v * v;
+                h->wsum[j] += v;
             }
+        for (int j = 0; j < n; j++) {
+            dmax = h->wdiag[j] > dmax ? h->wdiag[j] : dmax;
+            h->colsum[j] += to_fix(h->wsum[j]);
         }
+        h->bound_local += dmax;
+        h->count += h->win_len[k];
     }
+}
+
+/* One panel's rows [i0, i1) of send (packed lower triangle from row `base`) = fixed-point sum
+ * over the staged windows of X[:, i0:i1]^T X[:, 0:i1], computed in prod. */
+static double panel_contribution(tqp_hacc *h, int64_t i0, int64_t i1, int64_t base, double *prod)
+{
+    int n = h->n, first = 1;
+    double flops = 0;
+    for (int k = 0; k < h->max_win; k++) {
+        int T = h->win_len[k];
+        if (!T) continue;
+        const double *x = h->stage + h->win_off[k] * n;
+        /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1]: one fixed shape per panel */
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i1, T, 1.0,
+                    x + i0, n, x, n, 0.0, prod, (int)i1);
+        flops += 2.0 * (double)(i1 - i0) * (double)i1 * T;
+        for (int64_t i = i0; i < i1; i++) {
+            fix *dst = h->send + tri(i) - base;
+            const double *src = prod + (i - i0) * i1;
+            if (first)
+                for (int64_t j = 0; j <= i; j++)
+                    dst[j] = to_fix(src[j]);
+            else
+                for (int64_t j = 0; j <= i; j++)
+                    dst[j] += to_fix(src[j]);
+        }
+        first = 0;
+    }
+    if (first)
+        for (int64_t i = i0; i < i1; i++)
+            memset(h->send + tri(i) - base, 0, sizeof(fix) * (size_t)(i + 1));
+    return flops;
+}
+
+/* send (rows [r0, r1), packed lower triangle) = fixed-point sum over staged windows of X^T X.
+ * Panels are independent (disjoint rows of send), so threads take whole panels, the longest
+ * (last) first; each panel's integers do not depend on which thread computes them. */
+static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
+{
+    int64_t base = tri(r0), np = (r1 - r0 + TQP_HACC_PANEL - 1) / TQP_HACC_PANEL;
+    double flops = 0;
+#pragma omp parallel for num_threads(h->threads) schedule(dynamic, 1) reduction(+ : flops) \
+    if (h->threads > 1 && np > 1)
+    for (int64_t p = np - 1; p >= 0; p--) {
+        int64_t i0 = r0 + p * TQP_HACC_PANEL;
+        int64_t i1 = i0 + TQP_HACC_PANEL < r1 ? i0 + TQP_HACC_PANEL : r1;
+        double *prod = h->prod + (size_t)omp_get_thread_num() * TQP_HACC_PANEL * h->n;
+        flops += panel_contribution(h, i0, i1, base, prod);
+    }
+    h->flops += flops;
 }
 
 static tqp_status check_range(tqp_hacc *h, const char *what)
@@ -254,6 +307,7 @@ static tqp_status check_range(tqp_hacc *h, const char *what)
 
 tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what)
 {
+    account_windows(h);
     TQP_CHECK(check_range(h, what));
     int64_t mine = tri(h->r1) - tri(h->r0);
     for (int owner = 0; owner < h->P; owner++) {
@@ -265,9 +319,11 @@ tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what)
         void *sb = owner == h->rank ? MPI_IN_PLACE : (void *)h->send;
         TQP_MPI_CHECK(MPI_Reduce(sb, h->send, cnt, h->t128, h->add, owner, h->comm));
         if (owner == h->rank)
+#pragma omp parallel for num_threads(h->threads) schedule(static) if (h->threads > 1)
             for (int64_t i = 0; i < mine; i++)
                 h->acc[i] = (fix)((unsigned __int128)h->acc[i] + (unsigned __int128)h->send[i]);
     }
+    memset(h->win_len, 0, sizeof(int) * (size_t)h->max_win);
     h->staged_tokens = 0;
     h->n_win = 0;
     h->bound_local = 0;
@@ -277,7 +333,9 @@ tqp_status tqp_hacc_flush(tqp_hacc *h, const char *what)
 tqp_status tqp_hacc_finalize(tqp_hacc *h)
 {
     int64_t nr = h->r1 - h->r0, w = h->r1;
-    if (h->n_win) return tqp_error_set(TQP_EINTERNAL, "finalize with staged windows");
+    for (int k = 0; k < h->max_win; k++)
+        if (h->win_len[k]) return tqp_error_set(TQP_EINTERNAL, "finalize with staged windows");
+#pragma omp parallel for num_threads(h->threads) schedule(static) if (h->threads > 1)
     for (int64_t i = 0; i < nr; i++)
         for (int64_t j = 0; j < w; j++) {
             int64_t gi = h->r0 + i;

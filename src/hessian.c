@@ -3,6 +3,7 @@
  * flushes the same number of batches so that the collective reductions always match. */
 #include "tqp/hessian.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,33 +25,66 @@ typedef struct {
     tqp_hacc *acc[TQP_GROUP_COUNT];
 } capture_ctx;
 
+/* What one thread's capture hook needs: the accumulators and the slot of the window it is
+ * forwarding (its place in the batch, so the stage does not depend on the thread order). */
+typedef struct {
+    capture_ctx *cc;
+    int slot, ctx;
+} capture_slot;
+
 static tqp_status capture(void *vctx, int layer, tqp_group g, const float *x, int ntok, int n)
 {
-    capture_ctx *c = vctx;
+    capture_slot *c = vctx;
     char what[64];
     snprintf(what, sizeof what, "layer %d %s", layer, tqp_group_name(g));
-    return tqp_hacc_stage(c->acc[g], x, ntok, what);
+    return tqp_hacc_stage_at(c->cc->acc[g], c->slot, (int64_t)c->slot * c->ctx, x, ntok, what);
 }
 
 typedef struct {
     MPI_Comm comm;
     const tqp_model *m;
     const tqp_calib *cal;
-    tqp_forward *fw;
-    float *x; // (local windows, ctx, dim) residual stream
-    int batch;
+    tqp_forward **fw; // one workspace per thread
+    float *x;         // (local windows, ctx, dim) residual stream
+    int batch, threads; // threads: for the accumulation
+    int fthreads;       // threads forwarding windows (workspaces): min(threads, batch)
 } run_state;
+
+/* Forward local windows [w0, w1) through layer l, `threads` windows at a time, window w into
+ * stage slot w - w0 when cc is given.  A window's result does not depend on the thread that
+ * computes it; the first failure (in window order) is kept. */
+static tqp_status forward_windows(run_state *rs, int l, const tqp_layer_weights *lw, long w0,
+                                  long w1, capture_ctx *cc)
+{
+    int ctx = rs->cal->ctx;
+    size_t wsz = (size_t)ctx * rs->m->cfg.dim;
+    long bad = -1;
+    tqp_status first = TQP_OK;
+    char why[512] = "";
+#pragma omp parallel for num_threads(rs->fthreads) schedule(dynamic, 1) if (rs->fthreads > 1)
+    for (long w = w0; w < w1; w++) {
+        int t = omp_get_thread_num();
+        capture_slot slot = {cc, (int)(w - w0), ctx};
+        tqp_forward_hooks hooks = {capture, &slot};
+        tqp_status ws = tqp_forward_layer(rs->fw[t], lw, l, rs->x + w * wsz, ctx, cc ? &hooks : NULL);
+        if (ws != TQP_OK) {
+#pragma omp critical(tqp_hessian_error)
+            if (bad < 0 || w < bad) {
+                bad = w;
+                first = ws;
+                snprintf(why, sizeof why, "%s", tqp_error_message());
+            }
+        }
+    }
+    return first == TQP_OK ? TQP_OK : tqp_error_set(first, "%s", why);
+}
 
 /* Forward the local windows through layer l without collecting (catching up on resume). */
 static tqp_status pass_through(run_state *rs, int l)
 {
     tqp_layer_weights lw;
     TQP_CHECK(tqp_model_layer_load(rs->m, l, &lw));
-    int ctx = rs->cal->ctx;
-    size_t wsz = (size_t)ctx * rs->m->cfg.dim;
-    tqp_status s = TQP_OK;
-    for (long w = 0; w < rs->cal->w1 - rs->cal->w0 && s == TQP_OK; w++)
-        s = tqp_forward_layer(rs->fw, &lw, l, rs->x + w * wsz, ctx, NULL);
+    tqp_status s = forward_windows(rs, l, &lw, 0, rs->cal->w1 - rs->cal->w0, NULL);
     tqp_layer_weights_release(&lw);
     return s;
 }
@@ -58,17 +92,14 @@ static tqp_status pass_through(run_state *rs, int l)
 /* Forward layer l over the local windows in batches, flushing every batch. */
 static tqp_status collect_layer(run_state *rs, int l, const tqp_layer_weights *lw, capture_ctx *cc)
 {
-    int P, ctx = rs->cal->ctx;
+    int P;
     MPI_Comm_size(rs->comm, &P);
     long nloc = rs->cal->w1 - rs->cal->w0, most = (rs->cal->nsamples + P - 1) / P;
     long nb = (most + rs->batch - 1) / rs->batch;
-    size_t wsz = (size_t)ctx * rs->m->cfg.dim;
-    tqp_forward_hooks hooks = {capture, cc};
     char what[64];
     for (long b = 0; b < nb; b++) {
-        tqp_status s = TQP_OK;
-        for (long w = b * rs->batch; w < nloc && w < (b + 1) * rs->batch && s == TQP_OK; w++)
-            s = tqp_forward_layer(rs->fw, lw, l, rs->x + w * wsz, ctx, &hooks);
+        long w0 = b * rs->batch, w1 = (b + 1) * rs->batch < nloc ? (b + 1) * rs->batch : nloc;
+        tqp_status s = w1 > w0 ? forward_windows(rs, l, lw, w0, w1, cc) : TQP_OK;
         TQP_CHECK(tqp_mpi_agree(rs->comm, s));
         for (int g = 0; g < TQP_GROUP_COUNT; g++) {
             snprintf(what, sizeof what, "layer %d %s", l, tqp_group_name((tqp_group)g));
@@ -91,7 +122,7 @@ static tqp_status one_layer(run_state *rs, tqp_hstore *st, int l, double *flops)
     tqp_status s = TQP_OK;
     for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK; g++)
         s = tqp_hacc_create(rs->comm, tqp_group_width(c, (tqp_group)g),
-                            (int64_t)rs->batch * rs->cal->ctx, &cc.acc[g]);
+                            (int64_t)rs->batch * rs->cal->ctx, rs->threads, &cc.acc[g]);
     s = tqp_mpi_agree(rs->comm, s);
     if (s == TQP_OK) s = collect_layer(rs, l, &lw, &cc);
     if (s == TQP_OK) s = tqp_hstore_commit_layer(rs->comm, st, l, cc.acc);
@@ -110,13 +141,15 @@ static tqp_status setup(run_state *rs)
     long nloc = rs->cal->w1 - rs->cal->w0;
     size_t wsz = (size_t)rs->cal->ctx * c->dim;
     rs->x = tqp_malloc_aligned(sizeof(float) * wsz * (size_t)(nloc ? nloc : 1));
-    tqp_status s = rs->x ? TQP_OK : TQP_ENOMEM;
-    if (s == TQP_OK) s = tqp_forward_create(c, rs->cal->ctx, &rs->fw);
+    rs->fw = tqp_calloc((size_t)rs->fthreads, sizeof *rs->fw);
+    tqp_status s = rs->x && rs->fw ? TQP_OK : TQP_ENOMEM;
+    for (int t = 0; t < rs->fthreads && s == TQP_OK; t++)
+        s = tqp_forward_create(c, rs->cal->ctx, &rs->fw[t]);
     const float *embed;
     float *owned = NULL;
     if (s == TQP_OK) s = tqp_model_global_load(rs->m, TQP_G_EMBED, &embed, &owned);
     for (long w = 0; w < nloc && s == TQP_OK; w++)
-        tqp_forward_embed(rs->fw, embed, rs->cal->tokens + w * rs->cal->ctx, rs->cal->ctx,
+        tqp_forward_embed(rs->fw[0], embed, rs->cal->tokens + w * rs->cal->ctx, rs->cal->ctx,
                           rs->x + w * wsz);
     free(owned);
     return tqp_mpi_agree(rs->comm, s);
@@ -137,13 +170,15 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
-    run_state rs = {.comm = comm, .m = m, .cal = cal, .batch = o->batch_windows};
+    run_state rs = {.comm = comm, .m = m, .cal = cal, .batch = o->batch_windows,
+                    .threads = o->threads > 0 ? o->threads : 1};
     int P;
     MPI_Comm_size(comm, &P);
     /* A batch of more windows than a rank has stages nothing more, only memory (the sums are
-     * exact, so the batch size never changes a bit of the result). */
+     * exact, so neither the batch size nor the thread count changes a bit of the result). */
     long most = (cal->nsamples + P - 1) / P;
     if (rs.batch > most) rs.batch = (int)(most > 0 ? most : 1);
+    rs.fthreads = rs.threads < rs.batch ? rs.threads : rs.batch; /* no idle workspaces */
     double t0 = tqp_now(), total_flops = 0;
     *r = (tqp_hessian_result){.layers_skipped = st->committed,
                               .tokens = (int64_t)cal->nsamples * cal->ctx};
@@ -164,7 +199,9 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
     }
     r->seconds = tqp_now() - t0;
     r->gflops = r->seconds > 0 ? total_flops / (tqp_now() - t_start) * 1e-9 : 0;
-    tqp_forward_destroy(&rs.fw);
+    for (int t = 0; rs.fw && t < rs.fthreads; t++)
+        tqp_forward_destroy(&rs.fw[t]);
+    free(rs.fw);
     free(rs.x);
     return s;
 }
@@ -197,10 +234,11 @@ tqp_status tqp_hessian_collect(MPI_Comm comm, const tqp_model *m, const tqp_hess
         fprintf(stderr, "hessian: resuming %s: layers 0..%d already committed\n", job->out,
                 st->committed - 1);
     if (s == TQP_OK) {
-        tqp_hessian_options o = {.batch_windows = job->batch > 0
-                                                      ? job->batch
-                                                      : tqp_hessian_default_batch(&m->cfg, job->ctx),
-                                 .progress = !job->quiet};
+        int batch = job->batch > 0 ? job->batch : tqp_hessian_default_batch(&m->cfg, job->ctx);
+        /* by default a batch holds a window per thread at least, so no thread waits */
+        if (job->batch <= 0 && batch < job->threads) batch = job->threads;
+        tqp_hessian_options o = {.batch_windows = batch, .progress = !job->quiet,
+                                 .threads = job->threads};
         s = tqp_hessian_run(comm, m, &cal, st, &o, r);
     }
     tqp_calib_free(&cal);

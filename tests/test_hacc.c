@@ -1,8 +1,10 @@
 /* The exact Hessian accumulator against an independent long-double X^T X, on windows of
  * several lengths and a width that crosses a panel boundary.  Run under mpiexec with any rank
  * count and batch size, it prints a digest of the whole matrix, which test_hessian_ranks.sh
- * compares across runs: the bits must not depend on either.
- * Usage: test_hacc [batch_windows] */
+ * compares across runs: the bits must not depend on any of them.  With threads > 1 the windows
+ * of a batch are staged concurrently into their slots, last window first, and the flush splits
+ * its panels over the threads.
+ * Usage: test_hacc [batch_windows [threads]] */
 #include <mpi.h>
 
 #include "check.h"
@@ -52,7 +54,7 @@ static void fill_window(int w, float *x)
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
-    int rank, P, batch = argc > 1 ? atoi(argv[1]) : 3;
+    int rank, P, batch = argc > 1 ? atoi(argv[1]) : 3, threads = argc > 2 ? atoi(argv[2]) : 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     if (rank == 0) test_to_fix();
@@ -60,12 +62,26 @@ int main(int argc, char **argv)
     tqp_partition(NWIN, P, rank, &w0, &w1);
     long most = (NWIN + P - 1) / P, nb = (most + batch - 1) / batch;
     tqp_hacc *h = NULL;
-    CHECK(tqp_hacc_create(MPI_COMM_WORLD, N, (int64_t)batch * 80, &h) == TQP_OK);
+    CHECK(tqp_hacc_create(MPI_COMM_WORLD, N, (int64_t)batch * 80, threads, &h) == TQP_OK);
     float *x = malloc(sizeof(float) * 80 * N);
     for (long b = 0; b < nb; b++) {
-        for (long w = w0 + b * batch; w < w1 && w < w0 + (b + 1) * batch; w++) {
-            fill_window((int)w, x);
-            CHECK(tqp_hacc_stage(h, x, win_len((int)w), "test") == TQP_OK);
+        if (threads == 1) {
+            for (long w = w0 + b * batch; w < w1 && w < w0 + (b + 1) * batch; w++) {
+                fill_window((int)w, x);
+                CHECK(tqp_hacc_stage(h, x, win_len((int)w), "test") == TQP_OK);
+            }
+        } else {
+            int bad = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : bad)
+            for (long i = batch - 1; i >= 0; i--) {
+                long w = w0 + b * batch + i;
+                if (w >= w1) continue;
+                float *xw = malloc(sizeof(float) * 80 * N);
+                fill_window((int)w, xw);
+                bad += tqp_hacc_stage_at(h, (int)i, 80 * i, xw, win_len((int)w), "test") != TQP_OK;
+                free(xw);
+            }
+            CHECK(bad == 0);
         }
         CHECK(tqp_hacc_flush(h, "test") == TQP_OK);
     }

@@ -41,6 +41,13 @@ typedef struct {
     double lo, hi; // INT and DOUBLE: accepted range [lo, hi] when lo < hi (printed by --help)
 } tqp_opt;
 
+/* The --threads option every phase shares (0: tqp_threads_auto). */
+#define TQP_OPT_THREADS(dest)                                                                     \
+    {"--threads", TQP_OPT_INT, (dest), "0", "T",                                                 \
+     "threads per rank for every phase (0: the CPUs of the rank's affinity mask, shared with "    \
+     "the node's ranks that overlap it); outputs do not depend on it",                            \
+     0, 0, 1024}
+
 typedef struct {
     const char *name;    // "eval"
     const char *summary; // one line

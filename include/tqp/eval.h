@@ -20,6 +20,8 @@ typedef struct {
     int ctx;         // window length in tokens
     int half_window; // score only tokens ctx/2+1 .. ctx-1 of each window
     int progress;    // print progress lines (rank 0)
+    int threads;     // threads per rank, each forwarding whole windows (<= 1: one); the
+                     // result does not depend on it
 } tqp_eval_options;
 
 typedef struct {

@@ -8,6 +8,8 @@
  *  3. Integer addition is associative and commutative, so summing the windows in any order, in
  *     any grouping and with any MPI reduction tree gives the same integers.
  *  4. Converting the final integers to float64 is a deterministic function.
+ *  5. Threads split a flush by whole row panels, each computed by one thread with a
+ *     single-threaded dgemm of the shape of invariant 1, so the thread count changes nothing.
  * The fixed point covers |H_ij| < 2^63 with a resolution of 2^-64; a sum that could leave that
  * range is an error (checked per batch from the windows' diagonal maxima), never a wrap-around.
  *
@@ -29,13 +31,22 @@ enum { TQP_HACC_PANEL = 256, TQP_HACC_FRAC_BITS = 64 };
 typedef struct tqp_hacc tqp_hacc;
 
 /* Collective.  An accumulator for n x n sums; windows of up to `max_batch_tokens` tokens in
- * total are staged between flushes. */
-tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, tqp_hacc **out);
+ * total are staged between flushes.  A flush's products and roundings are split over `threads`
+ * OpenMP threads by whole panels (the integers never depend on the split). */
+tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int threads,
+                           tqp_hacc **out);
 void tqp_hacc_destroy(tqp_hacc **h);
 
 /* Local.  Stage one window's inputs x (ntok, n) row-major fp32 for the next flush.  `what`
  * names the matrix in errors (a non-finite value is TQP_ENONFINITE). */
 tqp_status tqp_hacc_stage(tqp_hacc *h, const float *x, int ntok, const char *what);
+
+/* Local, thread-safe for distinct slots and non-overlapping token ranges: stage one window in
+ * slot `slot` (0 .. min(max_batch_tokens, 1024) - 1) at token `offset` of the stage, so that
+ * threads forwarding different windows stage them concurrently.  Do not mix with
+ * tqp_hacc_stage between two flushes.  The flush visits the slots in order. */
+tqp_status tqp_hacc_stage_at(tqp_hacc *h, int slot, int64_t offset, const float *x, int ntok,
+                             const char *what);
 
 /* Collective.  Add every rank's staged windows to the distributed sums and clear the stage.
  * Every rank must call it the same number of times (with nothing staged if need be). */

@@ -20,6 +20,8 @@
 typedef struct {
     int batch_windows; // windows staged per flush (memory: batch * ctx * width * 8 bytes)
     int progress;      // one line per layer on rank 0
+    int threads;       // threads per rank: windows forwarded concurrently, panels accumulated
+                       // concurrently (the file's bytes do not depend on it)
 } tqp_hessian_options;
 
 typedef struct {
@@ -40,6 +42,7 @@ typedef struct {
     tqp_resume_mode mode;
     int batch; // windows per flush, 0: default
     int quiet;
+    int threads; // threads per rank (>= 1)
 } tqp_hessian_job;
 
 /* Collective.  Load the calibration windows, open (or resume) the output, compute the layers
