@@ -1,8 +1,9 @@
 /* `tqp bench`: benchmarks that print a table from one run.
  *
  * `tqp bench hessian`: the exact Hessian accumulation (hacc.c) against plain OpenBLAS dsyrk and
- * sgemm on the same shapes, first on rank 0 alone and then on all ranks (the speed-up), for
- * the bundled model's widths and synthetic 4096- and 8192-wide inputs.  Rates count n^2 * T
+ * sgemm on the same shapes, on rank 0 with one thread and with T threads (dsyrk then runs on T
+ * OpenBLAS threads), then on all ranks (the speed-up), for the bundled model's widths and
+ * synthetic 4096- and 8192-wide inputs.  Rates count n^2 * T
  * useful flops for H = X^T X (n wide, T tokens), the work dsyrk does; sgemm computes the full
  * square, 2 n^2 T flops, and its rate is reported as it is. */
 #include <cblas.h>
@@ -16,11 +17,13 @@
 #include "tqp/hacc.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
+#include "tqp/threads.h"
 
 typedef struct {
     int n, windows, wtok;
-    double t_one, t_all, t_syrk, t_gemm; // seconds: hacc on 1 rank, on all ranks; BLAS on rank 0
-    double t_syrk_all; // dsyrk of every rank's share at once (the machine's own scaling)
+    double t_one, t_syrk, t_gemm; // seconds, one core: hacc on rank 0; dsyrk, sgemm on rank 0
+    double t_thr, t_syrk_thr;     // rank 0 with `threads` threads: hacc; dsyrk (OpenBLAS threads)
+    double t_all, t_syrk_all;     // every rank, one thread each: hacc; dsyrk of each rank's share
 } bench_row;
 
 static void fill(float *x, size_t cnt, uint64_t seed)
@@ -31,10 +34,13 @@ static void fill(float *x, size_t cnt, uint64_t seed)
     }
 }
 
-/* Accumulate `windows` windows of `wtok` tokens over comm; returns the wall time. */
-static int bench_batch = 8;
+static int bench_batch = 8, bench_reps = 3;
 
-static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const float *x, double *t)
+/* Accumulate `windows` windows of `wtok` tokens over comm with `threads` threads per rank
+ * (a batch's windows staged concurrently into their slots, as the Hessian phase does); the
+ * wall time from the first staging to the finalized sums. */
+static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const float *x, int threads,
+                           double *t)
 {
     int P, rank;
     MPI_Comm_size(comm, &P);
@@ -44,14 +50,20 @@ static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const fl
     int batch = bench_batch;
     long most = (windows + P - 1) / P, nb = (most + batch - 1) / batch;
     tqp_hacc *h = NULL;
-    TQP_CHECK(tqp_mpi_agree(comm, tqp_hacc_create(comm, n, (int64_t)batch * wtok, 1, &h)));
+    TQP_CHECK(tqp_mpi_agree(comm, tqp_hacc_create(comm, n, (int64_t)batch * wtok, threads, &h)));
     MPI_Barrier(comm);
     double t0 = tqp_now();
     tqp_status s = TQP_OK;
     for (long b = 0; b < nb && s == TQP_OK; b++) {
-        for (long w = w0 + b * batch; w < w1 && w < w0 + (b + 1) * batch && s == TQP_OK; w++)
-            s = tqp_hacc_stage(h, x + (size_t)w * wtok * n, wtok, "bench");
-        if (s == TQP_OK) s = tqp_hacc_flush(h, "bench");
+        int bad = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : bad)
+        for (long i = 0; i < batch; i++) {
+            long w = w0 + b * batch + i;
+            if (w < w1)
+                bad += tqp_hacc_stage_at(h, (int)i, (int64_t)i * wtok, x + (size_t)w * wtok * n,
+                                         wtok, "bench") != TQP_OK;
+        }
+        s = bad ? TQP_EINTERNAL : tqp_hacc_flush(h, "bench");
     }
     if (s == TQP_OK) s = tqp_hacc_finalize(h);
     MPI_Barrier(comm);
@@ -60,24 +72,33 @@ static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const fl
     return s;
 }
 
-/* Plain BLAS on the same data: dsyrk over all tokens (float64 copy) and sgemm X^T X. */
-static tqp_status run_blas(int n, int T, const float *x, double *t_syrk, double *t_gemm)
+/* Plain BLAS on the same data with OpenBLAS at `threads` threads: dsyrk over all tokens
+ * (float64 copy) and, with gemm set, sgemm X^T X.  Outputs are touched before the clock. */
+static tqp_status run_blas(int n, int T, const float *x, int threads, double *t_syrk,
+                           double *t_gemm)
 {
     double *xd = tqp_malloc_aligned(sizeof(double) * (size_t)T * n);
     double *c = tqp_malloc_aligned(sizeof(double) * (size_t)n * n);
-    float *cs = tqp_malloc_aligned(sizeof(float) * (size_t)n * n);
-    if (!xd || !c || !cs) {
+    float *cs = t_gemm ? tqp_malloc_aligned(sizeof(float) * (size_t)n * n) : NULL;
+    if (!xd || !c || (t_gemm && !cs)) {
         free(xd), free(c), free(cs);
         return TQP_ENOMEM;
     }
     for (size_t i = 0; i < (size_t)T * n; i++)
         xd[i] = x[i];
+    memset(c, 0, sizeof(double) * (size_t)n * n);
+    if (cs) memset(cs, 0, sizeof(float) * (size_t)n * n);
+    tqp_blas_threads_set(threads);
     double t0 = tqp_now();
     cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, T, 1.0, xd, n, 0.0, c, n);
     *t_syrk = tqp_now() - t0;
-    t0 = tqp_now();
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, T, 1.0f, x, n, x, n, 0.0f, cs, n);
-    *t_gemm = tqp_now() - t0;
+    if (t_gemm) {
+        t0 = tqp_now();
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, T, 1.0f, x, n, x, n, 0.0f, cs,
+                    n);
+        *t_gemm = tqp_now() - t0;
+    }
+    tqp_blas_threads_set(1);
     free(xd), free(c), free(cs);
     return TQP_OK;
 }
@@ -90,67 +111,106 @@ static tqp_status syrk_all(int n, int windows, int wtok, const float *x, double 
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     long w0, w1;
     tqp_partition(windows, P, rank, &w0, &w1);
-    double ts = 0, tg = 0, mine;
+    double ts = 0, mine;
     MPI_Barrier(MPI_COMM_WORLD);
-    tqp_status s =
-        w1 > w0 ? run_blas(n, (int)(w1 - w0) * wtok, x + (size_t)w0 * wtok * n, &ts, &tg) : TQP_OK;
+    tqp_status s = w1 > w0 ? run_blas(n, (int)(w1 - w0) * wtok, x + (size_t)w0 * wtok * n, 1, &ts,
+                                      NULL)
+                           : TQP_OK;
     mine = ts;
     MPI_Allreduce(&mine, t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }
 
-static tqp_status bench_one(int n, int windows, int wtok, bench_row *row)
+static double min_d(double a, double b)
 {
-    int rank;
+    return b < a ? b : a;
+}
+
+/* Every timing is the best of bench_reps runs, ours and OpenBLAS's alternating, so that a slow
+ * spell of a shared machine does not land on one side only.  On one rank: one thread, then
+ * `threads` threads.  On P ranks: rank 0 alone, then every rank (the other ranks wait in MPI,
+ * which may spin, so the threaded side is measured on one rank only). */
+static tqp_status bench_one(int n, int windows, int wtok, int threads, bench_row *row)
+{
+    int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
     *row = (bench_row){.n = n, .windows = windows, .wtok = wtok};
     size_t cnt = (size_t)windows * wtok * n;
     float *x = tqp_malloc_aligned(sizeof(float) * cnt);
     TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, x ? TQP_OK : TQP_ENOMEM));
     fill(x, cnt, 42);
     tqp_status s = TQP_OK;
-    if (rank == 0) {
-        s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, &row->t_one);
-        if (s == TQP_OK) s = run_blas(n, windows * wtok, x, &row->t_syrk, &row->t_gemm);
+    row->t_one = row->t_syrk = row->t_gemm = row->t_thr = row->t_syrk_thr = 1e300;
+    row->t_all = row->t_syrk_all = 1e300;
+    for (int r = 0; r < bench_reps && s == TQP_OK; r++) {
+        double a = 0, b = 0, c = 0;
+        if (rank == 0) {
+            s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, 1, &a);
+            if (s == TQP_OK) s = run_blas(n, windows * wtok, x, 1, &b, &c);
+            row->t_one = min_d(row->t_one, a), row->t_syrk = min_d(row->t_syrk, b);
+            row->t_gemm = min_d(row->t_gemm, c);
+            if (s == TQP_OK && P == 1) s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, threads, &a);
+            if (s == TQP_OK && P == 1) s = run_blas(n, windows * wtok, x, threads, &b, NULL);
+            row->t_thr = min_d(row->t_thr, a), row->t_syrk_thr = min_d(row->t_syrk_thr, b);
+        }
+        s = tqp_mpi_agree(MPI_COMM_WORLD, s);
+        if (P == 1) continue;
+        if (s == TQP_OK) s = run_hacc(MPI_COMM_WORLD, n, windows, wtok, x, 1, &a);
+        if (s == TQP_OK) s = syrk_all(n, windows, wtok, x, &b);
+        row->t_all = min_d(row->t_all, a), row->t_syrk_all = min_d(row->t_syrk_all, b);
     }
-    s = tqp_mpi_agree(MPI_COMM_WORLD, s);
-    if (s == TQP_OK) s = run_hacc(MPI_COMM_WORLD, n, windows, wtok, x, &row->t_all);
-    if (s == TQP_OK) s = syrk_all(n, windows, wtok, x, &row->t_syrk_all);
     free(x);
     return s;
 }
 
-static void print_table(const bench_row *r, int nrows, int P)
+static void print_table(const bench_row *r, int nrows, int P, int T)
 {
-    printf("| width n | tokens T | ranks | hacc 1 rank GFLOP/s | dsyrk GFLOP/s | hacc/dsyrk | "
-           "sgemm GFLOP/s | hacc %d ranks GFLOP/s | speed-up 1->%d | dsyrk speed-up 1->%d |\n",
-           P, P, P);
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    int m = P > 1 ? P : T;
+    printf("| width n | tokens | hacc 1 core GFLOP/s | dsyrk 1 core GFLOP/s | hacc/dsyrk | sgemm 1 core "
+           "GFLOP/s | hacc %d %s GFLOP/s | speed-up 1->%d | dsyrk speed-up 1->%d |\n",
+           m, P > 1 ? "ranks" : "threads", m, m);
+    printf("|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < nrows; i++) {
         double f = (double)r[i].n * r[i].n * r[i].windows * r[i].wtok * 1e-9;
-        printf("| %d | %d | %d | %.2f | %.2f | %.0f%% | %.2f | %.2f | %.2fx | %.2fx |\n", r[i].n,
-               r[i].windows * r[i].wtok, P, f / r[i].t_one, f / r[i].t_syrk,
-               100.0 * r[i].t_syrk / r[i].t_one, 2 * f / r[i].t_gemm, f / r[i].t_all,
-               r[i].t_one / r[i].t_all, r[i].t_syrk / r[i].t_syrk_all);
+        double tm = P > 1 ? r[i].t_all : r[i].t_thr, ts = P > 1 ? r[i].t_syrk_all : r[i].t_syrk_thr;
+        printf("| %d | %d | %.2f | %.2f | %.0f%% | %.2f | %.2f | %.2fx | %.2fx |\n", r[i].n,
+               r[i].windows * r[i].wtok, f / r[i].t_one, f / r[i].t_syrk,
+               100.0 * r[i].t_syrk / r[i].t_one, 2 * f / r[i].t_gemm, f / tm, r[i].t_one / tm,
+               r[i].t_syrk / ts);
     }
 }
 
-static tqp_status write_json(const char *path, const bench_row *r, int nrows, int P)
+static tqp_status write_json(const char *path, const bench_row *r, int nrows, int P, int T)
 {
     cJSON *d = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(d, "rows");
+    char cpu[256];
+    tqp_cpu_name(cpu, sizeof cpu);
     cJSON_AddStringToObject(d, "command", "bench hessian");
+    cJSON_AddStringToObject(d, "cpu", cpu);
     cJSON_AddNumberToObject(d, "ranks", P);
+    cJSON_AddNumberToObject(d, "threads", T);
+    cJSON_AddNumberToObject(d, "reps", bench_reps);
     for (int i = 0; i < nrows; i++) {
         double f = (double)r[i].n * r[i].n * r[i].windows * r[i].wtok * 1e-9;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "n", r[i].n);
         cJSON_AddNumberToObject(o, "tokens", r[i].windows * r[i].wtok);
-        cJSON_AddNumberToObject(o, "gflops_hacc_1rank", f / r[i].t_one);
-        cJSON_AddNumberToObject(o, "gflops_dsyrk", f / r[i].t_syrk);
-        cJSON_AddNumberToObject(o, "gflops_sgemm", 2 * f / r[i].t_gemm);
-        cJSON_AddNumberToObject(o, "gflops_hacc_all_ranks", f / r[i].t_all);
-        cJSON_AddNumberToObject(o, "speedup", r[i].t_one / r[i].t_all);
-        cJSON_AddNumberToObject(o, "speedup_dsyrk", r[i].t_syrk / r[i].t_syrk_all);
+        cJSON_AddNumberToObject(o, "window", r[i].wtok);
+        cJSON_AddNumberToObject(o, "gflops_hacc_1core", f / r[i].t_one);
+        cJSON_AddNumberToObject(o, "gflops_dsyrk_1core", f / r[i].t_syrk);
+        cJSON_AddNumberToObject(o, "hacc_over_dsyrk", r[i].t_syrk / r[i].t_one);
+        cJSON_AddNumberToObject(o, "gflops_sgemm_1core", 2 * f / r[i].t_gemm);
+        if (P == 1) {
+            cJSON_AddNumberToObject(o, "gflops_hacc_threads", f / r[i].t_thr);
+            cJSON_AddNumberToObject(o, "speedup_threads", r[i].t_one / r[i].t_thr);
+            cJSON_AddNumberToObject(o, "gflops_dsyrk_threads", f / r[i].t_syrk_thr);
+            cJSON_AddNumberToObject(o, "speedup_dsyrk_threads", r[i].t_syrk / r[i].t_syrk_thr);
+        } else {
+            cJSON_AddNumberToObject(o, "gflops_hacc_all_ranks", f / r[i].t_all);
+            cJSON_AddNumberToObject(o, "speedup_ranks", r[i].t_one / r[i].t_all);
+            cJSON_AddNumberToObject(o, "speedup_dsyrk_ranks", r[i].t_syrk / r[i].t_syrk_all);
+        }
         cJSON_AddItemToArray(rows, o);
     }
     tqp_status s = tqp_json_write(path, d);
@@ -161,18 +221,23 @@ static tqp_status write_json(const char *path, const bench_row *r, int nrows, in
 static tqp_status bench_hessian(int argc, char **argv)
 {
     const char *widths, *json;
-    int tokens, wtok;
+    int tokens, wtok, threads;
     tqp_opt opts[] = {
         {"--widths", TQP_OPT_STRING, &widths, "64,172,4096,8192", "N,N,...",
          "input widths (64 and 172 are the bundled model's)"},
         {"--tokens", TQP_OPT_INT, &tokens, "4096", "T", "tokens per width", 0, 1, 1 << 30},
         {"--window", TQP_OPT_INT, &wtok, "512", "N", "tokens per window", 0, 1, 1 << 20},
-        {"--batch", TQP_OPT_INT, &bench_batch, "8", "N", "windows staged per reduction", 0, 1, 1 << 16},
+        {"--batch", TQP_OPT_INT, &bench_batch, "8", "N", "windows staged per reduction", 0, 1, 1024},
+        {"--reps", TQP_OPT_INT, &bench_reps, "3", "N", "timed runs of each side (best kept)", 0, 1, 100},
+        TQP_OPT_THREADS(&threads),
         {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the rows as JSON"},
     };
     tqp_cmd_spec spec = {"bench hessian", "Hessian accumulation rate vs plain OpenBLAS.",
-                         "Run under mpiexec: every width is accumulated on rank 0 alone, then on "
-                         "all ranks, with dsyrk and sgemm timed on rank 0 on the same data.",
+                         "Every width is accumulated on rank 0 with one thread beside dsyrk and "
+                         "sgemm on one core on the same data; then, on one rank, with --threads "
+                         "threads beside dsyrk on as many OpenBLAS threads, or, under mpiexec "
+                         "with several ranks, on every rank beside dsyrk of each rank's share. "
+                         "Rates count n^2 T flops (what dsyrk does).",
                          opts, (int)(sizeof opts / sizeof opts[0])};
     int help, P, rank;
     TQP_CHECK(tqp_opts_parse(&spec, argc, argv, &help));
@@ -181,6 +246,12 @@ static tqp_status bench_hessian(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (tokens < wtok || wtok < 1 || bench_batch < 1)
         return tqp_error_set(TQP_EUSAGE, "need --tokens >= --window >= 1");
+    /* the threaded side runs on rank 0 alone: by default every CPU it may use */
+    if (threads == 0) {
+        TQP_CHECK(tqp_threads_setup(MPI_COMM_SELF, 0, &threads));
+    } else {
+        tqp_blas_threads_set(1);
+    }
     bench_row rows[16];
     int nrows = 0;
     char *copy = strdup(widths), *save = NULL;
@@ -191,12 +262,16 @@ static tqp_status bench_hessian(int argc, char **argv)
         if (n < 1 || n > 65536)
             s = tqp_error_set(TQP_EUSAGE, "--widths: bad width '%s' (1 .. 65536)", tok);
         else
-            s = bench_one(n, tokens / wtok, wtok, &rows[nrows++]);
+            s = bench_one(n, tokens / wtok, wtok, threads, &rows[nrows++]);
     }
     free(copy);
     if (s == TQP_OK && rank == 0) {
-        print_table(rows, nrows, P);
-        if (json) s = write_json(json, rows, nrows, P);
+        char cpu[256];
+        tqp_cpu_name(cpu, sizeof cpu);
+        printf("tqp bench hessian: %s; %d rank%s; %d thread%s; best of %d\n\n", cpu, P,
+               P == 1 ? "" : "s", threads, threads == 1 ? "" : "s", bench_reps);
+        print_table(rows, nrows, P, threads);
+        if (json) s = write_json(json, rows, nrows, P, threads);
     }
     return tqp_mpi_agree(MPI_COMM_WORLD, s);
 }

@@ -89,26 +89,40 @@ static int64_t max_owner_cells(int n, int P)
     return most;
 }
 
+/* Zero `bytes` at p in 1 MiB pieces over `threads` threads (page faults and memory writes
+ * are the cost of a large accumulator; threads share them). */
+static void zero_threads(void *p, size_t bytes, int threads)
+{
+    const size_t piece = (size_t)1 << 20;
+    int64_t np = (int64_t)((bytes + piece - 1) / piece);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && np > 1)
+    for (int64_t i = 0; i < np; i++) {
+        size_t off = (size_t)i * piece;
+        memset((char *)p + off, 0, bytes - off < piece ? bytes - off : piece);
+    }
+}
+
 /* malloc and touch every page now, so that page faults do not land in the timed work. */
-static void *alloc_touched(size_t bytes)
+static void *alloc_touched(size_t bytes, int threads)
 {
     void *p = tqp_malloc_aligned(bytes ? bytes : 1);
-    if (p) memset(p, 0, bytes);
+    if (p) zero_threads(p, bytes, threads);
     return p;
 }
 
 static tqp_status alloc_buffers(tqp_hacc *h)
 {
     int64_t mine = tri(h->r1) - tri(h->r0), most = max_owner_cells(h->n, h->P);
-    h->acc = alloc_touched((size_t)mine * sizeof(fix));
+    h->acc = alloc_touched((size_t)mine * sizeof(fix), h->threads);
     h->colsum = tqp_calloc((size_t)h->n, sizeof(fix));
     h->colsum_d = tqp_calloc((size_t)h->n, sizeof(double));
-    h->stage = alloc_touched((size_t)(h->max_tokens * h->n) * sizeof(double));
-    h->rows = alloc_touched((size_t)((h->r1 - h->r0) * h->r1) * sizeof(double));
+    h->stage = alloc_touched((size_t)(h->max_tokens * h->n) * sizeof(double), h->threads);
+    h->rows = alloc_touched((size_t)((h->r1 - h->r0) * h->r1) * sizeof(double), h->threads);
     h->wdiag = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->wsum = tqp_malloc(sizeof(double) * (size_t)h->n);
-    h->send = alloc_touched((size_t)most * sizeof(fix));
-    h->prod = alloc_touched((size_t)h->threads * TQP_HACC_PANEL * h->n * sizeof(double));
+    h->send = alloc_touched((size_t)most * sizeof(fix), h->threads);
+    h->prod =
+        alloc_touched((size_t)h->threads * TQP_HACC_PANEL * h->n * sizeof(double), h->threads);
     h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
     h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
     h->win_off = tqp_calloc((size_t)h->max_win, sizeof(int64_t));
@@ -144,6 +158,18 @@ tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int t
     return TQP_OK;
 }
 
+void tqp_hacc_reset(tqp_hacc *h)
+{
+    zero_threads(h->acc, sizeof(fix) * (size_t)(tri(h->r1) - tri(h->r0)), h->threads);
+    memset(h->colsum, 0, sizeof(fix) * (size_t)h->n);
+    memset(h->colsum_d, 0, sizeof(double) * (size_t)h->n);
+    memset(h->win_len, 0, sizeof(int) * (size_t)h->max_win);
+    h->count = h->count_global = 0;
+    h->bound_global = h->bound_local = h->flops = 0;
+    h->staged_tokens = 0;
+    h->n_win = 0;
+}
+
 void tqp_hacc_destroy(tqp_hacc **ph)
 {
     tqp_hacc *h = *ph;
@@ -158,18 +184,25 @@ void tqp_hacc_destroy(tqp_hacc **ph)
     *ph = NULL;
 }
 
-/* round(v * 2^64) for |v| < 2^63, ties to even, without library calls: split |v| into its
- * integer part and the fraction f = |v| - trunc(|v|) in [0, 1), which is exact for a positive
- * |v|; f * 2^64 is exact and rounds to below 2^64. */
+/* round(v * 2^64) for |v| < 2^63, ties to even, without library calls or branches on the data:
+ * split |v| into its integer part hi (exact, below 2^63) and the fraction f = |v| - hi in
+ * [0, 1), which is exact; f * 2^64 is exact and below 2^64, and is rounded to an integer by
+ * adding and subtracting 2^52 when below 2^52 (above, it is one already); it is converted in
+ * two halves around 2^63 with signed conversions.  A negative v negates the 128 bits with a
+ * mask, (r ^ m) - m.  Random signs made the branches of a plain version mispredict often. */
 static inline fix to_fix(double v)
 {
+    const double two52 = 4503599627370496.0, two63 = 9223372036854775808.0;
     double a = fabs(v);
-    uint64_t hi = (uint64_t)a;
+    int64_t hi = (int64_t)a;
     double f = (a - (double)hi) * FIX_ONE;
-    const double two52 = 4503599627370496.0; /* adding it rounds to an integer, ties to even */
-    uint64_t lo = (uint64_t)(f < two52 ? (f + two52) - two52 : f);
-    unsigned __int128 r = ((unsigned __int128)hi << 64) + lo;
-    return v < 0 ? -(fix)r : (fix)r;
+    double g = f < two52 ? (f + two52) - two52 : f;
+    uint64_t big = g >= two63;
+    uint64_t lo = (uint64_t)(int64_t)(g - (double)big * two63) ^ (big << 63);
+    uint64_t neg = (uint64_t)0 - (uint64_t)(v < 0);
+    unsigned __int128 r = ((unsigned __int128)(uint64_t)hi << 64) | lo;
+    unsigned __int128 m = ((unsigned __int128)neg << 64) | neg;
+    return (fix)((r ^ m) - m);
 }
 
 fix tqp_hacc_to_fix_for_test(double v);
@@ -252,10 +285,14 @@ static double panel_contribution(tqp_hacc *h, int64_t i0, int64_t i1, int64_t ba
         int T = h->win_len[k];
         if (!T) continue;
         const double *x = h->stage + h->win_off[k] * n;
-        /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1]: one fixed shape per panel */
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i1, T, 1.0,
-                    x + i0, n, x, n, 0.0, prod, (int)i1);
-        flops += 2.0 * (double)(i1 - i0) * (double)i1 * T;
+        /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1], lower part: the columns before the
+         * panel by dgemm, the diagonal block's lower triangle by dsyrk (fixed shapes per panel) */
+        if (i0 > 0)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i0, T, 1.0,
+                        x + i0, n, x, n, 0.0, prod, (int)i1);
+        cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, (int)(i1 - i0), T, 1.0, x + i0, n, 0.0,
+                    prod + i0, (int)i1);
+        flops += (2.0 * (double)i0 + (double)(i1 - i0 + 1)) * (double)(i1 - i0) * T;
         for (int64_t i = i0; i < i1; i++) {
             fix *dst = h->send + tri(i) - base;
             const double *src = prod + (i - i0) * i1;

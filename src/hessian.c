@@ -113,24 +113,18 @@ static tqp_status collect_layer(run_state *rs, int l, const tqp_layer_weights *l
     return TQP_OK;
 }
 
-static tqp_status one_layer(run_state *rs, tqp_hstore *st, int l, double *flops)
+/* Layer l's Hessians into the accumulators of cc (made once for every layer, reset here). */
+static tqp_status one_layer(run_state *rs, tqp_hstore *st, int l, capture_ctx *cc, double *flops)
 {
-    const tqp_config *c = &rs->m->cfg;
     tqp_layer_weights lw;
     TQP_CHECK(tqp_mpi_agree(rs->comm, tqp_model_layer_load(rs->m, l, &lw)));
-    capture_ctx cc = {{0}};
-    tqp_status s = TQP_OK;
-    for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK; g++)
-        s = tqp_hacc_create(rs->comm, tqp_group_width(c, (tqp_group)g),
-                            (int64_t)rs->batch * rs->cal->ctx, rs->threads, &cc.acc[g]);
-    s = tqp_mpi_agree(rs->comm, s);
-    if (s == TQP_OK) s = collect_layer(rs, l, &lw, &cc);
-    if (s == TQP_OK) s = tqp_hstore_commit_layer(rs->comm, st, l, cc.acc);
+    for (int g = 0; g < TQP_GROUP_COUNT; g++)
+        tqp_hacc_reset(cc->acc[g]);
+    tqp_status s = collect_layer(rs, l, &lw, cc);
+    if (s == TQP_OK) s = tqp_hstore_commit_layer(rs->comm, st, l, cc->acc);
     *flops = 0;
-    for (int g = 0; g < TQP_GROUP_COUNT; g++) {
-        if (cc.acc[g]) *flops += tqp_hacc_flops(cc.acc[g]);
-        tqp_hacc_destroy(&cc.acc[g]);
-    }
+    for (int g = 0; g < TQP_GROUP_COUNT; g++)
+        *flops += tqp_hacc_flops(cc->acc[g]);
     tqp_layer_weights_release(&lw);
     return s;
 }
@@ -185,10 +179,15 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
     tqp_status s = setup(&rs);
     for (int l = 0; l < st->committed && s == TQP_OK; l++)
         s = tqp_mpi_agree(comm, pass_through(&rs, l));
+    capture_ctx cc = {{0}};
+    for (int g = 0; g < TQP_GROUP_COUNT && s == TQP_OK && st->committed < m->cfg.n_layers; g++)
+        s = tqp_hacc_create(comm, tqp_group_width(&m->cfg, (tqp_group)g),
+                            (int64_t)rs.batch * cal->ctx, rs.threads, &cc.acc[g]);
+    s = tqp_mpi_agree(comm, s);
     double t_start = tqp_now();
     for (int l = st->committed; l < m->cfg.n_layers && s == TQP_OK; l++) {
         double tl = tqp_now(), fl = 0, fsum = 0;
-        s = one_layer(&rs, st, l, &fl);
+        s = one_layer(&rs, st, l, &cc, &fl);
         if (s != TQP_OK) break;
         MPI_Allreduce(&fl, &fsum, 1, MPI_DOUBLE, MPI_SUM, comm);
         total_flops += fsum;
@@ -199,6 +198,8 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
     }
     r->seconds = tqp_now() - t0;
     r->gflops = r->seconds > 0 ? total_flops / (tqp_now() - t_start) * 1e-9 : 0;
+    for (int g = 0; g < TQP_GROUP_COUNT; g++)
+        tqp_hacc_destroy(&cc.acc[g]);
     for (int t = 0; rs.fw && t < rs.fthreads; t++)
         tqp_forward_destroy(&rs.fw[t]);
     free(rs.fw);

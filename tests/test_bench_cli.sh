@@ -1,8 +1,23 @@
 # tqp bench trellis runs end to end on a small sample and writes the JSON fields the
 # benchmark promises (MSE per code and K; encoder, reference and bound rates; decode rate);
 # tqp bench matvec likewise on small shapes, with its agreement column (the fused kernel
-# against sgemv on the decoded matrix) small, and bad options refused.
+# against sgemv on the decoded matrix) small, and bad options refused; tqp bench hessian with
+# threads on one rank and with two ranks.
 source "$(dirname "$0")/lib.sh" "$@"
+
+for n in 1 2; do
+  timeout 300 mpiexec --bind-to none -n $n "$TQP" bench hessian --widths 64,300 --tokens 1024 \
+    --window 256 --reps 1 --threads 2 --json "$WORK/h$n.json" > "$WORK/out" 2> "$WORK/err"
+  check "bench hessian on $n rank(s) runs" [ $? = 0 ] || cat "$WORK/err"
+  check "bench hessian on $n rank(s) prints 2 rows" [ "$(grep -cE '^\| (64|300) \| 1024 \|' "$WORK/out")" = 2 ]
+  check "bench hessian names the CPU" grep -q '"cpu":' "$WORK/h$n.json"
+done
+for key in gflops_hacc_1core gflops_dsyrk_1core hacc_over_dsyrk gflops_hacc_threads speedup_threads speedup_dsyrk_threads; do
+  check "hessian json (1 rank) has $key for 2 rows" [ "$(grep -c "\"$key\":" "$WORK/h1.json")" = 2 ]
+done
+for key in gflops_hacc_all_ranks speedup_ranks speedup_dsyrk_ranks; do
+  check "hessian json (2 ranks) has $key for 2 rows" [ "$(grep -c "\"$key\":" "$WORK/h2.json")" = 2 ]
+done
 
 run_mpi 2 bench trellis --samples 512 --speed-seqs 1 --json "$WORK/b.json" > "$WORK/out" 2> /dev/null
 check "bench trellis runs" [ $? = 0 ]

@@ -36,6 +36,8 @@ typedef struct tqp_hacc tqp_hacc;
 tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int threads,
                            tqp_hacc **out);
 void tqp_hacc_destroy(tqp_hacc **h);
+/* Local.  Back to empty sums (as created), keeping the memory: the next layer's accumulator. */
+void tqp_hacc_reset(tqp_hacc *h);
 
 /* Local.  Stage one window's inputs x (ntok, n) row-major fp32 for the next flush.  `what`
  * names the matrix in errors (a non-finite value is TQP_ENONFINITE). */
