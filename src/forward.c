@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tqp/threads.h"
+
 enum { HEAD_ROWS = 64 }; /* logits are computed this many rows at a time */
 
 struct tqp_forward {
@@ -62,6 +64,7 @@ tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward
     if (!f) return TQP_ENOMEM;
     f->cfg = *cfg;
     f->max_tokens = max_tokens;
+    tqp_blas_threads_set(1); /* a window's products are single-threaded calls (forward.h) */
     size_t T = (size_t)max_tokens, qd = (size_t)cfg->n_heads * cfg->head_dim;
     size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
     size_t wide = qd > (size_t)cfg->dim ? qd : (size_t)cfg->dim;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tqp/mpiutil.h"
+#include "tqp/threads.h"
 
 typedef __int128 fix;
 #define FIX_ONE   18446744073709551616.0 /* 2^64 */
@@ -36,7 +37,7 @@ struct tqp_hacc {
     int n_win, max_win;   // n_win: slots appended by tqp_hacc_stage
     double bound_local;   // sum over staged windows of their diagonal maxima
     fix *send;            // one owner's contributions, packed like acc
-    double *prod;         // (threads, TQP_HACC_PANEL, n) each thread's panel product
+    double *prod;         // (threads, TQP_HACC_PANEL, TQP_HACC_COLS) each thread's unit product
     double *wdiag, *wsum; // (n) one window's diagonal and column sums at the flush
     MPI_Datatype t128;
     MPI_Op add;
@@ -121,8 +122,8 @@ static tqp_status alloc_buffers(tqp_hacc *h)
     h->wdiag = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->wsum = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->send = alloc_touched((size_t)most * sizeof(fix), h->threads);
-    h->prod =
-        alloc_touched((size_t)h->threads * TQP_HACC_PANEL * h->n * sizeof(double), h->threads);
+    h->prod = alloc_touched(
+        (size_t)h->threads * TQP_HACC_PANEL * TQP_HACC_COLS * sizeof(double), h->threads);
     h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
     h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
     h->win_off = tqp_calloc((size_t)h->max_win, sizeof(int64_t));
@@ -139,6 +140,9 @@ tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int t
     tqp_hacc *h = tqp_calloc(1, sizeof *h);
     if (!h) return TQP_ENOMEM;
     h->comm = comm;
+    /* threaded OpenBLAS splits a product differently for other thread counts (and rounds
+     * differently): the units of invariant 1 are single-threaded calls */
+    tqp_blas_threads_set(1);
     MPI_Comm_size(comm, &h->P);
     MPI_Comm_rank(comm, &h->rank);
     h->n = n;
@@ -256,15 +260,15 @@ static void account_windows(tqp_hacc *h)
     int n = h->n;
     for (int k = 0; k < h->max_win; k++) {
         if (!h->win_len[k]) continue;
-        const double *x = h->stage + h->win_off[k] * n;
-        double dmax = 0;
-        memset(h->wdiag, 0, sizeof(double) * (size_t)n);
-        memset(h->wsum, 0, sizeof(double) * (size_t)n);
-        for (int t = 0; t < h->win_len[k]; t++)
+        const double *restrict x = h->stage + h->win_off[k] * n;
+        double *restrict wd = h->wdiag, *restrict ws = h->wsum, dmax = 0;
+        memset(wd, 0, sizeof(double) * (size_t)n);
+        memset(ws, 0, sizeof(double) * (size_t)n);
+        for (int t = 0; t < h->win_len[k]; t++) /* each column in token order (vectorized by j) */
             for (int j = 0; j < n; j++) {
                 double v = x[(size_t)t * n + j];
-                h->wdiag[j] += v * v;
-                h->wsum[j] += v;
+                wd[j] += v * v;
+                ws[j] += v;
             }
         for (int j = 0; j < n; j++) {
             dmax = h->wdiag[j] > dmax ? h->wdiag[j] : dmax;
@@ -275,56 +279,82 @@ static void account_windows(tqp_hacc *h)
     }
 }
 
-/* One panel's rows [i0, i1) of send (packed lower triangle from row `base`) = fixed-point sum
- * over the staged windows of X[:, i0:i1]^T X[:, 0:i1], computed in prod. */
-static double panel_contribution(tqp_hacc *h, int64_t i0, int64_t i1, int64_t base, double *prod)
+/* One unit of a flush: rows [i0, i1) (a panel) by columns [c0, c1) of send (packed lower
+ * triangle from row `base`) = fixed-point sum over the staged windows of X[:, i0:i1]^T
+ * X[:, c0:c1], each window's product rounded on its own.  A unit is either a block of columns
+ * before the panel (dgemm, c1 <= i0) or the panel's diagonal block (c0 = i0, c1 = i1: its lower
+ * triangle by dsyrk).  Units and their shapes depend on n alone, never on the rank or thread
+ * that computes them. */
+static double unit_contribution(tqp_hacc *h, int64_t i0, int64_t i1, int64_t c0, int64_t c1,
+                                int64_t base, double *prod)
 {
-    int n = h->n, first = 1;
+    int n = h->n, first = 1, diag = c0 == i0, w = (int)(c1 - c0);
     double flops = 0;
     for (int k = 0; k < h->max_win; k++) {
         int T = h->win_len[k];
         if (!T) continue;
         const double *x = h->stage + h->win_off[k] * n;
-        /* prod (i1 - i0, i1) = X[:, i0:i1]^T X[:, 0:i1], lower part: the columns before the
-         * panel by dgemm, the diagonal block's lower triangle by dsyrk (fixed shapes per panel) */
-        if (i0 > 0)
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), (int)i0, T, 1.0,
-                        x + i0, n, x, n, 0.0, prod, (int)i1);
-        cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, (int)(i1 - i0), T, 1.0, x + i0, n, 0.0,
-                    prod + i0, (int)i1);
-        flops += (2.0 * (double)i0 + (double)(i1 - i0 + 1)) * (double)(i1 - i0) * T;
+        if (diag)
+            cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, (int)(i1 - i0), T, 1.0, x + i0, n,
+                        0.0, prod, w);
+        else
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(i1 - i0), w, T, 1.0, x + i0,
+                        n, x + c0, n, 0.0, prod, w);
+        flops += (diag ? (double)(w + 1) : 2.0 * w) * (double)(i1 - i0) * T;
         for (int64_t i = i0; i < i1; i++) {
-            fix *dst = h->send + tri(i) - base;
-            const double *src = prod + (i - i0) * i1;
+            fix *dst = h->send + tri(i) - base + c0;
+            const double *src = prod + (i - i0) * w;
+            int64_t e = diag ? i - c0 + 1 : w;
             if (first)
-                for (int64_t j = 0; j <= i; j++)
+                for (int64_t j = 0; j < e; j++)
                     dst[j] = to_fix(src[j]);
             else
-                for (int64_t j = 0; j <= i; j++)
+                for (int64_t j = 0; j < e; j++)
                     dst[j] += to_fix(src[j]);
         }
         first = 0;
     }
     if (first)
         for (int64_t i = i0; i < i1; i++)
-            memset(h->send + tri(i) - base, 0, sizeof(fix) * (size_t)(i + 1));
+            memset(h->send + tri(i) - base + c0, 0,
+                   sizeof(fix) * (size_t)(diag ? i - c0 + 1 : w));
     return flops;
 }
 
+/* The units of rows [r0, r1): for each panel, column blocks of TQP_HACC_COLS before it, then
+ * its diagonal block; unit u's rows and columns in *i0 .. *c1.  Returns the unit count. */
+static int64_t units(int64_t r0, int64_t r1, int64_t u, int64_t *i0, int64_t *i1, int64_t *c0,
+                     int64_t *c1)
+{
+    int64_t cnt = 0;
+    for (int64_t p0 = r0; p0 < r1; p0 += TQP_HACC_PANEL) {
+        int64_t p1 = p0 + TQP_HACC_PANEL < r1 ? p0 + TQP_HACC_PANEL : r1;
+        int64_t nb = (p0 + TQP_HACC_COLS - 1) / TQP_HACC_COLS + 1; /* column blocks + diagonal */
+        if (u >= cnt && u < cnt + nb) {
+            int64_t b = u - cnt;
+            *i0 = p0, *i1 = p1;
+            *c0 = b * TQP_HACC_COLS < p0 ? b * TQP_HACC_COLS : p0;
+            *c1 = *c0 == p0 ? p1 : (*c0 + TQP_HACC_COLS < p0 ? *c0 + TQP_HACC_COLS : p0);
+        }
+        cnt += nb;
+    }
+    return cnt;
+}
+
 /* send (rows [r0, r1), packed lower triangle) = fixed-point sum over staged windows of X^T X.
- * Panels are independent (disjoint rows of send), so threads take whole panels, the longest
- * (last) first; each panel's integers do not depend on which thread computes them. */
+ * Units are disjoint blocks of send, so threads take whole units (the last, longest rows
+ * first); each unit's integers do not depend on which thread computes it. */
 static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
 {
-    int64_t base = tri(r0), np = (r1 - r0 + TQP_HACC_PANEL - 1) / TQP_HACC_PANEL;
+    int64_t d, nu = units(r0, r1, -1, &d, &d, &d, &d), base = tri(r0);
     double flops = 0;
 #pragma omp parallel for num_threads(h->threads) schedule(dynamic, 1) reduction(+ : flops) \
-    if (h->threads > 1 && np > 1)
-    for (int64_t p = np - 1; p >= 0; p--) {
-        int64_t i0 = r0 + p * TQP_HACC_PANEL;
-        int64_t i1 = i0 + TQP_HACC_PANEL < r1 ? i0 + TQP_HACC_PANEL : r1;
-        double *prod = h->prod + (size_t)omp_get_thread_num() * TQP_HACC_PANEL * h->n;
-        flops += panel_contribution(h, i0, i1, base, prod);
+    if (h->threads > 1 && nu > 1)
+    for (int64_t u = nu - 1; u >= 0; u--) {
+        int64_t i0 = 0, i1 = 0, c0 = 0, c1 = 0;
+        units(r0, r1, u, &i0, &i1, &c0, &c1);
+        double *prod = h->prod + (size_t)omp_get_thread_num() * TQP_HACC_PANEL * TQP_HACC_COLS;
+        flops += unit_contribution(h, i0, i1, c0, c1, base, prod);
     }
     h->flops += flops;
 }

@@ -4,7 +4,7 @@
  * compares across runs: the bits must not depend on any of them.  With threads > 1 the windows
  * of a batch are staged concurrently into their slots, last window first, and the flush splits
  * its panels over the threads.
- * Usage: test_hacc [batch_windows [threads]] */
+ * Usage: test_hacc [batch_windows [threads [width]]] */
 #include <mpi.h>
 
 #include "check.h"
@@ -33,7 +33,8 @@ static void test_to_fix(void)
     CHECK_MSG(bad == 0, "%d fixed-point conversions differ from long double", bad);
 }
 
-enum { N = 300, NWIN = 11 };
+enum { NWIN = 11 };
+static int N = 300; /* a width past one panel; 1300 also crosses column blocks */
 
 static int win_len(int w)
 {
@@ -55,6 +56,7 @@ int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
     int rank, P, batch = argc > 1 ? atoi(argv[1]) : 3, threads = argc > 2 ? atoi(argv[2]) : 1;
+    if (argc > 3) N = atoi(argv[3]);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     if (rank == 0) test_to_fix();
@@ -98,7 +100,7 @@ int main(int argc, char **argv)
     MPI_Reduce(mine, full, N * N, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
     if (rank == 0) {
         /* independent reference in long double, window by window */
-        long double *ref = calloc((size_t)N * N, sizeof *ref), cs[N] = {0};
+        long double *ref = calloc((size_t)N * N, sizeof *ref), *cs = calloc((size_t)N, sizeof *cs);
         long cnt = 0;
         for (int w = 0; w < NWIN; w++) {
             fill_window(w, x);
@@ -129,6 +131,7 @@ int main(int argc, char **argv)
         tqp_sha256_hex(full, sizeof(double) * N * N, hex);
         printf("digest %s\n", hex);
         free(ref);
+        free(cs);
     }
     free(full);
     free(mine);

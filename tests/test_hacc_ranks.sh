@@ -10,4 +10,14 @@ for cfg in "1 3 1" "2 1 1" "2 4 1" "3 2 1" "4 1 1" "4 5 1" "1 3 2" "1 11 3" "2 4
   [ -z "$ref" ] && ref=$d
   check "digest on $1 ranks, batch $2, $3 threads equals the first" test -n "$d" -a "$d" = "$ref"
 done
+# A width of 1300 crosses column blocks (1024) and five panels: the blocks split over threads.
+ref=""
+for cfg in "1 3 1" "1 11 3" "2 4 2" "3 2 1"; do
+  set -- $cfg
+  out=$(run_mpi $1 "$TESTBIN/test_hacc" $2 $3 1300 2>&1)
+  check "width 1300 on $1 ranks, batch $2, $3 threads passes" grep -q "0 failed" <<< "$out"
+  d=$(sed -n 's/^digest //p' <<< "$out")
+  [ -z "$ref" ] && ref=$d
+  check "width 1300: digest on $1 ranks, batch $2, $3 threads equals the first" test -n "$d" -a "$d" = "$ref"
+done
 done_tests

@@ -34,7 +34,9 @@ typedef struct {
 
 typedef struct tqp_forward tqp_forward;
 
-/* Workspace for windows of up to `max_tokens` tokens. */
+/* Workspace for windows of up to `max_tokens` tokens.  Sets OpenBLAS to one thread: a window's
+ * products must not depend on how threaded OpenBLAS would split them (threads of the caller
+ * take whole windows, one workspace each). */
 tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward **out);
 void tqp_forward_destroy(tqp_forward **f);
 

@@ -8,8 +8,9 @@
  *  3. Integer addition is associative and commutative, so summing the windows in any order, in
  *     any grouping and with any MPI reduction tree gives the same integers.
  *  4. Converting the final integers to float64 is a deterministic function.
- *  5. Threads split a flush by whole row panels, each computed by one thread with a
- *     single-threaded dgemm of the shape of invariant 1, so the thread count changes nothing.
+ *  5. Threads split a flush by those blocks (disjoint parts of the sums), each computed by one
+ *     thread with single-threaded BLAS calls of invariant 1, so the thread count changes
+ *     nothing.
  * The fixed point covers |H_ij| < 2^63 with a resolution of 2^-64; a sum that could leave that
  * range is an error (checked per batch from the windows' diagonal maxima), never a wrap-around.
  *
@@ -26,13 +27,13 @@
 
 #include "tqp/error.h"
 
-enum { TQP_HACC_PANEL = 256, TQP_HACC_FRAC_BITS = 64 };
+enum { TQP_HACC_PANEL = 256, TQP_HACC_COLS = 1024, TQP_HACC_FRAC_BITS = 64 };
 
 typedef struct tqp_hacc tqp_hacc;
 
 /* Collective.  An accumulator for n x n sums; windows of up to `max_batch_tokens` tokens in
  * total are staged between flushes.  A flush's products and roundings are split over `threads`
- * OpenMP threads by whole panels (the integers never depend on the split). */
+ * OpenMP threads by blocks of rows and columns (the integers never depend on the split). */
 tqp_status tqp_hacc_create(MPI_Comm comm, int n, int64_t max_batch_tokens, int threads,
                            tqp_hacc **out);
 void tqp_hacc_destroy(tqp_hacc **h);
