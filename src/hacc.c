@@ -90,6 +90,12 @@ static int64_t max_owner_cells(int n, int P)
     return most;
 }
 
+/* The widest unit of a flush (columns of a product buffer): min(n, TQP_HACC_COLS). */
+static int64_t unit_cols(int n)
+{
+    return n < TQP_HACC_COLS ? n : TQP_HACC_COLS;
+}
+
 /* Zero `bytes` at p in 1 MiB pieces over `threads` threads (page faults and memory writes
  * are the cost of a large accumulator; threads share them). */
 static void zero_threads(void *p, size_t bytes, int threads)
@@ -122,8 +128,8 @@ static tqp_status alloc_buffers(tqp_hacc *h)
     h->wdiag = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->wsum = tqp_malloc(sizeof(double) * (size_t)h->n);
     h->send = alloc_touched((size_t)most * sizeof(fix), h->threads);
-    h->prod = alloc_touched(
-        (size_t)h->threads * TQP_HACC_PANEL * TQP_HACC_COLS * sizeof(double), h->threads);
+    h->prod = alloc_touched((size_t)h->threads * TQP_HACC_PANEL * unit_cols(h->n) * sizeof(double),
+                            h->threads);
     h->max_win = (int)(h->max_tokens < 1024 ? h->max_tokens : 1024);
     h->win_len = tqp_calloc((size_t)h->max_win, sizeof(int));
     h->win_off = tqp_calloc((size_t)h->max_win, sizeof(int64_t));
@@ -353,7 +359,7 @@ static void owner_contribution(tqp_hacc *h, int64_t r0, int64_t r1)
     for (int64_t u = nu - 1; u >= 0; u--) {
         int64_t i0 = 0, i1 = 0, c0 = 0, c1 = 0;
         units(r0, r1, u, &i0, &i1, &c0, &c1);
-        double *prod = h->prod + (size_t)omp_get_thread_num() * TQP_HACC_PANEL * TQP_HACC_COLS;
+        double *prod = h->prod + (size_t)omp_get_thread_num() * TQP_HACC_PANEL * unit_cols(h->n);
         flops += unit_contribution(h, i0, i1, c0, c1, base, prod);
     }
     h->flops += flops;

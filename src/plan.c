@@ -86,6 +86,12 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
                           "assumed: one 100 Gb/s link per node (not measured)"},
         [TQP_RATE_FS] = {"fs_gbs", "GB/s", "parallel file system, all nodes together", 5.0,
                          "assumed (not measured)"},
+        [TQP_RATE_THREADS] = {"thread_efficiency", "fraction",
+                              "speed-up per thread: forward passes and accumulation on T threads "
+                              "run T x this as fast as on one",
+                              0.92,
+                              "results/hessian_bench.md: hacc 1 -> 2 threads, n = 4096 and 8192, "
+                              "1.84x (AMD EPYC)"},
     };
     memcpy(r, d, sizeof d);
 }
@@ -383,9 +389,25 @@ static void rot_steps(tqp_plan_phase_result *ph, const tqp_plan_input *in, const
 
 /* ---- Hessian collection ---- */
 
+static int threads_of(const tqp_plan_input *in)
+{
+    return in->threads > 0 ? in->threads : 1;
+}
+
+/* tqp hessian's batch: the default holds a window per thread at least */
 static int hessian_batch(const tqp_plan_input *in)
 {
-    return in->batch > 0 ? in->batch : tqp_hessian_default_batch(&in->cfg, in->ctx);
+    int b = tqp_hessian_default_batch(&in->cfg, in->ctx);
+    return in->batch > 0 ? in->batch : b < threads_of(in) ? threads_of(in) : b;
+}
+
+/* Threads forwarding windows at once: one per window of a batch, at most the threads. */
+static int forward_threads(const tqp_plan_input *in, int batch, double windows)
+{
+    double t = threads_of(in);
+    if (t > batch) t = batch;
+    if (t > windows) t = windows;
+    return t < 1 ? 1 : (int)t;
 }
 
 static double max_owner_cells(int n, int P)
@@ -411,8 +433,10 @@ static void hessian_collect(const tqp_plan_input *in, int r, tqp_plan_mem *m)
     double wl = (double)(w1 - w0), T = in->ctx;
     item(m, TQP_MEM_ACTIVATIONS, 4 * (wl > 0 ? wl : 1) * T * c->dim, "residual stream",
          "4 x %.0f windows x %d ctx x %d dim", wl, in->ctx, c->dim);
-    item(m, TQP_MEM_ACTIVATIONS, forward_bytes(c, in->ctx), "forward workspace",
-         "4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)");
+    int ft = forward_threads(in, B, wl);
+    item(m, TQP_MEM_ACTIVATIONS, ft * forward_bytes(c, in->ctx), "forward workspaces",
+         "%d thread%s x 4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)", ft,
+         ft == 1 ? "" : "s");
     item(m, TQP_MEM_ACTIVATIONS, 4 * (wl * T + 1), "calibration tokens", "4 x %.0f x %d", wl,
          in->ctx);
     layer_weights(in, m);
@@ -426,7 +450,9 @@ static void hessian_collect(const tqp_plan_input *in, int r, tqp_plan_mem *m)
         rows += 8 * (double)(r1 - r0) * (double)r1;
         stage += 8 * (double)B * T * n;
         int64_t bt = (int64_t)B * in->ctx;
-        small += 8.0 * TQP_HACC_PANEL * n + 40.0 * n + 4.0 * (double)(bt < 1024 ? bt : 1024);
+        double cols = n < TQP_HACC_COLS ? n : TQP_HACC_COLS;
+        small += 8.0 * TQP_HACC_PANEL * cols * threads_of(in) + 40.0 * n +
+                 12.0 * (double)(bt < 1024 ? bt : 1024);
     }
     item(m, TQP_MEM_HESSIANS, acc, "running sums, own rows (int128)",
          "16 x own lower-triangle cells, 4 groups");
@@ -435,8 +461,8 @@ static void hessian_collect(const tqp_plan_input *in, int r, tqp_plan_mem *m)
     item(m, TQP_MEM_HESSIANS, rows, "own rows in float64", "8 x own rows x row end, 4 groups");
     item(m, TQP_MEM_ACTIVATIONS, stage, "staged inputs (float64)",
          "8 x %d batch x %d ctx x (3 dim + ffn)", B, in->ctx);
-    item(m, TQP_MEM_HESSIANS, small, "panel product and vectors",
-         "8 x 256 x n + 40 n per group");
+    item(m, TQP_MEM_HESSIANS, small, "unit products and vectors",
+         "8 x 256 x min(n, 1024) per thread + 40 n per group");
 }
 
 static void hessian_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
@@ -698,6 +724,15 @@ static void quantize_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
 
 /* ---- evaluation of the quantized model ---- */
 
+/* eval.c's batch of windows for a rank with `local` windows: 256 MiB of residual streams, at
+ * least a window per thread, at most the rank's windows (at least 1). */
+static double eval_batch(const tqp_plan_input *in, double local)
+{
+    double per = floor((256 << 20) / (4.0 * in->eval_ctx * in->cfg.dim));
+    if (per < threads_of(in)) per = threads_of(in);
+    return per < 1 ? 1 : per > local ? (local > 0 ? local : 1) : per;
+}
+
 /* What every moment of evaluation holds besides the decoded layer: tokens, residual streams,
  * forward workspace, embedding and head. */
 static void eval_fixed(const tqp_plan_input *in, int r, tqp_plan_mem *e)
@@ -706,14 +741,15 @@ static void eval_fixed(const tqp_plan_input *in, int r, tqp_plan_mem *e)
     long nw = (long)(in->eval_tokens / in->eval_ctx), w0, w1;
     tqp_partition(nw, in->ranks, r, &w0, &w1);
     double wbytes = 4.0 * in->eval_ctx * c->dim;
-    long per = (long)((256 << 20) / wbytes), local = w1 - w0;
-    long nb = per < 1 ? 1 : per > local ? (local > 0 ? local : 1) : per;
+    long nb = (long)eval_batch(in, (double)(w1 - w0));
+    int ft = (int)(threads_of(in) < nb ? threads_of(in) : nb);
     item(e, TQP_MEM_ACTIVATIONS, 4.0 * (double)in->eval_tokens, "token stream (every rank)",
          "4 x %lld tokens", (long long)in->eval_tokens);
     item(e, TQP_MEM_ACTIVATIONS, wbytes * nb, "residual streams (one batch)",
          "4 x %ld windows x %d ctx x %d dim", nb, in->eval_ctx, c->dim);
-    item(e, TQP_MEM_ACTIVATIONS, forward_bytes(c, in->eval_ctx), "forward workspace",
-         "4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)");
+    item(e, TQP_MEM_ACTIVATIONS, ft * forward_bytes(c, in->eval_ctx), "forward workspaces",
+         "%d thread%s x 4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)", ft,
+         ft == 1 ? "" : "s");
     item(e, TQP_MEM_WEIGHTS,
          4.0 * c->vocab_size * c->dim * (c->tied_embeddings ? 1 : 2) + 4.0 * c->dim,
          in->dtype == TQP_DTYPE_F32 ? "embedding and head (mapped file)"
@@ -832,8 +868,14 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     double tok = wl * in->ctx, qd = (double)c->n_heads * c->head_dim;
     double lp = (double)tqp_plan_layer_params(c) - 2.0 * c->dim;
     double fwd = layers * tok * (2 * lp + 4.0 * in->ctx * qd);
-    step(ph, "forward passes (own windows)", fwd, "flop", TQP_RATE_SGEMM,
-         fwd / (rate(in, TQP_RATE_SGEMM) * 1e9));
+    /* threads take whole windows: a batch of b windows takes ceil(b / T) window times */
+    double rounds = 0, left = wl;
+    for (; left > 0; left -= p->batch)
+        rounds += ceil((left < p->batch ? left : p->batch) / threads_of(in));
+    double fwd_speed = wl > 0 ? wl / rounds : 1, eff = rate(in, TQP_RATE_THREADS);
+    if (fwd_speed > 1) fwd_speed *= eff;
+    step(ph, "forward passes (own windows, threads by window)", fwd, "flop", TQP_RATE_SGEMM,
+         fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * fwd_speed));
     double acc = 0, red = 0, wr = 0;
     double flushes = ceil(wl / p->batch);
     for (int g = 0; g < TQP_GROUP_COUNT; g++) {
@@ -842,8 +884,9 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
         red += layers * flushes * 16 * tri(n);
         wr += layers * 8 * n * n;
     }
-    step(ph, "accumulation (n^2 per token and group)", acc, "flop", TQP_RATE_HACC,
-         acc / (rate(in, TQP_RATE_HACC) * 1e9));
+    double acc_speed = threads_of(in) > 1 ? threads_of(in) * eff : 1;
+    step(ph, "accumulation (n^2 per token and group; threads by block)", acc, "flop",
+         TQP_RATE_HACC, acc / (rate(in, TQP_RATE_HACC) * 1e9 * acc_speed));
     double link = in->ranks > 1 ? red * p->ranks_per_node : 0;
     step(ph, "reductions to row owners (per node link)", link, "B", TQP_RATE_NET,
          link / (rate(in, TQP_RATE_NET) * 1e9));
@@ -987,8 +1030,14 @@ static void eval_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     step(ph, "decoded matrices to every rank (per node link)", bc, "B", TQP_RATE_NET,
          bc / (rate(in, TQP_RATE_NET) * 1e9));
     double fwd = tok * (layers * (2 * lp + 4.0 * in->eval_ctx * qd) + 2.0 * c->vocab_size * c->dim);
-    step(ph, "forward passes and head (own windows)", fwd, "flop", TQP_RATE_SGEMM,
-         fwd / (rate(in, TQP_RATE_SGEMM) * 1e9));
+    /* threads take whole windows of a batch (eval.c: a batch holds a window per thread) */
+    double wl = ceil(nw / in->ranks), nb = eval_batch(in, wl), rounds = 0;
+    for (double left = wl; left > 0; left -= nb)
+        rounds += ceil((left < nb ? left : nb) / threads_of(in));
+    double speed = wl > 0 ? wl / rounds : 1;
+    if (speed > 1) speed *= rate(in, TQP_RATE_THREADS);
+    step(ph, "forward passes and head (own windows, threads by window)", fwd, "flop",
+         TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * speed));
 }
 
 /* ---- the plan ---- */

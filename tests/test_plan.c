@@ -52,7 +52,7 @@ static void hessian_one_rank(void)
                 + 16 * tri(n)                  /* reduction buffer */
                 + 8 * n * n                    /* float64 rows */
                 + 8.0 * 64 * 256 * n           /* staged inputs: 64 windows of 256 tokens */
-                + 8.0 * 256 * n + 40 * n + 4096; /* panel product, vectors, window lengths */
+                + 8.0 * 256 * n + 40 * n + 12288; /* unit product, vectors, window slots */
     }
     want += 8 + 8 * 172; /* commit of the down group: empty transposed block, mean */
     CHECK_NEAR(m.total, want, 1e-12);
@@ -189,8 +189,40 @@ static void bad_input(void)
     CHECK(tqp_plan_rate_find("nope") == -1);
 }
 
+/* Threads: the Hessian phase's forward step runs ceil(b / T) window times per batch of b
+ * windows, the accumulation T x thread_efficiency as fast, evaluation likewise by window; each
+ * thread has its own forward workspace and product buffer. */
+static void threads_plan(void)
+{
+    tqp_plan_input in = input(stories(), 1);
+    tqp_plan p1, p3;
+    CHECK(tqp_plan_compute(&in, &p1) == TQP_OK);
+    in.threads = 3;
+    CHECK(tqp_plan_compute(&in, &p3) == TQP_OK);
+    double eff = in.rates[TQP_RATE_THREADS].value;
+    /* 128 windows in batches of 64: 2 x ceil(64 / 3) = 44 window times instead of 128 */
+    const tqp_plan_step *f1 = &p1.phase[TQP_PHASE_HESSIAN].steps[0];
+    const tqp_plan_step *f3 = &p3.phase[TQP_PHASE_HESSIAN].steps[0];
+    CHECK_NEAR(f3->seconds, f1->seconds / (128.0 / 44 * eff), 1e-12);
+    const tqp_plan_step *a1 = &p1.phase[TQP_PHASE_HESSIAN].steps[1];
+    const tqp_plan_step *a3 = &p3.phase[TQP_PHASE_HESSIAN].steps[1];
+    CHECK_NEAR(a3->seconds, a1->seconds / (3 * eff), 1e-12);
+    /* evaluation: 618 windows of 256 tokens in one batch: ceil(618 / 3) = 206 window times */
+    int last = p1.phase[TQP_PHASE_EVAL].n_steps - 1;
+    CHECK_NEAR(p3.phase[TQP_PHASE_EVAL].steps[last].seconds,
+               p1.phase[TQP_PHASE_EVAL].steps[last].seconds / (618.0 / 206 * eff), 1e-12);
+    /* memory: two more forward workspaces and, per group, two more 256 x n product buffers */
+    tqp_plan_mem m1, m3;
+    in.threads = 1;
+    tqp_plan_rank_memory(&in, TQP_PHASE_HESSIAN, 0, &m1);
+    in.threads = 3;
+    tqp_plan_rank_memory(&in, TQP_PHASE_HESSIAN, 0, &m3);
+    CHECK_NEAR(m3.total - m1.total, 2 * forward_ws + 2 * 8.0 * 256 * (3 * 64 + 172), 1e-12);
+}
+
 int main(void)
 {
+    threads_plan();
     hessian_one_rank();
     quantize_ranks();
     eval_ranks();

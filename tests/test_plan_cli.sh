@@ -9,7 +9,8 @@ check "plan runs" [ $? = 0 ]
 check "nothing on stderr" [ ! -s "$WORK/err" ]
 # Hessian collection on 1 rank, 128 windows of 256 tokens, 64 windows per reduction (dim 64,
 # FFN 172, widths 64, 64, 64, 172): residual stream, forward workspace, tokens, fp32 layer,
-# and per group int128 sums + reduction buffer, float64 rows, staged inputs, panel + vectors.
+# and per group int128 sums + reduction buffer, float64 rows, staged inputs, unit product,
+# vectors and window slots (length and offset, 12 bytes each, 1024 of them).
 want=$(awk 'BEGIN {
   T = 256; d = 64; h = 172; V = 512;
   fw = 4 * (T*d + T*d + 2*T*32 + T*T + 2*T*h + 64*V + T*8);
@@ -17,7 +18,7 @@ want=$(awk 'BEGIN {
   s = 4*128*T*d + fw + 4*(128*T + 1) + 4*lp;
   split("64 64 64 172", n, " ");
   for (g = 1; g <= 4; g++) { w = n[g]; t = w*(w+1)/2;
-    s += 16*t + 16*t + 8*w*w + 8*64*T*w + 8*256*w + 40*w + 4096 }
+    s += 16*t + 16*t + 8*w*w + 8*64*T*w + 8*256*w + 40*w + 12288 }
   s += 8 + 8*172; printf "%.0f", s }')
 check "hessian peak per rank = hand-computed $want" near "$(json "$WORK/p1.json" hessian_peak_per_rank)" "$want" 1e-12
 check "memory table" grep -q "^| hessian | 0 | layer" "$WORK/p1.out"

@@ -66,6 +66,8 @@ typedef enum {
     TQP_RATE_DECODE,   // weights/s per core, unpacking codes
     TQP_RATE_NET,      // GB/s per node link (assumed)
     TQP_RATE_FS,       // GB/s aggregate file system (assumed)
+    TQP_RATE_THREADS,  // fraction: speed-up per thread of the threaded phases (T threads run
+                       // T x this as fast as one)
     TQP_RATE_COUNT
 } tqp_rate_id;
 
