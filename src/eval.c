@@ -35,7 +35,11 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
 {
     const tqp_config *c = &m->cfg;
     size_t wsz = (size_t)o->ctx * c->dim;
-    if (threads > nb) threads = nb > 0 ? nb : 1;
+    /* fewer windows than threads (a rank's last batch): one window at a time, the threads
+     * sharing its products (forward.h) */
+    int inner = nb < threads ? threads : 1;
+    if (inner > 1) threads = 1;
+    TQP_CHECK(tqp_forward_set_threads(fw[0], inner));
     for (int b = 0; b < nb; b++)
         tqp_forward_embed(fw[0], embed, tokens + (w0 + b) * o->ctx, o->ctx, x + b * wsz);
     for (int l = 0; l < c->n_layers; l++) {
@@ -66,6 +70,7 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
     for (int b = 0; b < nb; b++)
         nll[b] = tqp_forward_nll(fw[omp_get_thread_num()], norm, head, x + b * wsz,
                                  tokens + (w0 + b) * o->ctx, o->ctx, tqp_eval_first_scored(o));
+    tqp_forward_set_threads(fw[0], 1);
     return TQP_OK;
 }
 
@@ -92,12 +97,12 @@ static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight
     int threads = o->threads > 1 ? o->threads : 1;
     if (per < threads) per = threads; /* a window per thread at least */
     int nb_max = (int)(per < 1 ? 1 : per > w1 - w0 ? (w1 - w0 > 0 ? w1 - w0 : 1) : per);
-    if (threads > nb_max) threads = nb_max;
+    int nfw = threads < nb_max ? threads : nb_max; /* workspaces: windows forwarded at once */
     globals g = {0};
-    tqp_forward **fw = tqp_calloc((size_t)threads, sizeof *fw);
+    tqp_forward **fw = tqp_calloc((size_t)nfw, sizeof *fw);
     float *x = tqp_malloc_aligned(wbytes * (size_t)nb_max);
     tqp_status s = x && fw ? TQP_OK : TQP_ENOMEM;
-    for (int t = 0; t < threads && s == TQP_OK; t++)
+    for (int t = 0; t < nfw && s == TQP_OK; t++)
         s = tqp_forward_create(c, o->ctx, &fw[t]);
     if (s == TQP_OK && w1 > w0) s = load_globals(m, &g);
     tqp_progress pr;
@@ -123,7 +128,7 @@ static tqp_status eval_local(MPI_Comm comm, const tqp_model *m, const tqp_weight
     tqp_progress_finish(&pr, (double)(w1 - w0) * o->ctx, 0);
     for (int i = 0; i < 3; i++)
         free(g.owned[i]);
-    for (int t = 0; fw && t < threads; t++)
+    for (int t = 0; fw && t < nfw; t++)
         tqp_forward_destroy(&fw[t]);
     free(fw);
     free(x);

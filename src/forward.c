@@ -5,12 +5,16 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tqp/threads.h"
 
 enum { HEAD_ROWS = 64 }; /* logits are computed this many rows at a time */
+/* Every product is computed in blocks of this many output columns, one sgemm each, whatever
+ * the thread count: threads take whole blocks, so a window's values never depend on them. */
+enum { FWD_COLS = 512 };
 
 struct tqp_forward {
     tqp_config cfg;
@@ -24,6 +28,9 @@ struct tqp_forward {
     float *hb2;                 // (max_tokens, hidden_dim) up
     float *logits;              // (HEAD_ROWS, vocab)
     float *rope_cos, *rope_sin; // (max_tokens, head_dim / 2)
+    int threads;                // threads for the blocks of each product and the heads
+    float *scores_more;         // (threads - 1, max_tokens, max_tokens) other threads' scores
+    int scores_threads;         // threads the score buffers serve
 };
 
 static const char *const group_names[TQP_GROUP_COUNT] = {"qkv", "o", "gate_up", "down"};
@@ -64,6 +71,7 @@ tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward
     if (!f) return TQP_ENOMEM;
     f->cfg = *cfg;
     f->max_tokens = max_tokens;
+    f->threads = f->scores_threads = 1;
     tqp_blas_threads_set(1); /* a window's products are single-threaded calls (forward.h) */
     size_t T = (size_t)max_tokens, qd = (size_t)cfg->n_heads * cfg->head_dim;
     size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim;
@@ -98,6 +106,7 @@ void tqp_forward_destroy(tqp_forward **pf)
                      f->hb, f->hb2, f->logits, f->rope_cos, f->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    free(f->scores_more);
     free(f);
     *pf = NULL;
 }
@@ -124,10 +133,32 @@ static void rmsnorm(float *out, const float *x, const float *w, int ntok, int n,
     }
 }
 
-/* C (m, n) = A (m, k) * W (n, k)^T + beta * C */
-static void matmul_wt(float *C, const float *A, const float *W, int m, int n, int k, float beta)
+/* C (m, n) = A (m, k) * W (n, k)^T + beta * C, in blocks of FWD_COLS columns over f->threads */
+static void matmul_wt(const tqp_forward *f, float *C, const float *A, const float *W, int m, int n,
+                      int k, float beta)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, W, k, beta, C, n);
+    int nb = (n + FWD_COLS - 1) / FWD_COLS;
+#pragma omp parallel for num_threads(f->threads) schedule(dynamic, 1) if (f->threads > 1 && nb > 1)
+    for (int b = 0; b < nb; b++) {
+        int c0 = b * FWD_COLS, w = n - c0 < FWD_COLS ? n - c0 : FWD_COLS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, w, k, 1.0f, A, k,
+                    W + (size_t)c0 * k, k, beta, C + c0, n);
+    }
+}
+
+tqp_status tqp_forward_set_threads(tqp_forward *f, int threads)
+{
+    threads = threads > 1 ? threads : 1;
+    if (threads > f->scores_threads) { /* a score matrix per thread for the heads */
+        size_t tt = (size_t)f->max_tokens * f->max_tokens;
+        float *more = tqp_malloc_aligned(sizeof(float) * tt * (size_t)(threads - 1));
+        if (!more) return TQP_ENOMEM;
+        free(f->scores_more);
+        f->scores_more = more;
+        f->scores_threads = threads;
+    }
+    f->threads = threads;
+    return TQP_OK;
 }
 
 /* Rotate each head of x (ntok, nh * hd) by its position. */
@@ -259,13 +290,17 @@ static void attention(tqp_forward *f, int ntok)
     int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
+    /* heads are independent: f->threads threads take whole heads, each its own scores */
+#pragma omp parallel for num_threads(f->threads) schedule(dynamic, 1) if (f->threads > 1)
     for (int h = 0; h < c->n_heads; h++) {
-        int kh = h / group;
+        int kh = h / group, t = omp_get_thread_num();
+        float *S = t == 0 ? f->scores
+                          : f->scores_more + (size_t)(t - 1) * f->max_tokens * f->max_tokens;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ntok, ntok, hd, scale, f->q + h * hd,
-                    qd, f->k + kh * hd, kvd, 0.0f, f->scores, ntok);
-        causal_softmax(f->scores, ntok, c->sliding_window);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ntok, hd, ntok, 1.0f, f->scores,
-                    ntok, f->v + kh * hd, kvd, 0.0f, f->xb + h * hd, qd);
+                    qd, f->k + kh * hd, kvd, 0.0f, S, ntok);
+        causal_softmax(S, ntok, c->sliding_window);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ntok, hd, ntok, 1.0f, S, ntok,
+                    f->v + kh * hd, kvd, 0.0f, f->xb + h * hd, qd);
     }
 }
 
@@ -284,9 +319,9 @@ tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int la
     /* attention block */
     rmsnorm(f->xb, x, lw->w[TQP_T_ATTN_NORM], ntok, d, c->rms_eps);
     TQP_CHECK(capture(hooks, layer, TQP_GROUP_QKV, f->xb, ntok, d));
-    matmul_wt(f->q, f->xb, lw->w[TQP_T_Q], ntok, qd, d, 0.0f);
-    matmul_wt(f->k, f->xb, lw->w[TQP_T_K], ntok, kvd, d, 0.0f);
-    matmul_wt(f->v, f->xb, lw->w[TQP_T_V], ntok, kvd, d, 0.0f);
+    matmul_wt(f, f->q, f->xb, lw->w[TQP_T_Q], ntok, qd, d, 0.0f);
+    matmul_wt(f, f->k, f->xb, lw->w[TQP_T_K], ntok, kvd, d, 0.0f);
+    matmul_wt(f, f->v, f->xb, lw->w[TQP_T_V], ntok, kvd, d, 0.0f);
     if (c->qkv_bias) { /* Qwen2 */
         add_bias(f->q, lw->w[TQP_T_Q_BIAS], ntok, qd);
         add_bias(f->k, lw->w[TQP_T_K_BIAS], ntok, kvd);
@@ -300,19 +335,19 @@ tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int la
     rope(f, f->k, ntok, c->n_kv_heads);
     attention(f, ntok);
     TQP_CHECK(capture(hooks, layer, TQP_GROUP_O, f->xb, ntok, qd));
-    matmul_wt(x, f->xb, lw->w[TQP_T_O], ntok, d, qd, 1.0f);
+    matmul_wt(f, x, f->xb, lw->w[TQP_T_O], ntok, d, qd, 1.0f);
     /* feed-forward block */
     rmsnorm(f->xb, x, lw->w[TQP_T_FFN_NORM], ntok, d, c->rms_eps);
     TQP_CHECK(capture(hooks, layer, TQP_GROUP_GATEUP, f->xb, ntok, d));
-    matmul_wt(f->hb, f->xb, lw->w[TQP_T_GATE], ntok, hid, d, 0.0f);
-    matmul_wt(f->hb2, f->xb, lw->w[TQP_T_UP], ntok, hid, d, 0.0f);
+    matmul_wt(f, f->hb, f->xb, lw->w[TQP_T_GATE], ntok, hid, d, 0.0f);
+    matmul_wt(f, f->hb2, f->xb, lw->w[TQP_T_UP], ntok, hid, d, 0.0f);
     size_t nh = (size_t)ntok * hid;
     for (size_t i = 0; i < nh; i++) {
         float g = f->hb[i];
         f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
     }
     TQP_CHECK(capture(hooks, layer, TQP_GROUP_DOWN, f->hb, ntok, hid));
-    matmul_wt(x, f->hb, lw->w[TQP_T_DOWN], ntok, d, hid, 1.0f);
+    matmul_wt(f, x, f->hb, lw->w[TQP_T_DOWN], ntok, d, hid, 1.0f);
     return TQP_OK;
 }
 
@@ -321,7 +356,7 @@ void tqp_forward_logits(tqp_forward *f, const float *norm, const float *head, fl
 {
     const tqp_config *c = &f->cfg;
     rmsnorm(x, x, norm, ntok, c->dim, c->rms_eps);
-    matmul_wt(logits, x, head, ntok, c->vocab_size, c->dim, 0.0f);
+    matmul_wt(f, logits, x, head, ntok, c->vocab_size, c->dim, 0.0f);
 }
 
 /* -log softmax(row)[target], in float64. */
@@ -345,7 +380,7 @@ double tqp_forward_nll(tqp_forward *f, const float *norm, const float *head, flo
     /* position p predicts token p + 1: rows first-1 .. ntok-2 */
     for (int p0 = first - 1; p0 < ntok - 1; p0 += HEAD_ROWS) {
         int rows = ntok - 1 - p0 < HEAD_ROWS ? ntok - 1 - p0 : HEAD_ROWS;
-        matmul_wt(f->logits, x + (size_t)p0 * c->dim, head, rows, c->vocab_size, c->dim, 0.0f);
+        matmul_wt(f, f->logits, x + (size_t)p0 * c->dim, head, rows, c->vocab_size, c->dim, 0.0f);
         for (int r = 0; r < rows; r++)
             nll +=
                 row_nll(f->logits + (size_t)r * c->vocab_size, c->vocab_size, tokens[p0 + r + 1]);

@@ -408,14 +408,23 @@ tqp_status tqp_hacc_finalize(tqp_hacc *h)
     int64_t nr = h->r1 - h->r0, w = h->r1;
     for (int k = 0; k < h->max_win; k++)
         if (h->win_len[k]) return tqp_error_set(TQP_EINTERNAL, "finalize with staged windows");
+    /* the lower triangle is authoritative: convert it row by row, then mirror it inside the
+     * owner's diagonal block, 64 x 64 blocks at a time (a transpose that stays in cache) */
 #pragma omp parallel for num_threads(h->threads) schedule(static) if (h->threads > 1)
-    for (int64_t i = 0; i < nr; i++)
-        for (int64_t j = 0; j < w; j++) {
-            int64_t gi = h->r0 + i;
-            /* the lower triangle is authoritative: mirror it inside the owner's block */
-            fix v = j <= gi ? h->acc[tri(gi) - tri(h->r0) + j] : h->acc[tri(j) - tri(h->r0) + gi];
-            h->rows[i * w + j] = (double)v / FIX_ONE;
-        }
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t gi = h->r0 + i;
+        const fix *src = h->acc + tri(gi) - tri(h->r0);
+        double *dst = h->rows + i * w;
+        for (int64_t j = 0; j <= gi; j++)
+            dst[j] = (double)src[j] / FIX_ONE;
+    }
+    enum { TB = 64 };
+#pragma omp parallel for num_threads(h->threads) schedule(dynamic, 1) if (h->threads > 1)
+    for (int64_t ib = 0; ib < nr; ib += TB)
+        for (int64_t jb = ib; jb < nr; jb += TB)
+            for (int64_t i = ib; i < ib + TB && i < nr; i++)
+                for (int64_t j = jb > i + 1 ? jb : i + 1; j < jb + TB && j < nr; j++)
+                    h->rows[i * w + h->r0 + j] = h->rows[j * w + h->r0 + i];
     fix *cs = tqp_malloc(sizeof(fix) * (size_t)h->n);
     TQP_CHECK(tqp_mpi_agree(h->comm, cs ? TQP_OK : TQP_ENOMEM));
     memcpy(cs, h->colsum, sizeof(fix) * (size_t)h->n);

@@ -34,6 +34,8 @@ static char *identity_json(const tqp_hessian_meta *m)
     cJSON_AddBoolToObject(d, "sequential", m->sequential);
     cJSON_AddNumberToObject(d, "panel", TQP_HACC_PANEL);
     cJSON_AddNumberToObject(d, "frac_bits", TQP_HACC_FRAC_BITS);
+    /* the products of a window: dgemm per block of unit_cols columns, dsyrk on the diagonal */
+    cJSON_AddNumberToObject(d, "unit_cols", TQP_HACC_COLS);
     char *s = cJSON_PrintUnformatted(d);
     cJSON_Delete(d);
     return s;

@@ -394,11 +394,23 @@ static int threads_of(const tqp_plan_input *in)
     return in->threads > 0 ? in->threads : 1;
 }
 
-/* tqp hessian's batch: the default holds a window per thread at least */
+/* tqp hessian's batch: the default holds a window per thread at least; never more than the
+ * windows of the rank with the most (hessian.c) */
 static int hessian_batch(const tqp_plan_input *in)
 {
     int b = tqp_hessian_default_batch(&in->cfg, in->ctx);
-    return in->batch > 0 ? in->batch : b < threads_of(in) ? threads_of(in) : b;
+    b = in->batch > 0 ? in->batch : b < threads_of(in) ? threads_of(in) : b;
+    long most = (in->nsamples + in->ranks - 1) / in->ranks;
+    return b > most ? (int)(most > 0 ? most : 1) : b;
+}
+
+/* Whether some batch of `local` windows in batches of `batch` has fewer windows than threads
+ * (then the threads share one window at a time, each with its own attention scores). */
+static int shares_window(const tqp_plan_input *in, double local, double batch)
+{
+    double T = threads_of(in), last = fmod(local, batch);
+    if (T <= 1 || local <= 0) return 0;
+    return local < T || (last > 0 ? last : batch) < T;
 }
 
 /* Threads forwarding windows at once: one per window of a batch, at most the threads. */
@@ -437,6 +449,9 @@ static void hessian_collect(const tqp_plan_input *in, int r, tqp_plan_mem *m)
     item(m, TQP_MEM_ACTIVATIONS, ft * forward_bytes(c, in->ctx), "forward workspaces",
          "%d thread%s x 4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)", ft,
          ft == 1 ? "" : "s");
+    if (shares_window(in, wl, B)) /* threads share a window: their scores */
+        item(m, TQP_MEM_ACTIVATIONS, 4.0 * (threads_of(in) - 1) * T * T,
+             "attention scores of the threads sharing a window", "4 x (T - 1) x ctx^2");
     item(m, TQP_MEM_ACTIVATIONS, 4 * (wl * T + 1), "calibration tokens", "4 x %.0f x %d", wl,
          in->ctx);
     layer_weights(in, m);
@@ -750,6 +765,9 @@ static void eval_fixed(const tqp_plan_input *in, int r, tqp_plan_mem *e)
     item(e, TQP_MEM_ACTIVATIONS, ft * forward_bytes(c, in->eval_ctx), "forward workspaces",
          "%d thread%s x 4 x (ctx (2 dim + 2 kv + 2 ffn + hd) + ctx^2 + 64 vocab)", ft,
          ft == 1 ? "" : "s");
+    if (shares_window(in, (double)(w1 - w0), (double)nb)) /* threads share a window */
+        item(e, TQP_MEM_ACTIVATIONS, 4.0 * (threads_of(in) - 1) * in->eval_ctx * in->eval_ctx,
+             "attention scores of the threads sharing a window", "4 x (T - 1) x ctx^2");
     item(e, TQP_MEM_WEIGHTS,
          4.0 * c->vocab_size * c->dim * (c->tied_embeddings ? 1 : 2) + 4.0 * c->dim,
          in->dtype == TQP_DTYPE_F32 ? "embedding and head (mapped file)"
@@ -860,6 +878,21 @@ static double trellis_rate(const tqp_plan_input *in, int bound)
     return rate(in, id) * ldexp(1, 16 - in->L);
 }
 
+/* How many times faster than one thread `wl` windows are forwarded in batches of `batch` on the
+ * threads (hessian.c, eval.c): a batch of b >= T windows takes ceil(b / T) window times, a
+ * batch of b < T windows goes one window at a time with the threads sharing its product blocks
+ * and heads (b / T window times); thread_efficiency per thread. */
+static double forward_speed(const tqp_plan_input *in, double wl, double batch)
+{
+    double T = threads_of(in), times = 0;
+    if (T <= 1 || wl <= 0) return 1;
+    for (double left = wl; left > 0; left -= batch) {
+        double b = left < batch ? left : batch;
+        times += b >= T ? ceil(b / T) : b / T;
+    }
+    return wl / times * rate(in, TQP_RATE_THREADS);
+}
+
 static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
 {
     const tqp_plan_input *in = &p->in;
@@ -868,14 +901,10 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     double tok = wl * in->ctx, qd = (double)c->n_heads * c->head_dim;
     double lp = (double)tqp_plan_layer_params(c) - 2.0 * c->dim;
     double fwd = layers * tok * (2 * lp + 4.0 * in->ctx * qd);
-    /* threads take whole windows: a batch of b windows takes ceil(b / T) window times */
-    double rounds = 0, left = wl;
-    for (; left > 0; left -= p->batch)
-        rounds += ceil((left < p->batch ? left : p->batch) / threads_of(in));
-    double fwd_speed = wl > 0 ? wl / rounds : 1, eff = rate(in, TQP_RATE_THREADS);
-    if (fwd_speed > 1) fwd_speed *= eff;
-    step(ph, "forward passes (own windows, threads by window)", fwd, "flop", TQP_RATE_SGEMM,
-         fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * fwd_speed));
+    double eff = rate(in, TQP_RATE_THREADS);
+    double fwd_speed = forward_speed(in, wl, p->batch);
+    step(ph, "forward passes (own windows, on the threads)", fwd, "flop",
+         TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * fwd_speed));
     double acc = 0, red = 0, wr = 0;
     double flushes = ceil(wl / p->batch);
     for (int g = 0; g < TQP_GROUP_COUNT; g++) {
@@ -1031,13 +1060,10 @@ static void eval_time(const tqp_plan *p, tqp_plan_phase_result *ph)
          bc / (rate(in, TQP_RATE_NET) * 1e9));
     double fwd = tok * (layers * (2 * lp + 4.0 * in->eval_ctx * qd) + 2.0 * c->vocab_size * c->dim);
     /* threads take whole windows of a batch (eval.c: a batch holds a window per thread) */
-    double wl = ceil(nw / in->ranks), nb = eval_batch(in, wl), rounds = 0;
-    for (double left = wl; left > 0; left -= nb)
-        rounds += ceil((left < nb ? left : nb) / threads_of(in));
-    double speed = wl > 0 ? wl / rounds : 1;
-    if (speed > 1) speed *= rate(in, TQP_RATE_THREADS);
-    step(ph, "forward passes and head (own windows, threads by window)", fwd, "flop",
-         TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * speed));
+    double wl = ceil(nw / in->ranks), nb = eval_batch(in, wl);
+    double speed = forward_speed(in, wl, nb);
+    step(ph, "forward passes and head (own windows, threads)", fwd,
+         "flop", TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * speed));
 }
 
 /* ---- the plan ---- */

@@ -3,7 +3,8 @@
 # the trellis), so the thread count changes no bit of any output: the Hessian layer files, the
 # perplexity (its float64 NLL sum, which the JSON prints exactly) and the quantized file are the
 # same for 1, 2 and 3 threads on 1 and 2 ranks, on the bundled model (under every OpenBLAS core
-# type this CPU can run) and on a synthetic wide model.  Also: the thread count chosen by
+# type this CPU can run) and on a synthetic wide model, with threads taking windows or sharing
+# one window's products when a batch has fewer windows than threads.  Also: the count chosen by
 # default, the warning when threads exceed a rank's CPUs, and bad values.
 source "$(dirname "$0")/lib.sh" "$@"
 CFGS="1x1 1x2 1x3 2x1 2x2 2x3"
@@ -34,6 +35,11 @@ for c in $CFGS; do
   check "hessians on $n ranks x $t threads equal 1 x 1" same_layers "$WORK/h1x1.h5" "$WORK/h$c.h5"
 done
 
+# Batches of 2 windows on 3 threads: the threads share each window's product blocks and heads.
+mt 1 3 $H --batch 2 --out "$WORK/hb.h5" > "$WORK/out" 2>&1
+check "hessian with fewer windows per batch than threads runs" [ $? = 0 ] || cat "$WORK/out"
+check "hessians with threads sharing windows equal 1 x 1" same_layers "$WORK/h1x1.h5" "$WORK/hb.h5"
+
 # 2. The same under every OpenBLAS core type (1 x 1 against 2 x 3).
 core_types Haswell SkylakeX Cooperlake SapphireRapids Zen SandyBridge Nehalem
 for ct in $CORE_TYPES; do
@@ -59,8 +65,10 @@ done
 head -c 60000 "$EVAL_TEXT" > "$WORK/eval.txt"
 mt 2 2 quantize --model "$MODEL" --hessians "$WORK/h1x1.h5" --out "$WORK/q.h5" --quiet > /dev/null 2>&1
 check "quantize for the evaluation runs" [ -s "$WORK/q.h5" ]
-for what in full quant wide; do
+head -c 2500 "$EVAL_TEXT" > "$WORK/small.txt" # a few windows: fewer per rank than threads
+for what in full quant wide small; do
   case $what in
+    small) E="eval --model $W --tokenizer $DATA/models/stories260K/tok512.bin --text $WORK/small.txt --ctx 128 --quiet" ;;
     full) E="eval --model $MODEL --text $WORK/eval.txt --quiet" ;;
     quant) E="eval --model $MODEL --quantized $WORK/q.h5 --text $WORK/eval.txt --quiet" ;;
     wide) E="eval --model $W --tokenizer $DATA/models/stories260K/tok512.bin --text $WORK/eval.txt --ctx 128 --quiet" ;;

@@ -40,6 +40,12 @@ typedef struct tqp_forward tqp_forward;
 tqp_status tqp_forward_create(const tqp_config *cfg, int max_tokens, tqp_forward **out);
 void tqp_forward_destroy(tqp_forward **f);
 
+/* Threads for one window (default 1): each product is computed in fixed blocks of 512 output
+ * columns and the attention head by head, which threads share, so the values are the same for
+ * any count.  For a caller with fewer windows than threads; with as many windows, threads take
+ * windows.  More threads than before allocate a score matrix (max_tokens^2 floats) for each. */
+tqp_status tqp_forward_set_threads(tqp_forward *f, int threads);
+
 /* x (ntok, dim) = rows of `embed` (vocab, dim) selected by tokens. */
 void tqp_forward_embed(const tqp_forward *f, const float *embed, const uint32_t *tokens, int ntok,
                        float *x);
