@@ -35,11 +35,9 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
 {
     const tqp_config *c = &m->cfg;
     size_t wsz = (size_t)o->ctx * c->dim;
-    /* fewer windows than threads (a rank's last batch): one window at a time, the threads
-     * sharing its products (forward.h) */
-    int inner = nb < threads ? threads : 1;
-    if (inner > 1) threads = 1;
-    TQP_CHECK(tqp_forward_set_threads(fw[0], inner));
+    /* whole rounds of `threads` windows, then the rest one window at a time with the threads
+     * sharing its products (forward.h), so that no thread waits for a short last round */
+    int full = threads > 1 ? nb / threads * threads : nb, T = threads;
     for (int b = 0; b < nb; b++)
         tqp_forward_embed(fw[0], embed, tokens + (w0 + b) * o->ctx, o->ctx, x + b * wsz);
     for (int l = 0; l < c->n_layers; l++) {
@@ -48,8 +46,8 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
         int bad = -1;
         tqp_status s = TQP_OK;
         char why[512] = "";
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
-        for (int b = 0; b < nb; b++) {
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1) if (T > 1 && full > 0)
+        for (int b = 0; b < full; b++) {
             tqp_status ws = tqp_forward_layer(fw[omp_get_thread_num()], &lw, l, x + b * wsz,
                                               o->ctx, NULL);
             if (ws != TQP_OK) {
@@ -62,14 +60,22 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
             }
         }
         if (s != TQP_OK) s = tqp_error_set(s, "%s", why);
+        if (s == TQP_OK && full < nb) s = tqp_forward_set_threads(fw[0], T);
+        for (int b = full; b < nb && s == TQP_OK; b++)
+            s = tqp_forward_layer(fw[0], &lw, l, x + b * wsz, o->ctx, NULL);
+        tqp_forward_set_threads(fw[0], 1);
         tqp_layer_weights_release(&lw);
         if (src->collective) s = tqp_mpi_agree(comm, s); /* the next layer's call is collective */
         TQP_CHECK(s);
     }
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
-    for (int b = 0; b < nb; b++)
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1) if (T > 1 && full > 0)
+    for (int b = 0; b < full; b++)
         nll[b] = tqp_forward_nll(fw[omp_get_thread_num()], norm, head, x + b * wsz,
                                  tokens + (w0 + b) * o->ctx, o->ctx, tqp_eval_first_scored(o));
+    if (full < nb) TQP_CHECK(tqp_forward_set_threads(fw[0], T));
+    for (int b = full; b < nb; b++)
+        nll[b] = tqp_forward_nll(fw[0], norm, head, x + b * wsz, tokens + (w0 + b) * o->ctx,
+                                 o->ctx, tqp_eval_first_scored(o));
     tqp_forward_set_threads(fw[0], 1);
     return TQP_OK;
 }

@@ -50,30 +50,23 @@ typedef struct {
     int fthreads;       // threads forwarding windows (workspaces): min(threads, batch)
 } run_state;
 
-/* Forward local windows [w0, w1) through layer l, `threads` windows at a time (or, with fewer
- * windows than threads, one at a time with the threads sharing its products), window w into
- * stage slot w - w0 when cc is given.  A window's result does not depend on the thread that
+/* Forward local windows [w0, w1) through layer l, `threads` windows at a time (the windows left
+ * over, fewer than the threads, one at a time with the threads sharing its products), window w
+ * into stage slot w - w0 when cc is given.  A window's result does not depend on the thread that
  * computes it; the first failure (in window order) is kept. */
 static tqp_status forward_windows(run_state *rs, int l, const tqp_layer_weights *lw, long w0,
                                   long w1, capture_ctx *cc)
 {
     int ctx = rs->cal->ctx;
     size_t wsz = (size_t)ctx * rs->m->cfg.dim;
-    long bad = -1;
+    long bad = -1, T = rs->threads;
+    /* whole rounds of T windows on T threads, then the rest one window at a time with the
+     * threads sharing its products, so that no thread waits for a short last round */
+    long full = T > 1 && rs->fthreads == T ? w0 + (w1 - w0) / T * T : w0;
     tqp_status first = TQP_OK;
     char why[512] = "";
-    if (w1 - w0 < rs->threads) { /* fewer windows than threads: threads share each product */
-        first = tqp_forward_set_threads(rs->fw[0], rs->threads);
-        for (long w = w0; w < w1 && first == TQP_OK; w++) {
-            capture_slot slot = {cc, (int)(w - w0), ctx};
-            tqp_forward_hooks hooks = {capture, &slot};
-            first = tqp_forward_layer(rs->fw[0], lw, l, rs->x + w * wsz, ctx, cc ? &hooks : NULL);
-        }
-        tqp_forward_set_threads(rs->fw[0], 1);
-        return first;
-    }
 #pragma omp parallel for num_threads(rs->fthreads) schedule(dynamic, 1) if (rs->fthreads > 1)
-    for (long w = w0; w < w1; w++) {
+    for (long w = w0; w < full; w++) {
         int t = omp_get_thread_num();
         capture_slot slot = {cc, (int)(w - w0), ctx};
         tqp_forward_hooks hooks = {capture, &slot};
@@ -87,7 +80,16 @@ static tqp_status forward_windows(run_state *rs, int l, const tqp_layer_weights 
             }
         }
     }
-    return first == TQP_OK ? TQP_OK : tqp_error_set(first, "%s", why);
+    if (first != TQP_OK) return tqp_error_set(first, "%s", why);
+    if (full == w1) return TQP_OK;
+    first = tqp_forward_set_threads(rs->fw[0], rs->threads);
+    for (long w = full; w < w1 && first == TQP_OK; w++) {
+        capture_slot slot = {cc, (int)(w - w0), ctx};
+        tqp_forward_hooks hooks = {capture, &slot};
+        first = tqp_forward_layer(rs->fw[0], lw, l, rs->x + w * wsz, ctx, cc ? &hooks : NULL);
+    }
+    tqp_forward_set_threads(rs->fw[0], 1);
+    return first;
 }
 
 /* Forward the local windows through layer l without collecting (catching up on resume). */

@@ -404,13 +404,13 @@ static int hessian_batch(const tqp_plan_input *in)
     return b > most ? (int)(most > 0 ? most : 1) : b;
 }
 
-/* Whether some batch of `local` windows in batches of `batch` has fewer windows than threads
- * (then the threads share one window at a time, each with its own attention scores). */
+/* Whether some batch of `local` windows in batches of `batch` leaves windows over after whole
+ * rounds of T (then the threads share one window at a time, each with its own scores). */
 static int shares_window(const tqp_plan_input *in, double local, double batch)
 {
     double T = threads_of(in), last = fmod(local, batch);
     if (T <= 1 || local <= 0) return 0;
-    return local < T || (last > 0 ? last : batch) < T;
+    return local < batch ? fmod(local, T) > 0 : fmod(batch, T) > 0 || fmod(last, T) > 0;
 }
 
 /* Threads forwarding windows at once: one per window of a batch, at most the threads. */
@@ -878,19 +878,13 @@ static double trellis_rate(const tqp_plan_input *in, int bound)
     return rate(in, id) * ldexp(1, 16 - in->L);
 }
 
-/* How many times faster than one thread `wl` windows are forwarded in batches of `batch` on the
- * threads (hessian.c, eval.c): a batch of b >= T windows takes ceil(b / T) window times, a
- * batch of b < T windows goes one window at a time with the threads sharing its product blocks
- * and heads (b / T window times); thread_efficiency per thread. */
-static double forward_speed(const tqp_plan_input *in, double wl, double batch)
+/* How many times faster than one thread `wl` windows are forwarded on the threads (hessian.c,
+ * eval.c): whole rounds of T windows on T threads, the rest one window at a time with the T
+ * threads sharing its product blocks and heads, so every batch of b windows takes b / T window
+ * times; thread_efficiency per thread. */
+static double forward_speed(const tqp_plan_input *in, double wl)
 {
-    double T = threads_of(in), times = 0;
-    if (T <= 1 || wl <= 0) return 1;
-    for (double left = wl; left > 0; left -= batch) {
-        double b = left < batch ? left : batch;
-        times += b >= T ? ceil(b / T) : b / T;
-    }
-    return wl / times * rate(in, TQP_RATE_THREADS);
+    return threads_of(in) > 1 && wl > 0 ? threads_of(in) * rate(in, TQP_RATE_THREADS) : 1;
 }
 
 static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
@@ -902,7 +896,7 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     double lp = (double)tqp_plan_layer_params(c) - 2.0 * c->dim;
     double fwd = layers * tok * (2 * lp + 4.0 * in->ctx * qd);
     double eff = rate(in, TQP_RATE_THREADS);
-    double fwd_speed = forward_speed(in, wl, p->batch);
+    double fwd_speed = forward_speed(in, wl);
     step(ph, "forward passes (own windows, on the threads)", fwd, "flop",
          TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * fwd_speed));
     double acc = 0, red = 0, wr = 0;
@@ -1060,8 +1054,7 @@ static void eval_time(const tqp_plan *p, tqp_plan_phase_result *ph)
          bc / (rate(in, TQP_RATE_NET) * 1e9));
     double fwd = tok * (layers * (2 * lp + 4.0 * in->eval_ctx * qd) + 2.0 * c->vocab_size * c->dim);
     /* threads take whole windows of a batch (eval.c: a batch holds a window per thread) */
-    double wl = ceil(nw / in->ranks), nb = eval_batch(in, wl);
-    double speed = forward_speed(in, wl, nb);
+    double speed = forward_speed(in, ceil(nw / in->ranks));
     step(ph, "forward passes and head (own windows, threads)", fwd,
          "flop", TQP_RATE_SGEMM, fwd / (rate(in, TQP_RATE_SGEMM) * 1e9 * speed));
 }
