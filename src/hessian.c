@@ -248,9 +248,8 @@ tqp_status tqp_hessian_collect(MPI_Comm comm, const tqp_model *m, const tqp_hess
         fprintf(stderr, "hessian: resuming %s: layers 0..%d already committed\n", job->out,
                 st->committed - 1);
     if (s == TQP_OK) {
+        /* a batch smaller than the threads costs no speed: the threads share its windows */
         int batch = job->batch > 0 ? job->batch : tqp_hessian_default_batch(&m->cfg, job->ctx);
-        /* by default a batch holds a window per thread at least, so no thread waits */
-        if (job->batch <= 0 && batch < job->threads) batch = job->threads;
         tqp_hessian_options o = {.batch_windows = batch, .progress = !job->quiet,
                                  .threads = job->threads};
         s = tqp_hessian_run(comm, m, &cal, st, &o, r);

@@ -45,9 +45,9 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
         [TQP_RATE_SGEMM] = {"sgemm_gflops", "GFLOP/s", "forward passes (fp32 sgemm)", 103.44,
                             "results/hessian_bench.md: sgemm, n = 8192, 1 core (AMD EPYC)"},
         [TQP_RATE_HACC] = {"hacc_gflops", "GFLOP/s", "exact Hessian accumulation, n^2 T per group",
-                           36.9,
-                           "results/hessian_bench.md: hacc on 2 ranks, n = 8192, 73.85 GFLOP/s "
-                           "over 2 busy cores"},
+                           44.4,
+                           "results/hessian_bench.md: hacc, n = 8192, 1 core, 88% of dsyrk "
+                           "(AMD EPYC)"},
         [TQP_RATE_CHOL] = {"chol_gflops", "GFLOP/s",
                            "Cholesky: pdpotrf at nb = 32 with its copies, n^3 / 3P per rank", 8.0,
                            "results/plan_check.md: tqp bench quantize-memory, n = 8192, 2 ranks "
@@ -89,9 +89,9 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
         [TQP_RATE_THREADS] = {"thread_efficiency", "fraction",
                               "speed-up per thread: forward passes and accumulation on T threads "
                               "run T x this as fast as on one",
-                              0.92,
-                              "results/hessian_bench.md: hacc 1 -> 2 threads, n = 4096 and 8192, "
-                              "1.84x (AMD EPYC)"},
+                              0.9,
+                              "results/hessian_bench.md: 1 -> 2 threads, hacc 1.81x at n = 8192, "
+                              "Hessian phase 1.78x, evaluation 2.05x (AMD EPYC)"},
     };
     memcpy(r, d, sizeof d);
 }
@@ -394,12 +394,10 @@ static int threads_of(const tqp_plan_input *in)
     return in->threads > 0 ? in->threads : 1;
 }
 
-/* tqp hessian's batch: the default holds a window per thread at least; never more than the
- * windows of the rank with the most (hessian.c) */
+/* tqp hessian's batch, never more than the windows of the rank with the most (hessian.c) */
 static int hessian_batch(const tqp_plan_input *in)
 {
-    int b = tqp_hessian_default_batch(&in->cfg, in->ctx);
-    b = in->batch > 0 ? in->batch : b < threads_of(in) ? threads_of(in) : b;
+    int b = in->batch > 0 ? in->batch : tqp_hessian_default_batch(&in->cfg, in->ctx);
     long most = (in->nsamples + in->ranks - 1) / in->ranks;
     return b > most ? (int)(most > 0 ? most : 1) : b;
 }

@@ -3,7 +3,7 @@
 # threads: wall time, speed-up, and whether the outputs are identical (the Hessian layer files
 # byte for byte, the NLL sum bit for bit), as Markdown.  The model is made by mkmodel in a
 # temporary directory and removed afterwards.
-# Usage: tools/bench-threads.sh [build] [threads] [dim] [ffn] [layers]
+# Usage: tools/bench-threads.sh [build] [threads] [dim] [ffn] [layers] [calibration windows]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -11,6 +11,7 @@ T=${2:-2}
 DIM=${3:-2048}
 FFN=${4:-5504}
 LAYERS=${5:-2}
+NS=${6:-48}
 DATA=${TQP_DATA_DIR:-../shared/data}
 TOK=$DATA/models/stories260K/tok512.bin
 export OPENBLAS_NUM_THREADS=1
@@ -22,14 +23,14 @@ secs() { awk '/"seconds":/ { gsub(/,/, "", $2); print $2; exit }' "$1"; }
 nll() { awk '/"nll_sum":/ { gsub(/,/, "", $2); print $2; exit }' "$1"; }
 for t in 1 "$T"; do
   "$BUILD/tqp" hessian --model "$W/m.bin" --tokenizer "$TOK" --text "$DATA/text/tinystories_calib.txt" \
-    --nsamples 16 --ctx 512 --out "$W/h$t.h5" --threads "$t" --quiet --json "$W/h$t.json" > /dev/null
+    --nsamples "$NS" --ctx 512 --out "$W/h$t.h5" --threads "$t" --quiet --json "$W/h$t.json" > /dev/null
   "$BUILD/tqp" eval --model "$W/m.bin" --tokenizer "$TOK" --text "$W/eval.txt" --ctx 512 \
     --threads "$t" --quiet --json "$W/e$t.json" > /dev/null
 done
 same=yes
 for f in "$W"/h1.h5.layers/*.h5; do cmp -s "$f" "$W/h$T.h5.layers/$(basename "$f")" || same=no; done
 echo "tools/bench-threads.sh: synthetic model dim $DIM, FFN $FFN, $LAYERS layers, 16 heads, vocab 512;"
-echo "Hessians of 16 windows of 512 tokens; evaluation of $(wc -c < "$W/eval.txt") bytes of text in windows of 512;"
+echo "Hessians of $NS windows of 512 tokens; evaluation of $(wc -c < "$W/eval.txt") bytes of text in windows of 512;"
 echo "one rank; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
 echo
 echo "| phase | 1 thread s | $T threads s | speed-up | outputs identical |"
