@@ -91,7 +91,7 @@ run_mpi 2 $Q --damp 0.02 --out "$WORK/q2.h5" > /dev/null 2> "$WORK/err"
 check "existing output with other options refused" [ $? = 2 ]
 check "existing output: message" grep -q "damp is 0.01 there, 0.02 now); use --force" "$WORK/err"
 check "existing output untouched" cmp -s "$WORK/q2.h5" "$WORK/keep.h5"
-for bad in "--threads 0" "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
+for bad in "--threads -1" "--bits 5" "--rotation hadamard" "--rounding up" "--codebook e9" "--damp 0"; do
   run_mpi 1 $Q $bad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
   check "$bad exits 2" [ $? = 2 ]
   check "$bad: one error line" [ "$(grep -c "^tqp quantize: error: " "$WORK/err")" = 1 ]
