@@ -48,6 +48,7 @@ typedef struct {
     float *x;         // (local windows, ctx, dim) residual stream
     int batch, threads; // threads: for the accumulation
     int fthreads;       // threads forwarding windows (workspaces): min(threads, batch)
+    double t_fwd, t_acc, t_write; // this layer's seconds: forward passes, accumulation, commit
 } run_state;
 
 /* Forward local windows [w0, w1) through layer l, `threads` windows at a time (the windows left
@@ -112,17 +113,23 @@ static tqp_status collect_layer(run_state *rs, int l, const tqp_layer_weights *l
     char what[64];
     for (long b = 0; b < nb; b++) {
         long w0 = b * rs->batch, w1 = (b + 1) * rs->batch < nloc ? (b + 1) * rs->batch : nloc;
+        double t = tqp_now();
         tqp_status s = w1 > w0 ? forward_windows(rs, l, lw, w0, w1, cc) : TQP_OK;
         TQP_CHECK(tqp_mpi_agree(rs->comm, s));
+        rs->t_fwd += tqp_now() - t;
+        t = tqp_now();
         for (int g = 0; g < TQP_GROUP_COUNT; g++) {
             snprintf(what, sizeof what, "layer %d %s", l, tqp_group_name((tqp_group)g));
             TQP_CHECK(tqp_hacc_flush(cc->acc[g], what));
         }
+        rs->t_acc += tqp_now() - t;
         snprintf(what, sizeof what, "hessian-reduce-%d", l);
         tqp_crash_point(what); /* between two reductions of layer l */
     }
+    double t = tqp_now();
     for (int g = 0; g < TQP_GROUP_COUNT; g++)
         TQP_CHECK(tqp_hacc_finalize(cc->acc[g]));
+    rs->t_acc += tqp_now() - t;
     return TQP_OK;
 }
 
@@ -133,8 +140,11 @@ static tqp_status one_layer(run_state *rs, tqp_hstore *st, int l, capture_ctx *c
     TQP_CHECK(tqp_mpi_agree(rs->comm, tqp_model_layer_load(rs->m, l, &lw)));
     for (int g = 0; g < TQP_GROUP_COUNT; g++)
         tqp_hacc_reset(cc->acc[g]);
+    rs->t_fwd = rs->t_acc = rs->t_write = 0;
     tqp_status s = collect_layer(rs, l, &lw, cc);
+    double t = tqp_now();
     if (s == TQP_OK) s = tqp_hstore_commit_layer(rs->comm, st, l, cc->acc);
+    rs->t_write = tqp_now() - t;
     *flops = 0;
     for (int g = 0; g < TQP_GROUP_COUNT; g++)
         *flops += tqp_hacc_flops(cc->acc[g]);
@@ -162,14 +172,15 @@ static tqp_status setup(run_state *rs)
     return tqp_mpi_agree(rs->comm, s);
 }
 
-static void report(int l, int L, double tokens, double dt, double flops, double elapsed, int done,
-                   int remaining)
+static void report(const run_state *rs, int l, int L, double tokens, double dt, double flops,
+                   double elapsed, int done, int remaining)
 {
     fprintf(stderr,
-            "hessian: layer %d/%d committed: %.0f tokens in %.2f s, %.0f tok/s, "
-            "accumulation %.2f GFLOP/s, elapsed %.1f s, ETA %.1f s\n",
-            l + 1, L, tokens, dt, dt > 0 ? tokens / dt : 0, dt > 0 ? flops / dt * 1e-9 : 0, elapsed,
-            remaining * elapsed / done);
+            "hessian: layer %d/%d committed: %.0f tokens in %.2f s (forward %.2f s, accumulation "
+            "%.2f s at %.2f GFLOP/s, writing %.2f s), %.0f tok/s, elapsed %.1f s, ETA %.1f s\n",
+            l + 1, L, tokens, dt, rs->t_fwd, rs->t_acc,
+            rs->t_acc > 0 ? flops / rs->t_acc * 1e-9 : 0, rs->t_write,
+            dt > 0 ? tokens / dt : 0, elapsed, remaining * elapsed / done);
 }
 
 tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *cal, tqp_hstore *st,
@@ -206,7 +217,7 @@ tqp_status tqp_hessian_run(MPI_Comm comm, const tqp_model *m, const tqp_calib *c
         total_flops += fsum;
         r->layers_done++;
         if (o->progress && rank == 0)
-            report(l, m->cfg.n_layers, (double)r->tokens, tqp_now() - tl, fsum, tqp_now() - t_start,
+            report(&rs, l, m->cfg.n_layers, (double)r->tokens, tqp_now() - tl, fsum, tqp_now() - t_start,
                    r->layers_done, m->cfg.n_layers - l - 1);
     }
     r->seconds = tqp_now() - t0;
