@@ -24,6 +24,8 @@ typedef struct {
     double t_one, t_syrk, t_gemm; // seconds, one core: hacc on rank 0; dsyrk, sgemm on rank 0
     double t_thr, t_syrk_thr;     // rank 0 with `threads` threads: hacc; dsyrk (OpenBLAS threads)
     double t_all, t_syrk_all;     // every rank, one thread each: hacc; dsyrk of each rank's share
+    double t_red;                 // every rank: one reduction of the whole triangle (empty flush)
+    int levels;                   // 2 when the reductions go inside nodes, then across them
 } bench_row;
 
 static void fill(float *x, size_t cnt, uint64_t seed)
@@ -38,9 +40,11 @@ static int bench_batch = 8, bench_reps = 3;
 
 /* Accumulate `windows` windows of `wtok` tokens over comm with `threads` threads per rank
  * (a batch's windows staged concurrently into their slots, as the Hessian phase does); the
- * wall time from the first staging to the finalized sums. */
+ * wall time from the first staging to the finalized sums.  With t_red, also the time of one
+ * flush with nothing staged (zero sums reduced to every owner: the reductions alone) and in
+ * *levels the reduction's levels. */
 static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const float *x, int threads,
-                           double *t)
+                           double *t, double *t_red, int *levels)
 {
     int P, rank;
     MPI_Comm_size(comm, &P);
@@ -68,6 +72,13 @@ static tqp_status run_hacc(MPI_Comm comm, int n, int windows, int wtok, const fl
     if (s == TQP_OK) s = tqp_hacc_finalize(h);
     MPI_Barrier(comm);
     *t = tqp_now() - t0;
+    if (t_red && s == TQP_OK) {
+        t0 = tqp_now();
+        s = tqp_hacc_flush(h, "bench");
+        MPI_Barrier(comm);
+        *t_red = tqp_now() - t0;
+        *levels = tqp_hacc_two_level(h) ? 2 : 1;
+    }
     tqp_hacc_destroy(&h);
     return s;
 }
@@ -142,42 +153,53 @@ static tqp_status bench_one(int n, int windows, int wtok, int threads, bench_row
     fill(x, cnt, 42);
     tqp_status s = TQP_OK;
     row->t_one = row->t_syrk = row->t_gemm = row->t_thr = row->t_syrk_thr = 1e300;
-    row->t_all = row->t_syrk_all = 1e300;
+    row->t_all = row->t_syrk_all = row->t_red = 1e300;
     for (int r = 0; r < bench_reps && s == TQP_OK; r++) {
         double a = 0, b = 0, c = 0;
         if (rank == 0) {
-            s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, 1, &a);
+            s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, 1, &a, NULL, NULL);
             if (s == TQP_OK) s = run_blas(n, windows * wtok, x, 1, &b, &c);
             row->t_one = min_d(row->t_one, a), row->t_syrk = min_d(row->t_syrk, b);
             row->t_gemm = min_d(row->t_gemm, c);
-            if (s == TQP_OK && P == 1) s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, threads, &a);
+            if (s == TQP_OK && P == 1)
+                s = run_hacc(MPI_COMM_SELF, n, windows, wtok, x, threads, &a, NULL, NULL);
             if (s == TQP_OK && P == 1) s = run_blas(n, windows * wtok, x, threads, &b, NULL);
             row->t_thr = min_d(row->t_thr, a), row->t_syrk_thr = min_d(row->t_syrk_thr, b);
         }
         s = tqp_mpi_agree(MPI_COMM_WORLD, s);
         if (P == 1) continue;
-        if (s == TQP_OK) s = run_hacc(MPI_COMM_WORLD, n, windows, wtok, x, 1, &a);
+        if (s == TQP_OK) s = run_hacc(MPI_COMM_WORLD, n, windows, wtok, x, 1, &a, &c, &row->levels);
         if (s == TQP_OK) s = syrk_all(n, windows, wtok, x, &b);
         row->t_all = min_d(row->t_all, a), row->t_syrk_all = min_d(row->t_syrk_all, b);
+        row->t_red = min_d(row->t_red, c);
     }
     free(x);
     return s;
+}
+
+/* Bytes each rank sends in one reduction of the whole lower triangle (int128 cells). */
+static double triangle_bytes(int n)
+{
+    return 16.0 * n * (n + 1.0) / 2;
 }
 
 static void print_table(const bench_row *r, int nrows, int P, int T)
 {
     int m = P > 1 ? P : T;
     printf("| width n | tokens | hacc 1 core GFLOP/s | dsyrk 1 core GFLOP/s | hacc/dsyrk | sgemm 1 core "
-           "GFLOP/s | hacc %d %s GFLOP/s | speed-up 1->%d | dsyrk speed-up 1->%d |\n",
-           m, P > 1 ? "ranks" : "threads", m, m);
-    printf("|---|---|---|---|---|---|---|---|---|\n");
+           "GFLOP/s | hacc %d %s GFLOP/s | speed-up 1->%d | dsyrk speed-up 1->%d |%s\n",
+           m, P > 1 ? "ranks" : "threads", m, m,
+           P > 1 ? " reduction GB/s per rank (levels) |" : "");
+    printf("|---|---|---|---|---|---|---|---|---|%s\n", P > 1 ? "---|" : "");
     for (int i = 0; i < nrows; i++) {
         double f = (double)r[i].n * r[i].n * r[i].windows * r[i].wtok * 1e-9;
         double tm = P > 1 ? r[i].t_all : r[i].t_thr, ts = P > 1 ? r[i].t_syrk_all : r[i].t_syrk_thr;
-        printf("| %d | %d | %.2f | %.2f | %.0f%% | %.2f | %.2f | %.2fx | %.2fx |\n", r[i].n,
+        printf("| %d | %d | %.2f | %.2f | %.0f%% | %.2f | %.2f | %.2fx | %.2fx |", r[i].n,
                r[i].windows * r[i].wtok, f / r[i].t_one, f / r[i].t_syrk,
                100.0 * r[i].t_syrk / r[i].t_one, 2 * f / r[i].t_gemm, f / tm, r[i].t_one / tm,
                r[i].t_syrk / ts);
+        if (P > 1) printf(" %.2f (%d) |", triangle_bytes(r[i].n) / r[i].t_red * 1e-9, r[i].levels);
+        printf("\n");
     }
 }
 
@@ -210,6 +232,9 @@ static tqp_status write_json(const char *path, const bench_row *r, int nrows, in
             cJSON_AddNumberToObject(o, "gflops_hacc_all_ranks", f / r[i].t_all);
             cJSON_AddNumberToObject(o, "speedup_ranks", r[i].t_one / r[i].t_all);
             cJSON_AddNumberToObject(o, "speedup_dsyrk_ranks", r[i].t_syrk / r[i].t_syrk_all);
+            cJSON_AddNumberToObject(o, "reduction_gbs_per_rank",
+                                    triangle_bytes(r[i].n) / r[i].t_red * 1e-9);
+            cJSON_AddNumberToObject(o, "reduction_levels", r[i].levels);
         }
         cJSON_AddItemToArray(rows, o);
     }

@@ -3,6 +3,7 @@
 
 #include "tqp/io.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local)
@@ -31,6 +32,22 @@ void tqp_partition(long n, int P, int r, long *begin, long *end)
     long q = n / P, rem = n % P;
     *begin = r * q + (r < rem ? r : rem);
     *end = *begin + q + (r < rem ? 1 : 0);
+}
+
+tqp_status tqp_node_comm(MPI_Comm comm, MPI_Comm *node)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    const char *e = getenv("TQP_NODE_RANKS");
+    char *end = NULL;
+    long k = e ? strtol(e, &end, 10) : 0;
+    if (e && *end == '\0' && k > 0 && P % k == 0) {
+        TQP_MPI_CHECK(MPI_Comm_split(comm, (int)(rank / k), rank, node));
+        return TQP_OK;
+    }
+    TQP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node));
+    return TQP_OK;
 }
 
 tqp_status tqp_node_memory(MPI_Comm comm, double *bytes, double *ranks_here)

@@ -15,7 +15,7 @@ done
 for key in gflops_hacc_1core gflops_dsyrk_1core hacc_over_dsyrk gflops_hacc_threads speedup_threads speedup_dsyrk_threads; do
   check "hessian json (1 rank) has $key for 2 rows" [ "$(grep -c "\"$key\":" "$WORK/h1.json")" = 2 ]
 done
-for key in gflops_hacc_all_ranks speedup_ranks speedup_dsyrk_ranks; do
+for key in gflops_hacc_all_ranks speedup_ranks speedup_dsyrk_ranks reduction_gbs_per_rank reduction_levels; do
   check "hessian json (2 ranks) has $key for 2 rows" [ "$(grep -c "\"$key\":" "$WORK/h2.json")" = 2 ]
 done
 

@@ -3,7 +3,8 @@
  * count and batch size, it prints a digest of the whole matrix, which test_hessian_ranks.sh
  * compares across runs: the bits must not depend on any of them.  With threads > 1 the windows
  * of a batch are staged concurrently into their slots, last window first, and the flush splits
- * its panels over the threads.
+ * its panels over the threads.  It also prints whether the reductions went in two levels
+ * (TQP_NODE_RANKS=k takes ranks in groups of k as nodes).
  * Usage: test_hacc [batch_windows [threads [width]]] */
 #include <mpi.h>
 
@@ -34,7 +35,7 @@ static void test_to_fix(void)
 }
 
 enum { NWIN = 11 };
-static int N = 300; /* a width past one panel; 1300 also crosses column blocks */
+static int N = 600; /* a width past one panel (512); 1300 also crosses column blocks */
 
 static int win_len(int w)
 {
@@ -130,6 +131,7 @@ int main(int argc, char **argv)
         char hex[65];
         tqp_sha256_hex(full, sizeof(double) * N * N, hex);
         printf("digest %s\n", hex);
+        printf("levels %d\n", tqp_hacc_two_level(h) ? 2 : 1);
         free(ref);
         free(cs);
     }

@@ -60,6 +60,9 @@ check "--sequential is refused with a reason" grep -q "sequential" "$WORK/err"
 run_mpi 2 $H --seed 7 --out "$WORK/s1.h5" > /dev/null 2>&1
 run_mpi 3 $H --seed 7 --out "$WORK/s2.h5" > /dev/null 2>&1
 check "seeded windows are reproducible" same_layers "$WORK/s1.h5.layers" "$WORK/s2.h5.layers"
+# Reductions in two levels (4 ranks taken as 2 nodes of 2): the same files.
+TQP_NODE_RANKS=2 run_mpi 4 $H --seed 7 --out "$WORK/s3.h5" > /dev/null 2>&1
+check "two-level reductions give the same files" same_layers "$WORK/s1.h5.layers" "$WORK/s3.h5.layers"
 check "seeded windows differ from the first windows" differ "$WORK/s1.h5.layers/layer_000.h5" "$WORK/r1.h5.layers/layer_000.h5"
 
 # Pre-tokenized input: the same windows give the same H.

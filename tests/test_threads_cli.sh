@@ -50,7 +50,7 @@ for ct in $CORE_TYPES; do
   check "$ct: hessians on 2 x 3 equal 1 x 1" same_layers "$WORK/${ct}1x1.h5" "$WORK/${ct}2x3.h5"
 done
 
-# 3. A synthetic model wide enough for several accumulation panels (1376 = 5 x 256 + 96).
+# 3. A synthetic model wide enough for several accumulation panels (1376 = 2 x 512 + 352).
 W=$WORK/wide.bin
 "$TESTBIN/mkmodel" "$W" 512 1376 1 8 4 512 256 7
 check "synthetic wide model written" [ -s "$W" ]

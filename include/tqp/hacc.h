@@ -27,7 +27,10 @@
 
 #include "tqp/error.h"
 
-enum { TQP_HACC_PANEL = 256, TQP_HACC_COLS = 1024, TQP_HACC_FRAC_BITS = 64 };
+enum { TQP_HACC_PANEL = 512, TQP_HACC_COLS = 1024, TQP_HACC_FRAC_BITS = 64 };
+/* Cells (int128) per MPI_Reduce call of the reductions to the owners: MPI's temporary for a
+ * user-defined sum is one message, so a message of at most 4 MiB stays in reused memory. */
+enum { TQP_HACC_REDUCE_CELLS = 1 << 18 };
 
 typedef struct tqp_hacc tqp_hacc;
 
@@ -66,6 +69,11 @@ const double *tqp_hacc_colsum(const tqp_hacc *h);
 int64_t tqp_hacc_count(const tqp_hacc *h);
 /* Floating-point operations spent in the accumulation products so far on this rank. */
 double tqp_hacc_flops(const tqp_hacc *h);
+/* Local.  Seconds spent in the reductions to the owners since the last reset, and their bytes
+ * (each owner's int128 cells, counted once per flush) in *bytes if not NULL. */
+double tqp_hacc_reduce_seconds(const tqp_hacc *h, double *bytes);
+/* Local.  Whether the reductions go in two levels (inside each node, then across nodes). */
+int tqp_hacc_two_level(const tqp_hacc *h);
 
 /* Rows [r0, r1) owned by `rank` of P for an n x n matrix (whole panels, contiguous, about
  * n^2 / (2P) lower-triangle cells each). */

@@ -26,6 +26,11 @@ tqp_status tqp_mpi_agree(MPI_Comm comm, tqp_status local);
  * of ranks of `comm` that share it. */
 tqp_status tqp_node_memory(MPI_Comm comm, double *bytes, double *ranks_here);
 
+/* Collective.  The ranks of `comm` that share this rank's node (MPI_COMM_TYPE_SHARED), or, when
+ * the environment sets TQP_NODE_RANKS=k and k divides the rank count, ranks r / k taken as one
+ * node (to exercise node-aware code on one machine).  Free *node with MPI_Comm_free. */
+tqp_status tqp_node_comm(MPI_Comm comm, MPI_Comm *node);
+
 /* Block partition of n items over P ranks: rank r owns [*begin, *end). */
 void tqp_partition(long n, int P, int r, long *begin, long *end);
 
