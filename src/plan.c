@@ -84,6 +84,10 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
                              "results/trellis_bench.md: 1mad decode, 1 core"},
         [TQP_RATE_NET] = {"net_gbs", "GB/s", "MPI traffic, per node link", 12.5,
                           "assumed: one 100 Gb/s link per node (not measured)"},
+        [TQP_RATE_SHM] = {"shm_gbs", "GB/s",
+                          "Hessian reductions inside a node (int128 sums), per rank", 4.1,
+                          "results/hessian_bench.md: tqp bench hessian, 2 ranks of one node, "
+                          "n = 4096 (AMD EPYC)"},
         [TQP_RATE_FS] = {"fs_gbs", "GB/s", "parallel file system, all nodes together", 5.0,
                          "assumed (not measured)"},
         [TQP_RATE_THREADS] = {"thread_efficiency", "fraction",
@@ -491,16 +495,17 @@ static void hessian_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
         commit = tr > commit ? tr : commit;
         /* Open MPI's reduce with a user-defined operation allocates, on a rank that receives,
          * a temporary as large as the message (measured at 2 and 3 ranks): the rank's own
-         * block at P = 2; at P > 2 an inner node of the tree may receive any owner's block. */
-        double t = P == 1 ? 0 : 16 * (P == 2 ? tri((double)r1) - tri((double)r0)
-                                              : max_owner_cells(n, P));
+         * block at P = 2, any owner's block at P > 2, in messages of at most
+         * TQP_HACC_REDUCE_CELLS cells (hacc.c) */
+        double cells = P == 2 ? tri((double)r1) - tri((double)r0) : max_owner_cells(n, P);
+        double t = P == 1 ? 0 : 16 * fmin(cells, TQP_HACC_REDUCE_CELLS);
         recv = t > recv ? t : recv;
     }
     tqp_plan_mem m;
     mem_start(&m, r, "layer: reducing the sums to their owners");
     hessian_collect(in, r, &m);
     item(&m, TQP_MEM_SCRATCH, recv, "MPI reduce temporary (Open MPI)",
-         P > 2 ? "16 x largest owner's cells" : "16 x own cells");
+         P > 2 ? "16 x min(largest owner's cells, 2^18)" : "16 x min(own cells, 2^18)");
     mem_sum(&m);
     keep_max(best, &m);
     mem_start(&m, r, "layer: writing the rows");
@@ -908,9 +913,21 @@ static void hessian_time(const tqp_plan *p, tqp_plan_phase_result *ph)
     double acc_speed = threads_of(in) > 1 ? threads_of(in) * eff : 1;
     step(ph, "accumulation (n^2 per token and group; threads by block)", acc, "flop",
          TQP_RATE_HACC, acc / (rate(in, TQP_RATE_HACC) * 1e9 * acc_speed));
-    double link = in->ranks > 1 ? red * p->ranks_per_node : 0;
-    step(ph, "reductions to row owners (per node link)", link, "B", TQP_RATE_NET,
-         link / (rate(in, TQP_RATE_NET) * 1e9));
+    /* hacc.c reduces in two levels when the nodes hold the same number of ranks: inside each
+     * node (every rank's sums once through shared memory), then one partial sum per node over
+     * its link; otherwise every rank's sums cross the node's link */
+    int rpn = p->ranks_per_node, nodes = (in->ranks + rpn - 1) / rpn;
+    int two = in->ranks > 1 && rpn > 1 && nodes > 1 && in->ranks % rpn == 0;
+    double inside = in->ranks > 1 && (two || nodes == 1) ? red : 0;
+    double link = nodes < 2 ? 0 : two ? red : red * rpn;
+    if (inside > 0)
+        step(ph, "reductions to row owners inside each node (per rank)", inside, "B",
+             TQP_RATE_SHM, inside / (rate(in, TQP_RATE_SHM) * 1e9));
+    if (link > 0)
+        step(ph,
+             two ? "reductions to row owners across nodes (one sum per node link)"
+                 : "reductions to row owners (per node link)",
+             link, "B", TQP_RATE_NET, link / (rate(in, TQP_RATE_NET) * 1e9));
     step(ph, "writing H (all ranks)", wr, "B", TQP_RATE_FS, wr / (rate(in, TQP_RATE_FS) * 1e9));
 }
 

@@ -52,7 +52,7 @@ static void hessian_one_rank(void)
                 + 16 * tri(n)                  /* reduction buffer */
                 + 8 * n * n                    /* float64 rows */
                 + 8.0 * 64 * 256 * n           /* staged inputs: 64 windows of 256 tokens */
-                + 8.0 * 256 * n + 40 * n + 12288; /* unit product, vectors, window slots */
+                + 8.0 * 512 * n + 40 * n + 12288; /* unit product, vectors, window slots */
     }
     want += 8 + 8 * 172; /* commit of the down group: empty transposed block, mean */
     CHECK_NEAR(m.total, want, 1e-12);
@@ -206,7 +206,7 @@ static void threads_plan(void)
     int last = p1.phase[TQP_PHASE_EVAL].n_steps - 1;
     CHECK_NEAR(p3.phase[TQP_PHASE_EVAL].steps[last].seconds,
                p1.phase[TQP_PHASE_EVAL].steps[last].seconds / (3 * eff), 1e-12);
-    /* memory: two more forward workspaces; per group, two more 256 x n product buffers; and,
+    /* memory: two more forward workspaces; per group, two more 512 x n product buffers; and,
      * batches of 64 windows leaving one over after rounds of 3, two more 256 x 256 scores */
     tqp_plan_mem m1, m3;
     in.threads = 1;
@@ -214,12 +214,52 @@ static void threads_plan(void)
     in.threads = 3;
     tqp_plan_rank_memory(&in, TQP_PHASE_HESSIAN, 0, &m3);
     CHECK_NEAR(m3.total - m1.total,
-               2 * forward_ws + 2 * 8.0 * 256 * (3 * 64 + 172) + 2 * 4.0 * 256 * 256, 1e-12);
+               2 * forward_ws + 2 * 8.0 * 512 * (3 * 64 + 172) + 2 * 4.0 * 256 * 256, 1e-12);
+}
+
+/* Seconds of the Hessian step whose name contains `key` (0 when the plan has no such step). */
+static double step_seconds(const tqp_plan *p, const char *key)
+{
+    const tqp_plan_phase_result *ph = &p->phase[TQP_PHASE_HESSIAN];
+    for (int k = 0; k < ph->n_steps; k++)
+        if (strstr(ph->steps[k].name, key)) return ph->steps[k].seconds;
+    return 0;
+}
+
+/* The reductions to the row owners: every rank's int128 lower triangles of the four groups,
+ * once per batch of windows and layer; in two levels (inside each node at shm_gbs, then one sum
+ * per node link at net_gbs) when the nodes hold the same number of ranks, otherwise every
+ * rank's sums over the node's link. */
+static void reductions_plan(void)
+{
+    tqp_plan_input in = input(stories(), 4);
+    double red = 0;
+    int widths[4] = {64, 64, 64, 172};
+    for (int g = 0; g < 4; g++)
+        red += 5 * 1 * 16 * tri(widths[g]); /* 5 layers, 32 windows per rank in 1 batch */
+    double shm = in.rates[TQP_RATE_SHM].value * 1e9, net = in.rates[TQP_RATE_NET].value * 1e9;
+    tqp_plan p;
+    in.nodes = 2; /* 2 nodes of 2 ranks */
+    CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+    CHECK_NEAR(step_seconds(&p, "inside each node"), red / shm, 1e-12);
+    CHECK_NEAR(step_seconds(&p, "across nodes"), red / net, 1e-12);
+    in.nodes = 1; /* one node: shared memory only */
+    CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+    CHECK_NEAR(step_seconds(&p, "inside each node"), red / shm, 1e-12);
+    CHECK(step_seconds(&p, "node link") == 0);
+    in.ranks = 3, in.nodes = 2; /* nodes of 2 and 1 ranks: flat, 2 ranks' sums per link */
+    red = 0;
+    for (int g = 0; g < 4; g++)
+        red += 5 * 1 * 16 * tri(widths[g]); /* 43 windows per rank, still one batch */
+    CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+    CHECK(step_seconds(&p, "inside each node") == 0);
+    CHECK_NEAR(step_seconds(&p, "(per node link)"), 2 * red / net, 1e-12);
 }
 
 int main(void)
 {
     threads_plan();
+    reductions_plan();
     hessian_one_rank();
     quantize_ranks();
     eval_ranks();

@@ -18,7 +18,7 @@ want=$(awk 'BEGIN {
   s = 4*128*T*d + fw + 4*(128*T + 1) + 4*lp;
   split("64 64 64 172", n, " ");
   for (g = 1; g <= 4; g++) { w = n[g]; t = w*(w+1)/2;
-    s += 16*t + 16*t + 8*w*w + 8*64*T*w + 8*256*w + 40*w + 12288 }
+    s += 16*t + 16*t + 8*w*w + 8*64*T*w + 8*512*w + 40*w + 12288 }
   s += 8 + 8*172; printf "%.0f", s }')
 check "hessian peak per rank = hand-computed $want" near "$(json "$WORK/p1.json" hessian_peak_per_rank)" "$want" 1e-12
 check "memory table" grep -q "^| hessian | 0 | layer" "$WORK/p1.out"

@@ -65,6 +65,7 @@ typedef enum {
     TQP_RATE_BOUND2,   // weights/s per core, SIMD bound, V = 2
     TQP_RATE_DECODE,   // weights/s per core, unpacking codes
     TQP_RATE_NET,      // GB/s per node link (assumed)
+    TQP_RATE_SHM,      // GB/s per rank, Hessian reductions among the ranks of one node
     TQP_RATE_FS,       // GB/s aggregate file system (assumed)
     TQP_RATE_THREADS,  // fraction: speed-up per thread of the threaded phases (T threads run
                        // T x this as fast as one)
