@@ -7,7 +7,9 @@
  * core and on all ranks, and of the reference encoder in the same run; and the SIMD lower
  * bound: the kernel's arithmetic vector instructions per weight over the measured rate of
  * independent vector additions (of the kernel's width) on this core.  Decoding speed (unpack +
- * table lookups, one core) is reported beside it. */
+ * table lookups, one core) is reported beside it.  E8P, QuIP#'s 8-dimensional lattice codebook
+ * at 2 bits, is measured on the same samples (MSE at the best of five scales, and the speed of
+ * its exact nearest-point search). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include <mpi.h>
 
 #include "tqp/cli.h"
+#include "tqp/e8p.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
 #include "tqp/rng.h"
@@ -129,7 +132,43 @@ static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
     row->bound = tqp_bench_vector_rate() / per_weight;
 }
 
-static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, int P, long n)
+/* E8P (QuIP#'s lattice codebook, 2 bits): the MSE of the exact nearest-point search on the
+ * same samples at the best of the five scales (rho = the factor on the RMS match), and the
+ * search's weights/s on one core. */
+typedef struct {
+    double mse, rho, wps;
+} e8p_row;
+
+static double e8p_mse(const float *x, long n, double rho)
+{
+    double a = 1.0 / (tqp_e8p_rms() * rho), e = 0; /* x / a has the codebook's RMS x rho */
+    for (long q = 0; q + TQP_E8P_DIM <= n; q += TQP_E8P_DIM) {
+        double y[TQP_E8P_DIM], yh[TQP_E8P_DIM];
+        for (int i = 0; i < TQP_E8P_DIM; i++) y[i] = x[q + i] / a;
+        tqp_e8p_nearest(y, yh);
+        for (int i = 0; i < TQP_E8P_DIM; i++) {
+            double d = x[q + i] - a * yh[i];
+            e += d * d;
+        }
+    }
+    return e / (double)(n / TQP_E8P_DIM * TQP_E8P_DIM);
+}
+
+static void e8p_bench(const float *x, long n, e8p_row *r)
+{
+    static const double f[5] = {0.85, 0.9, 0.95, 1.0, 1.05};
+    r->mse = INFINITY;
+    for (int i = 0; i < 5; i++) {
+        double e = e8p_mse(x, n, f[i]);
+        if (e < r->mse) r->mse = e, r->rho = f[i];
+    }
+    double t0 = tqp_now();
+    e8p_mse(x, n, r->rho);
+    r->wps = (double)n / (tqp_now() - t0);
+}
+
+static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, int P, long n,
+                         const e8p_row *e8)
 {
     printf("Trellis codes, L = 16, T = 256: MSE on %ld i.i.d. N(0,1) samples (best of 5 scales)\n\n",
            n);
@@ -139,6 +178,9 @@ static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, 
         printf("| %s | %d | %d | %.5f | %.5f | %.3f | %.5f |\n", m[i].code, m[i].K, m[i].V,
                m[i].mse, pow(2, -2.0 * m[i].K), m[i].mse / pow(2, -2.0 * m[i].K),
                lloyd_max[m[i].K]);
+    printf("| e8p (QuIP#, rho %.2f) | 2 | 8 | %.5f | %.5f | %.3f | %.5f |\n", e8->rho, e8->mse,
+           pow(2, -4.0), e8->mse / pow(2, -4.0), lloyd_max[2]);
+    printf("\nE8P nearest-point search (exact, 2^16 points): %.3g weights/s, 1 core\n", e8->wps);
     printf("\nEncoder, L = 16, K = 2 (%s kernel; tail-biting: two Viterbi passes per sequence)\n\n",
            tqp_trellis_isa());
     printf("| code | V | weights/s, 1 core | weights/s, %d rank%s | reference weights/s, 1 core | "
@@ -153,9 +195,14 @@ static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, 
 }
 
 static tqp_status write_json(const char *path, const mse_row *m, int nm, const speed_row *sp,
-                             int ns, int P, long n)
+                             int ns, int P, long n, const e8p_row *e8)
 {
     cJSON *d = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(d, "mse");
+    cJSON *e8o = cJSON_AddObjectToObject(d, "e8p");
+    cJSON_AddNumberToObject(e8o, "K", 2);
+    cJSON_AddNumberToObject(e8o, "rho", e8->rho);
+    cJSON_AddNumberToObject(e8o, "mse", e8->mse);
+    cJSON_AddNumberToObject(e8o, "search_weights_per_second", e8->wps);
     cJSON_AddStringToObject(d, "command", "bench trellis");
     cJSON_AddStringToObject(d, "kernel", tqp_trellis_isa());
     cJSON_AddNumberToObject(d, "ranks", P);
@@ -238,10 +285,15 @@ tqp_status tqp_bench_trellis(int argc, char **argv)
             }
             tqp_trellis_destroy(&t);
         }
+    e8p_row e8 = {0};
+    if (st == TQP_OK && rank == 0) {
+        e8p_bench(x, n, &e8);
+        fprintf(stderr, "bench trellis: e8p K=2 MSE %.5f\n", e8.mse);
+    }
     free(x);
     if (st == TQP_OK && rank == 0) {
-        print_tables(m, nm, sp, ns, P, n);
-        if (json) st = write_json(json, m, nm, sp, ns, P, n);
+        print_tables(m, nm, sp, ns, P, n, &e8);
+        if (json) st = write_json(json, m, nm, sp, ns, P, n, &e8);
     }
     return tqp_mpi_agree(MPI_COMM_WORLD, st);
 }
