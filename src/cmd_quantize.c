@@ -78,12 +78,15 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     if (o->rounding == TQP_ROUND_COUNT)
         return tqp_error_set(TQP_EUSAGE, "--rounding must be nearest or ldlq");
     if (!o->cb)
-        return tqp_error_set(TQP_EUSAGE, "unknown --codebook '%s' (known: scalar, trellis)",
+        return tqp_error_set(TQP_EUSAGE, "unknown --codebook '%s' (known: scalar, trellis, e8p)",
                              a->codebook);
-    if (a->code && !o->cb->tile)
+    if (a->code && !TQP_CB_IS(o->cb, TQP_CB_TRELLIS))
         return tqp_error_set(TQP_EUSAGE, "--code applies to --codebook trellis");
-    if (o->bits < 2 || o->bits > 4 || o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
+    if (o->bits < 2 || o->bits > 4)
         return tqp_error_set(TQP_EUSAGE, "--bits must be 2, 3 or 4");
+    if (o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
+        return tqp_error_set(TQP_EUSAGE, "--codebook %s takes --bits %d only (for now)",
+                             o->cb->name, o->cb->min_bits);
     if (!(o->damp > 0) || o->damp > 10)
         return tqp_error_set(TQP_EUSAGE, "--damp must be in (0, 10]");
     if (o->rho < 0 || o->rho > 10)
@@ -117,7 +120,9 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     cJSON_AddStringToObject(d, "codebook", o->cb->name);
     cJSON_AddNumberToObject(d, "damp", o->damp);
     cJSON_AddNumberToObject(d, "scale_rho",
-                            o->rho > 0 ? o->rho : o->cb->tile ? 1.0 : o->cb->default_rho(o->bits));
+                            o->rho > 0                             ? o->rho
+                            : TQP_CB_IS(o->cb, TQP_CB_TRELLIS) ? 1.0
+                                                               : o->cb->default_rho(o->bits));
     if (o->tcq) {
         const tqp_trellis *t = tqp_tcq_base(o->tcq);
         cJSON_AddStringToObject(d, "trellis_code", tqp_tcode_name(t->code));
@@ -475,7 +480,8 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "incoherence processing: none, rht (randomized Hadamard) or kron (random Kronecker)"},
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "nearest or ldlq"},
         {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C",
-         "quantizer: scalar (uniform grid) or trellis (QTIP bitshift trellis, BlockLDLQ)"},
+         "quantizer: scalar (uniform grid), trellis (QTIP bitshift trellis, BlockLDLQ) or e8p "
+         "(QuIP#'s E8 lattice codebook, 2 bits, BlockLDLQ)"},
         {"--code", TQP_OPT_STRING, &a.code, NULL, "C",
          "trellis code: 1mad, 3inst (V 1), hyb (V 2) or lut (default 1mad)"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
@@ -518,7 +524,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
     TQP_CHECK(parse(&a, &o));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    if (o.cb->tile) {
+    if (TQP_CB_IS(o.cb, TQP_CB_TRELLIS)) {
         tqp_tcode c = tqp_tcode_parse(a.code ? a.code : "1mad");
         if (c == TQP_TCODE_COUNT)
             return tqp_error_set(TQP_EUSAGE, "unknown --code '%s' (1mad, 3inst, hyb, lut)", a.code);

@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "tqp/rblas.h"
+
 /* Positions of the three 1/2 coordinates of QuIP#'s 29 norm^2-12 patterns (the other five are
  * 3/2), in its order. */
 static const uint8_t norm12_halves[29][3] = {
@@ -21,6 +23,7 @@ static struct {
     double norm[TQP_E8P_ABS];               // |a|^2
     double at[TQP_E8P_DIM][TQP_E8P_ABS];    // a transposed, for the search
     double rms;
+    float pts[TQP_E8P_CODES][TQP_E8P_DIM]; // every point (exact in float: multiples of 1/4)
 } tab;
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
 
@@ -60,9 +63,22 @@ static void build(void)
     tab.rms = sqrt(ss / (TQP_E8P_ABS * TQP_E8P_DIM));
 }
 
+static void decode_into(uint16_t code, double out[TQP_E8P_DIM]);
+
+static void build_all(void)
+{
+    build();
+    for (int c = 0; c < TQP_E8P_CODES; c++) {
+        double d[TQP_E8P_DIM];
+        decode_into((uint16_t)c, d);
+        for (int i = 0; i < TQP_E8P_DIM; i++)
+            tab.pts[c][i] = (float)d[i];
+    }
+}
+
 static void init(void)
 {
-    pthread_once(&tab_once, build);
+    pthread_once(&tab_once, build_all);
 }
 
 const uint8_t (*tqp_e8p_abs_half(void))[TQP_E8P_DIM]
@@ -80,6 +96,12 @@ double tqp_e8p_rms(void)
 void tqp_e8p_decode(uint16_t code, double out[TQP_E8P_DIM])
 {
     init();
+    for (int i = 0; i < TQP_E8P_DIM; i++)
+        out[i] = tab.pts[code][i];
+}
+
+static void decode_into(uint16_t code, double out[TQP_E8P_DIM])
+{
     int k = code >> 8, s = code & 255, p = __builtin_parity((unsigned)s);
     int neg = s ^ p ^ (tab.odd[k] << 7); /* relative to |a|: the base's coordinate 7 */
     double shift = p ? -0.25 : 0.25;
@@ -164,4 +186,67 @@ uint16_t tqp_e8p_nearest(const double x[TQP_E8P_DIM], double out[TQP_E8P_DIM])
     uint16_t code = (uint16_t)((k[p] << 8) | s);
     if (out) tqp_e8p_decode(code, out);
     return code;
+}
+
+uint16_t tqp_e8p_nearest_w(const double *x, int w, double out[TQP_E8P_DIM])
+{
+    if (w >= TQP_E8P_DIM) return tqp_e8p_nearest(x, out);
+    init();
+    double best = INFINITY;
+    int bc = 0;
+    for (int c = 0; c < TQP_E8P_CODES; c++) {
+        double d = 0;
+        for (int i = 0; i < w; i++)
+            d += (x[i] - tab.pts[c][i]) * (x[i] - tab.pts[c][i]);
+        if (d < best) best = d, bc = c;
+    }
+    if (out) tqp_e8p_decode((uint16_t)bc, out);
+    return (uint16_t)bc;
+}
+
+size_t tqp_e8p_band_bytes(int rows, int n)
+{
+    return (size_t)rows * 2 * (size_t)((n + TQP_E8P_TILE - 1) / TQP_E8P_TILE);
+}
+
+size_t tqp_e8p_matrix_bytes(int m, int n)
+{
+    return tqp_e8p_band_bytes(m, n);
+}
+
+void tqp_e8p_band_tile(int n, int j, int rows, const double *x, double *a, double *e,
+                       double *xhat, uint8_t *packed, const double *P, int ldp)
+{
+    int c0 = j * TQP_E8P_TILE, w = n - c0 < TQP_E8P_TILE ? n - c0 : TQP_E8P_TILE;
+    uint8_t *codes = packed + (size_t)j * rows * 2;
+    for (int r = 0; r < rows; r++) {
+        double y[TQP_E8P_DIM] = {0}, yh[TQP_E8P_DIM];
+        size_t k = (size_t)r * n + c0;
+        memcpy(y, a + k, sizeof(double) * (size_t)w);
+        uint16_t code = tqp_e8p_nearest_w(y, w, yh);
+        codes[2 * r] = (uint8_t)(code & 255);
+        codes[2 * r + 1] = (uint8_t)(code >> 8);
+        for (int c = 0; c < w; c++) {
+            xhat[k + c] = yh[c];
+            e[k + c] = x[k + c] - yh[c];
+        }
+    }
+    /* a[:, 0 .. c0) += E_block P: in column-major terms a^T += P^T E_block^T */
+    if (P && c0 > 0) tqp_rblas_dgemm('N', 'N', c0, rows, w, 1.0, P, ldp, e + c0, n, 1.0, a, n);
+}
+
+void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, double *X)
+{
+    size_t off = 0;
+    for (int r0 = 0; r0 < m; r0 += TQP_E8P_TILE) {
+        int rows = m - r0 < TQP_E8P_TILE ? m - r0 : TQP_E8P_TILE;
+        for (int c0 = 0; c0 < n; c0 += TQP_E8P_TILE) {
+            int w = n - c0 < TQP_E8P_TILE ? n - c0 : TQP_E8P_TILE;
+            for (int r = 0; r < rows; r++, off += 2) {
+                double v[TQP_E8P_DIM];
+                tqp_e8p_decode((uint16_t)(packed[off] | packed[off + 1] << 8), v);
+                memcpy(X + (size_t)(r0 + r) * n + c0, v, sizeof(double) * (size_t)w);
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@
 #include "tqp/h5util.h"
 #include "tqp/mpiutil.h"
 #include "tqp/io.h"
+#include "tqp/e8p.h"
 #include "tqp/tcq.h"
 
 static const tqp_layer_tensor mat_tensor[TQP_QMATS] = {TQP_T_Q,  TQP_T_K,    TQP_T_V,   TQP_T_O,
@@ -217,15 +218,17 @@ static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q
 {
     const tqp_model *m = qf->m;
     TQP_CHECK(tqp_qmat_read_info(g, q));
-    if (q->cb->tile) TQP_CHECK(read_trellis(qf, q->bits));
+    int trellis = TQP_CB_IS(q->cb, TQP_CB_TRELLIS), e8p = TQP_CB_IS(q->cb, TQP_CB_E8P);
+    if (trellis) TQP_CHECK(read_trellis(qf, q->bits));
     int64_t er, ec;
     tqp_layer_tensor_shape(&m->cfg, mat_tensor[mat], &er, &ec);
     if (q->rows != er || q->cols != ec)
         return tqp_error_set(TQP_EINPUT, "shape (%d, %d) but the model needs (%lld, %lld)",
                              q->rows, q->cols, (long long)er, (long long)ec);
     size_t count = (size_t)q->rows * q->cols;
-    size_t bytes = q->cb->tile ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
-                               : tqp_pack_bytes(count, q->bits);
+    size_t bytes = trellis ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
+                   : e8p   ? tqp_e8p_matrix_bytes(q->rows, q->cols)
+                           : tqp_pack_bytes(count, q->bits);
     uint8_t *packed = tqp_malloc(bytes);
     uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
     tqp_rot rot = {0};
@@ -236,8 +239,9 @@ static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_out", &rot.out);
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_in", &rot.in);
     if (s == TQP_OK) {
-        if (q->cb->tile) {
-            s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
+        if (trellis || e8p) {
+            if (trellis) s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
+            else tqp_e8p_decode_matrix(packed, q->rows, q->cols, W);
             for (size_t i = 0; i < count; i++) W[i] *= q->scale;
         } else {
             tqp_unpack_codes(packed, count, q->bits, codes);

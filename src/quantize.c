@@ -14,6 +14,7 @@
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
 #include "tqp/rng.h"
+#include "tqp/e8p.h"
 #include "tqp/tcq.h"
 
 
@@ -321,8 +322,10 @@ static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
 {
     int tile = q->o->cb->tile;
     size_t bytes = 0;
-    for (long b = r0; b < r1; b += tile)
-        bytes += tqp_tcq_band_bytes(q->o->tcq, (int)(r1 - b < tile ? r1 - b : tile), n);
+    for (long b = r0; b < r1; b += tile) {
+        int rows = (int)(r1 - b < tile ? r1 - b : tile);
+        bytes += q->o->tcq ? tqp_tcq_band_bytes(q->o->tcq, rows, n) : tqp_e8p_band_bytes(rows, n);
+    }
     return bytes;
 }
 
@@ -348,7 +351,7 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
     tqp_status s = off && X && A && E && Xh && (P || !ldlq) ? TQP_OK : TQP_ENOMEM;
     for (long i = 0; s == TQP_OK && i <= nb; i++) /* each band's byte offset */
         off[i] = i ? off[i - 1] + rows_bytes(q, r0 + (i - 1) * tile, r0 + i * tile < r1 ? r0 + i * tile : r1, n) : 0;
-    if (s == TQP_OK) s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
+    if (s == TQP_OK && q->o->tcq) s = tqp_tcq_prepare(q->o->tcq, (int)(r1 - r0), n);
     if (s == TQP_OK) {
         for (size_t i = 0; i < rn; i++) X[i] = Wr[i] / scale;
         memcpy(A, X, sizeof(double) * rn);
@@ -372,8 +375,13 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
             long b = r0 + i * tile;
             int rows = (int)(r1 - b < tile ? r1 - b : tile);
             size_t o = (size_t)(b - r0) * n;
-            tqp_status bs = tqp_tcq_band_tile(q->o->tcq, n, j, rows, X + o, A + o, E + o, Xh + o,
-                                              packed + off[i], Pj, c0 + w);
+            tqp_status bs = TQP_OK;
+            if (q->o->tcq)
+                bs = tqp_tcq_band_tile(q->o->tcq, n, j, rows, X + o, A + o, E + o, Xh + o,
+                                       packed + off[i], Pj, c0 + w);
+            else
+                tqp_e8p_band_tile(n, j, rows, X + o, A + o, E + o, Xh + o, packed + off[i], Pj,
+                                  c0 + w);
             if (bs != TQP_OK) {
 #pragma omp critical
                 if (first == TQP_OK) {
@@ -443,7 +451,8 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     int n = (int)nc;
     long r0, r1;
     my_rows(q, mr, q->rank, &r0, &r1);
-    size_t mn = (size_t)(mr * nc), total = tqp_tcq_matrix_bytes(o->tcq, (int)mr, n);
+    size_t mn = (size_t)(mr * nc);
+    size_t total = o->tcq ? tqp_tcq_matrix_bytes(o->tcq, (int)mr, n) : tqp_e8p_matrix_bytes((int)mr, n);
     size_t mine = rows_bytes(q, r0, r1, n);
     int64_t *off = row_offsets(q, mr);
     double *Wr = NULL, *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));
@@ -455,9 +464,10 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     uint64_t seed_out = 0;
     double ss = 0;
     if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
-    double rho = o->rho > 0 ? o->rho : 1.0, scale = 1;
+    double rho = o->rho > 0 ? o->rho : o->tcq ? 1.0 : o->cb->default_rho(o->bits), scale = 1;
     if (s == TQP_OK) {
-        scale = sqrt(ss / (double)mn) / (tqp_tcq_base(o->tcq)->rms * rho);
+        double rms = o->tcq ? tqp_tcq_base(o->tcq)->rms : o->cb->rms(o->bits);
+        scale = sqrt(ss / (double)mn) / (rms * rho);
         if (!(scale > 0) || !isfinite(scale)) scale = 1;
     }
     if (s == TQP_OK) s = quantize_bands(q, gs, Wr, scale, r0, r1, n, packed, lb);

@@ -643,7 +643,9 @@ tqp_status tqp_qwriter_matrix_packed(tqp_qwriter *w, int layer, int mat, const t
         tqp_crash_point(point);
     }
     if (s == TQP_OK) s = matrix_attrs(g, q);
-    if (s == TQP_OK && q->cb->tile) s = tqp_h5_attr_str(g, "tile_order", "tcq-bands-16");
+    if (s == TQP_OK && q->cb->tile)
+        s = tqp_h5_attr_str(g, "tile_order",
+                            TQP_CB_IS(q->cb, TQP_CB_E8P) ? "e8p-bands-8" : "tcq-bands-16");
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_out", &rot->out);
     if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = write_signs(g, "sign_in", &rot->in);
     if (g >= 0) H5Gclose(g);

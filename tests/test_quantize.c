@@ -76,7 +76,8 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
     if (!q) return;
     tqp_hfile hf;
     CHECK(tqp_hfile_open(hpath, fp, model->cfg.n_layers, &hf) == TQP_OK);
-    double worst = 0, bits_bad = 0, off_grid = 0, wsum = 0, bsum = 0;
+    double worst = 0, bits_bad = 0, off_grid = 0, wsum = 0, bsum = 0, csum = 0;
+    int e8p = TQP_CB_IS(o->cb, TQP_CB_E8P);
     for (int l = 0; l < model->cfg.n_layers; l++) {
         tqp_layer_weights lw;
         CHECK(tqp_model_layer_load(model, l, &lw) == TQP_OK);
@@ -91,8 +92,11 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
             double ref = proxy_ref(lw.w[tqp_qmat_tensor(i)], W, H, (int)m, (int)n);
             worst = fmax(worst, fabs(ref - info.proxy_rel) / ref);
             CHECK_NEAR(info.proxy_rel, r->mats[l * TQP_QMATS + i].proxy_rel, 0);
-            double expect = (m * n * o->bits + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0)) /
+            /* E8P: 16 bits per row and block of 8 columns (the last may be narrower) */
+            double code = e8p ? 16.0 * m * ((n + 7) / 8) : (double)(m * n * o->bits);
+            double expect = (code + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0)) /
                             (double)(m * n);
+            csum += code;
             bits_bad = fmax(bits_bad, fabs(info.total_bits - expect));
             wsum += (double)(m * n), bsum += expect * (double)(m * n);
             if (o->rotation == TQP_ROT_NONE && !o->tcq) /* decoded values are grid points */
@@ -114,7 +118,8 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
         const tqp_trellis *t = tqp_tcq_base(o->tcq);
         bsum += 32.0 * tqp_trellis_lut_entries(t->code, t->L) * t->V;
     }
-    CHECK(r->bpw_code == o->bits);
+    CHECK_NEAR(r->bpw_code, csum / wsum, 1e-12);
+    CHECK(e8p || r->bpw_code == o->bits);
     CHECK_NEAR(r->bpw_total, bsum / wsum, 1e-12);
     tqp_hfile_close(&hf);
     tqp_qfile_close(&q);
@@ -122,10 +127,11 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
 
 static double run_config(tqp_rot_kind rot, tqp_rounding rnd, int bits, const char *code)
 {
+    int e8p = code && !strcmp(code, "e8p");
     tqp_quant_options o = {.bits = bits, .rotation = rot, .rounding = rnd,
-                           .cb = tqp_codebook_find(code ? "trellis" : "scalar"), .damp = 0.01,
-                           .seed = 3};
-    if (code) {
+                           .cb = tqp_codebook_find(e8p ? "e8p" : code ? "trellis" : "scalar"),
+                           .damp = 0.01, .seed = 3};
+    if (code && !e8p) {
         tqp_tcode c = tqp_tcode_parse(code);
         CHECK(tqp_tcq_create(16, bits, c == TQP_TCODE_HYB ? 2 : 1, c, NULL, &o.tcq) == TQP_OK);
     }
@@ -269,10 +275,15 @@ int main(int argc, char **argv)
     run_config(TQP_ROT_KRON, TQP_ROUND_LDLQ, 4, NULL);
     double qtip = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, "1mad");
     double tnear = run_config(TQP_ROT_RHT, TQP_ROUND_NEAREST, 2, "3inst");
+    double e8 = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, "e8p");
+    double e8near = run_config(TQP_ROT_RHT, TQP_ROUND_NEAREST, 2, "e8p");
     run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 3, "hyb");
     /* at 2 bits: QTIP < QuIP < GPTQ in proxy loss, and BlockLDLQ helps the trellis too */
     CHECK_MSG(qtip < quip && quip < gptq && qtip < tnear, "QTIP %.4f, QuIP %.4f, GPTQ %.4f, "
               "trellis nearest %.4f", qtip, quip, gptq, tnear);
+    /* E8P (QuIP#) lies between the trellis and the scalar grid; BlockLDLQ helps it */
+    CHECK_MSG(qtip < e8 && e8 < quip && e8 < e8near, "QTIP %.4f, E8P %.4f, QuIP %.4f, E8P nearest "
+              "%.4f", qtip, e8, quip, e8near);
     test_bad_hessians();
     test_bad_lut();
     tqp_model_destroy(&model);

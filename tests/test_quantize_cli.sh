@@ -75,6 +75,29 @@ done
 run_mpi 1 $Q --code 1mad --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
 check "--code without the trellis exits 2" [ $? = 2 ]
 
+# QuIP# (E8P codebook): the same bytes on 1, 2 and 4 ranks and with threads, the same bytes
+# after a kill mid-run and a resume, decoded by eval, between QTIP and QuIP at 2 bits.
+run_mpi 2 $Q --codebook e8p --out "$WORK/e82.h5" --json "$WORK/e82.json" > /dev/null 2>&1
+check "e8p quantize runs" [ $? = 0 ]
+for n in 1 4; do
+  run_mpi $n $Q --codebook e8p --out "$WORK/e8$n.h5" > /dev/null 2>&1
+  check "e8p output byte-identical on $n and 2 ranks" cmp -s "$WORK/e8$n.h5" "$WORK/e82.h5"
+done
+run_mpi 1 $Q --codebook e8p --threads 2 --out "$WORK/e8t.h5" > /dev/null 2>&1
+check "e8p output byte-identical with 2 threads" cmp -s "$WORK/e8t.h5" "$WORK/e82.h5"
+TQP_CRASH_AT=quantize-layer-2 run_mpi 2 $Q --codebook e8p --out "$WORK/e8k.h5" > /dev/null 2>&1
+check "e8p run killed mid-way" [ $? != 0 ]
+run_mpi 2 $Q --codebook e8p --out "$WORK/e8k.h5" > /dev/null 2>&1
+check "e8p resume after SIGKILL: the same bytes" cmp -s "$WORK/e8k.h5" "$WORK/e82.h5"
+check "e8p: 16 bits per 8 weights (172 = 21 x 8 + 4 pads one block)" awk -v b="$(json "$WORK/e82.json" bits_per_weight_code)" 'BEGIN { exit !(b > 2 && b < 2.02) }'
+check "e8p file names its code order" grep -q "e8p-bands-8" <(h5dump -a /layer_000/q/tile_order "$WORK/e82.h5")
+run_mpi 2 eval --model "$MODEL" --quantized "$WORK/e82.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/ee.json" > /dev/null 2>&1
+check "eval of an e8p file runs" [ $? = 0 ]
+check "E8P between QTIP and QuIP at 2 bits" awk -v e="$(json "$WORK/ee.json" ppl)" -v t="$(json "$WORK/et.json" ppl)" -v q="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(t < e && e < q) }'
+run_mpi 1 $Q --codebook e8p --bits 3 --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
+check "e8p --bits 3 exits 2 (2 bits only for now)" [ $? = 2 ]
+check "e8p --bits 3: one error line" [ "$(grep -c "^tqp quantize: error: .*e8p takes --bits 2" "$WORK/err")" = 1 ]
+
 # Hessians collected by quantize itself: the same bytes as from tqp hessian.
 run_mpi 2 quantize --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/t.h5" --quiet > /dev/null 2>&1
 check "quantize --text runs" [ $? = 0 ]

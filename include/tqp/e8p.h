@@ -18,6 +18,7 @@
 #ifndef TQP_E8P_H
 #define TQP_E8P_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum { TQP_E8P_DIM = 8, TQP_E8P_ABS = 256, TQP_E8P_CODES = 1 << 16 };
@@ -39,5 +40,28 @@ uint16_t tqp_e8p_nearest(const double x[TQP_E8P_DIM], double out[TQP_E8P_DIM]);
 
 /* RMS of the coordinates over all 2^16 points (the scale divides it out). */
 double tqp_e8p_rms(void);
+
+/* The nearest point over the first w coordinates only (1 <= w <= 8; the rest of the point is
+ * ignored): by the search above for w = 8, by brute force over the 2^16 points otherwise (the
+ * lowest code among equals).  The last, narrower column block of a matrix whose width is not
+ * a multiple of 8. */
+uint16_t tqp_e8p_nearest_w(const double *x, int w, double out[TQP_E8P_DIM]);
+
+/* Matrices (BlockLDLQ with 8-column blocks, include/tqp/quant.h): W (m, n) in units of the scale
+ * is cut into bands of up to 8 rows and column blocks of 8 (the last may be narrower); a block
+ * of a row is one code.  Stored codes: band by band, within a band block by block, within a
+ * block row by row, each code 2 bytes little-endian. */
+enum { TQP_E8P_TILE = 8 };
+size_t tqp_e8p_band_bytes(int rows, int n);
+size_t tqp_e8p_matrix_bytes(int m, int n);
+/* Column block j of a band of `rows` rows: as tqp_tcq_band_tile (tcq.h), with the E8P search
+ * for every row of the block: x + feedback in a is coded into packed (the band's start),
+ * its reconstruction into xhat and x - xhat into e; with P (w, c0) the rows [c0, c0 + w) of
+ * the block factor Lu (leading dimension ldp), the earlier columns get a[:, 0 .. c0) +=
+ * E_block P through the reproducible BLAS; P NULL: nearest rounding. */
+void tqp_e8p_band_tile(int n, int j, int rows, const double *x, double *a, double *e,
+                       double *xhat, uint8_t *packed, const double *P, int ldp);
+/* Decode a whole matrix (m, n) from its codes (tqp_e8p_matrix_bytes), in units of the scale. */
+void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, double *X);
 
 #endif

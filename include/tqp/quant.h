@@ -20,14 +20,15 @@
 
 #include "tqp/error.h"
 
-typedef enum { TQP_CB_SCALAR, TQP_CB_TRELLIS, TQP_CB_COUNT } tqp_codebook_id;
+typedef enum { TQP_CB_SCALAR, TQP_CB_TRELLIS, TQP_CB_E8P, TQP_CB_COUNT } tqp_codebook_id;
 
 typedef struct {
     const char *name;
     int min_bits, max_bits;
-    /* 0: element-wise (the functions below, LDLQ per column); > 0: a tile quantizer over
-     * tile x tile blocks with BlockLDLQ (the trellis, tcq.h; the functions below are NULL and
-     * the trellis family supplies its RMS). */
+    /* 0: element-wise (the functions below, LDLQ per column); > 0: a block quantizer with
+     * BlockLDLQ over column blocks of `tile` (the trellis: 16 x 16 tiles, tcq.h, its family
+     * supplying the RMS; E8P: one 8-vector per row and block, e8p.h); quantize and decode are
+     * NULL. */
     int tile;
     /* RMS of the codebook's points (the scale divides it out). */
     double (*rms)(int bits);
@@ -39,6 +40,7 @@ typedef struct {
 } tqp_codebook;
 
 extern const tqp_codebook tqp_codebooks[TQP_CB_COUNT];
+#define TQP_CB_IS(cb, id) ((cb) == &tqp_codebooks[id])
 /* NULL if unknown. */
 const tqp_codebook *tqp_codebook_find(const char *name);
 
