@@ -85,8 +85,8 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     if (o->bits < 2 || o->bits > 4)
         return tqp_error_set(TQP_EUSAGE, "--bits must be 2, 3 or 4");
     if (o->bits < o->cb->min_bits || o->bits > o->cb->max_bits)
-        return tqp_error_set(TQP_EUSAGE, "--codebook %s takes --bits %d only (for now)",
-                             o->cb->name, o->cb->min_bits);
+        return tqp_error_set(TQP_EUSAGE, "--codebook %s takes --bits %d to %d", o->cb->name,
+                             o->cb->min_bits, o->cb->max_bits);
     if (!(o->damp > 0) || o->damp > 10)
         return tqp_error_set(TQP_EUSAGE, "--damp must be in (0, 10]");
     if (o->rho < 0 || o->rho > 10)
@@ -481,7 +481,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "nearest or ldlq"},
         {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C",
          "quantizer: scalar (uniform grid), trellis (QTIP bitshift trellis, BlockLDLQ) or e8p "
-         "(QuIP#'s E8 lattice codebook, 2 bits, BlockLDLQ)"},
+         "(QuIP#'s E8 lattice codebook, residual stage at 3 and 4 bits, BlockLDLQ)"},
         {"--code", TQP_OPT_STRING, &a.code, NULL, "C",
          "trellis code: 1mad, 3inst (V 1), hyb (V 2) or lut (default 1mad)"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},

@@ -24,6 +24,7 @@ static struct {
     double at[TQP_E8P_DIM][TQP_E8P_ABS];    // a transposed, for the search
     double rms;
     float pts[TQP_E8P_CODES][TQP_E8P_DIM]; // every point (exact in float: multiples of 1/4)
+    double e81b[256][TQP_E8P_DIM];          // the 3-bit residual stage's points
 } tab;
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
 
@@ -65,9 +66,36 @@ static void build(void)
 
 static void decode_into(uint16_t code, double out[TQP_E8P_DIM]);
 
+/* E81B: the points of E8 with |v|^2 <= 2 (integer vectors in ascending lexicographic order,
+ * then the half-integer ones: coordinates in {-1, 0, 1} and {-1/2, 1/2}, the only ones within
+ * the ball), then 2 e_i for every i and -2 e_i for i < 7: 1 + 112 + 128 + 15 points. */
+static void build_e81b(void)
+{
+    int k = 0;
+    for (int half = 0; half < 2; half++) {
+        int base = half ? 2 : 3, count = half ? 1 << 8 : 6561;
+        for (int c = 0; c < count; c++) {
+            int v[TQP_E8P_DIM], ss = 0, sum = 0, rest = c; /* half units, the last fastest */
+            for (int i = TQP_E8P_DIM - 1; i >= 0; i--, rest /= base)
+                v[i] = half ? 2 * (rest % 2) - 1 : 2 * (rest % 3 - 1);
+            for (int i = 0; i < TQP_E8P_DIM; i++)
+                ss += v[i] * v[i], sum += v[i];
+            if (ss > 8 || (sum / 2) % 2 || k >= 256) continue;
+            for (int i = 0; i < TQP_E8P_DIM; i++)
+                tab.e81b[k][i] = v[i] / 2.0;
+            k++;
+        }
+    }
+    for (int j = 0; j < 15 && k < 256; j++, k++) {
+        memset(tab.e81b[k], 0, sizeof tab.e81b[k]);
+        tab.e81b[k][j % 8] = j < 8 ? 2.0 : -2.0;
+    }
+}
+
 static void build_all(void)
 {
     build();
+    build_e81b();
     for (int c = 0; c < TQP_E8P_CODES; c++) {
         double d[TQP_E8P_DIM];
         decode_into((uint16_t)c, d);
@@ -204,28 +232,85 @@ uint16_t tqp_e8p_nearest_w(const double *x, int w, double out[TQP_E8P_DIM])
     return (uint16_t)bc;
 }
 
-size_t tqp_e8p_band_bytes(int rows, int n)
+double tqp_e8p_resid_scale(int bits)
 {
-    return (size_t)rows * 2 * (size_t)((n + TQP_E8P_TILE - 1) / TQP_E8P_TILE);
+    return bits == 3 ? 2.04 : bits == 4 ? 3.7 : 0;
 }
 
-size_t tqp_e8p_matrix_bytes(int m, int n)
+const double (*tqp_e8p_e81b(void))[TQP_E8P_DIM]
 {
-    return tqp_e8p_band_bytes(m, n);
+    init();
+    return (const double(*)[TQP_E8P_DIM])tab.e81b;
 }
 
-void tqp_e8p_band_tile(int n, int j, int rows, const double *x, double *a, double *e,
-                       double *xhat, uint8_t *packed, const double *P, int ldp)
+/* The nearest E81B point over the first w coordinates (the first of equals). */
+static int nearest_e81b(const double *x, int w)
+{
+    double best = INFINITY;
+    int bk = 0;
+    for (int k = 0; k < 256; k++) {
+        double d = 0;
+        for (int i = 0; i < w; i++)
+            d += (x[i] - tab.e81b[k][i]) * (x[i] - tab.e81b[k][i]);
+        if (d < best) best = d, bk = k;
+    }
+    return bk;
+}
+
+void tqp_e8p_encode(const double *x, int w, int bits, double rs, uint8_t *code, double *xhat)
+{
+    double y[TQP_E8P_DIM] = {0}, p[TQP_E8P_DIM];
+    memcpy(y, x, sizeof(double) * (size_t)w);
+    uint16_t c = tqp_e8p_nearest_w(y, w, p);
+    code[0] = (uint8_t)(c & 255), code[1] = (uint8_t)(c >> 8);
+    for (int i = 0; i < w; i++)
+        xhat[i] = p[i];
+    if (bits <= 2) return;
+    double r[TQP_E8P_DIM] = {0};
+    for (int i = 0; i < w; i++)
+        r[i] = (y[i] - p[i]) * rs;
+    if (bits == 4) {
+        c = tqp_e8p_nearest_w(r, w, p);
+        code[2] = (uint8_t)(c & 255), code[3] = (uint8_t)(c >> 8);
+    } else {
+        int k = nearest_e81b(r, w);
+        code[2] = (uint8_t)k;
+        memcpy(p, tab.e81b[k], sizeof p);
+    }
+    for (int i = 0; i < w; i++)
+        xhat[i] += p[i] / rs;
+}
+
+void tqp_e8p_decode_vec(const uint8_t *code, int bits, double rs, double out[TQP_E8P_DIM])
+{
+    tqp_e8p_decode((uint16_t)(code[0] | code[1] << 8), out);
+    if (bits <= 2) return;
+    double p[TQP_E8P_DIM];
+    if (bits == 4) tqp_e8p_decode((uint16_t)(code[2] | code[3] << 8), p);
+    else memcpy(p, tab.e81b[code[2]], sizeof p);
+    for (int i = 0; i < TQP_E8P_DIM; i++)
+        out[i] += p[i] / rs;
+}
+
+size_t tqp_e8p_band_bytes(int rows, int n, int bits)
+{
+    return (size_t)rows * (size_t)bits * (size_t)((n + TQP_E8P_TILE - 1) / TQP_E8P_TILE);
+}
+
+size_t tqp_e8p_matrix_bytes(int m, int n, int bits)
+{
+    return tqp_e8p_band_bytes(m, n, bits);
+}
+
+void tqp_e8p_band_tile(int n, int j, int rows, int bits, double rs, const double *x, double *a,
+                       double *e, double *xhat, uint8_t *packed, const double *P, int ldp)
 {
     int c0 = j * TQP_E8P_TILE, w = n - c0 < TQP_E8P_TILE ? n - c0 : TQP_E8P_TILE;
-    uint8_t *codes = packed + (size_t)j * rows * 2;
+    uint8_t *codes = packed + (size_t)j * rows * bits;
     for (int r = 0; r < rows; r++) {
-        double y[TQP_E8P_DIM] = {0}, yh[TQP_E8P_DIM];
+        double yh[TQP_E8P_DIM];
         size_t k = (size_t)r * n + c0;
-        memcpy(y, a + k, sizeof(double) * (size_t)w);
-        uint16_t code = tqp_e8p_nearest_w(y, w, yh);
-        codes[2 * r] = (uint8_t)(code & 255);
-        codes[2 * r + 1] = (uint8_t)(code >> 8);
+        tqp_e8p_encode(a + k, w, bits, rs, codes + (size_t)r * bits, yh);
         for (int c = 0; c < w; c++) {
             xhat[k + c] = yh[c];
             e[k + c] = x[k + c] - yh[c];
@@ -235,16 +320,17 @@ void tqp_e8p_band_tile(int n, int j, int rows, const double *x, double *a, doubl
     if (P && c0 > 0) tqp_rblas_dgemm('N', 'N', c0, rows, w, 1.0, P, ldp, e + c0, n, 1.0, a, n);
 }
 
-void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, double *X)
+void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, int bits, double rs, double *X)
 {
+    init();
     size_t off = 0;
     for (int r0 = 0; r0 < m; r0 += TQP_E8P_TILE) {
         int rows = m - r0 < TQP_E8P_TILE ? m - r0 : TQP_E8P_TILE;
         for (int c0 = 0; c0 < n; c0 += TQP_E8P_TILE) {
             int w = n - c0 < TQP_E8P_TILE ? n - c0 : TQP_E8P_TILE;
-            for (int r = 0; r < rows; r++, off += 2) {
+            for (int r = 0; r < rows; r++, off += (size_t)bits) {
                 double v[TQP_E8P_DIM];
-                tqp_e8p_decode((uint16_t)(packed[off] | packed[off + 1] << 8), v);
+                tqp_e8p_decode_vec(packed + off, bits, rs, v);
                 memcpy(X + (size_t)(r0 + r) * n + c0, v, sizeof(double) * (size_t)w);
             }
         }

@@ -42,7 +42,8 @@ const char *tqp_qfile_vector_name(tqp_layer_tensor t)
 double tqp_qmat_total_bits(const tqp_qmat_info *q)
 {
     double w = (double)q->rows * q->cols;
-    double extra = 64 + 2 * 64 + (q->rotation == TQP_ROT_RHT ? q->rows + q->cols : 0);
+    double extra = 64 + 2 * 64 + (q->rotation == TQP_ROT_RHT ? q->rows + q->cols : 0) +
+                   (q->resid_scale > 0 ? 64 : 0);
     return (w * q->code_bits + extra) / w;
 }
 
@@ -190,6 +191,11 @@ tqp_status tqp_qmat_read_info(hid_t g, tqp_qmat_info *q)
         s = tqp_error_set(TQP_EINPUT, "unknown rotation '%s'", rot ? rot : "");
     else if (!(q->scale > 0) || !isfinite(q->scale))
         s = tqp_error_set(TQP_EINPUT, "bad scale %g", q->scale);
+    if (s == TQP_OK && TQP_CB_IS(q->cb, TQP_CB_E8P) && q->bits > 2) {
+        s = tqp_h5_attr_read_f64(g, "resid_scale", &q->resid_scale);
+        if (s == TQP_OK && (!(q->resid_scale > 0) || !isfinite(q->resid_scale)))
+            s = tqp_error_set(TQP_EINPUT, "bad resid_scale %g", q->resid_scale);
+    }
     free(cb), free(rot), free(rnd);
     return s;
 }
@@ -227,7 +233,7 @@ static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q
                              q->rows, q->cols, (long long)er, (long long)ec);
     size_t count = (size_t)q->rows * q->cols;
     size_t bytes = trellis ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
-                   : e8p   ? tqp_e8p_matrix_bytes(q->rows, q->cols)
+                   : e8p   ? tqp_e8p_matrix_bytes(q->rows, q->cols, q->bits)
                            : tqp_pack_bytes(count, q->bits);
     uint8_t *packed = tqp_malloc(bytes);
     uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
@@ -241,7 +247,7 @@ static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q
     if (s == TQP_OK) {
         if (trellis || e8p) {
             if (trellis) s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
-            else tqp_e8p_decode_matrix(packed, q->rows, q->cols, W);
+            else tqp_e8p_decode_matrix(packed, q->rows, q->cols, q->bits, q->resid_scale, W);
             for (size_t i = 0; i < count; i++) W[i] *= q->scale;
         } else {
             tqp_unpack_codes(packed, count, q->bits, codes);

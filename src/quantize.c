@@ -284,7 +284,10 @@ static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, grou
                             .rotation = o->rotation, .rounding = o->rounding,
                             .seed_out = seed_out, .seed_in = gs->seed_in, .scale = scale,
                             .rho = rho, .damp = gs->damp, .damp_retries = gs->retries,
-                            .proxy_rel = B > 0 ? L / B : 0, .code_bits = code_bits};
+                            .proxy_rel = B > 0 ? L / B : 0, .code_bits = code_bits,
+                            .resid_scale = TQP_CB_IS(o->cb, TQP_CB_E8P)
+                                               ? tqp_e8p_resid_scale(o->bits)
+                                               : 0};
     info->total_bits = tqp_qmat_total_bits(info);
 }
 
@@ -324,7 +327,8 @@ static size_t rows_bytes(const qctx *q, long r0, long r1, int n)
     size_t bytes = 0;
     for (long b = r0; b < r1; b += tile) {
         int rows = (int)(r1 - b < tile ? r1 - b : tile);
-        bytes += q->o->tcq ? tqp_tcq_band_bytes(q->o->tcq, rows, n) : tqp_e8p_band_bytes(rows, n);
+        bytes += q->o->tcq ? tqp_tcq_band_bytes(q->o->tcq, rows, n)
+                           : tqp_e8p_band_bytes(rows, n, q->o->bits);
     }
     return bytes;
 }
@@ -380,8 +384,8 @@ static tqp_status quantize_bands(const qctx *q, group_state *gs, const double *W
                 bs = tqp_tcq_band_tile(q->o->tcq, n, j, rows, X + o, A + o, E + o, Xh + o,
                                        packed + off[i], Pj, c0 + w);
             else
-                tqp_e8p_band_tile(n, j, rows, X + o, A + o, E + o, Xh + o, packed + off[i], Pj,
-                                  c0 + w);
+                tqp_e8p_band_tile(n, j, rows, q->o->bits, tqp_e8p_resid_scale(q->o->bits), X + o,
+                                  A + o, E + o, Xh + o, packed + off[i], Pj, c0 + w);
             if (bs != TQP_OK) {
 #pragma omp critical
                 if (first == TQP_OK) {
@@ -452,7 +456,8 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     long r0, r1;
     my_rows(q, mr, q->rank, &r0, &r1);
     size_t mn = (size_t)(mr * nc);
-    size_t total = o->tcq ? tqp_tcq_matrix_bytes(o->tcq, (int)mr, n) : tqp_e8p_matrix_bytes((int)mr, n);
+    size_t total = o->tcq ? tqp_tcq_matrix_bytes(o->tcq, (int)mr, n)
+                          : tqp_e8p_matrix_bytes((int)mr, n, o->bits);
     size_t mine = rows_bytes(q, r0, r1, n);
     int64_t *off = row_offsets(q, mr);
     double *Wr = NULL, *lb = tqp_malloc(sizeof(double) * (2 * (size_t)(r1 - r0) + 1));

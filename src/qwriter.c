@@ -621,6 +621,7 @@ static tqp_status matrix_attrs(hid_t g, const tqp_qmat_info *q)
     TQP_CHECK(tqp_h5_attr_i64(g, "damp_retries", q->damp_retries));
     TQP_CHECK(tqp_h5_attr_f64(g, "proxy_loss_rel", q->proxy_rel));
     TQP_CHECK(tqp_h5_attr_f64(g, "code_bits", q->code_bits));
+    if (q->resid_scale > 0) TQP_CHECK(tqp_h5_attr_f64(g, "resid_scale", q->resid_scale));
     return tqp_h5_attr_f64(g, "total_bits", q->total_bits);
 }
 

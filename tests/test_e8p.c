@@ -169,10 +169,68 @@ static void search(void)
     CHECK_MSG(diff_code == 0, "%d unique minima missed", diff_code);
 }
 
+/* The 3-bit residual stage's 256 points: distinct, in E8, |v|^2 <= 2 or the 15 of norm^2 4. */
+static void e81b(void)
+{
+    const double(*e)[TQP_E8P_DIM] = tqp_e8p_e81b();
+    int bad = 0, small = 0, four = 0, dup = 0;
+    for (int k = 0; k < 256; k++) {
+        double ss = 0, sum = 0;
+        int ints = 0;
+        for (int i = 0; i < TQP_E8P_DIM; i++) {
+            ss += e[k][i] * e[k][i], sum += e[k][i];
+            ints += e[k][i] == nearbyint(e[k][i]);
+            bad += 2 * e[k][i] != nearbyint(2 * e[k][i]);
+        }
+        bad += (ints != 0 && ints != TQP_E8P_DIM) || fmod(sum, 2) != 0;
+        small += ss <= 2, four += ss == 4;
+        for (int j = 0; j < k; j++)
+            dup += !memcmp(e[j], e[k], sizeof e[k]);
+    }
+    CHECK_MSG(bad == 0 && dup == 0, "%d points outside E8, %d repeated", bad, dup);
+    CHECK_MSG(small == 241 && four == 15, "%d points of norm^2 <= 2, %d of 4", small, four);
+}
+
+/* Residual stages: decode(encode(x)) is the reconstruction; every code's parts decode to the
+ * stages (the first 2 bytes are the 2-bit code of x); the MSE on Gaussian samples at each bit
+ * width's default scales falls about 4x per bit; a narrow block writes only its w values. */
+static void residual(void)
+{
+    double mse[5] = {0};
+    int bad = 0, first = 0, spill = 0;
+    for (int t = 0; t < 4000; t++) {
+        double x[TQP_E8P_DIM];
+        for (int i = 0; i < TQP_E8P_DIM; i++)
+            x[i] = 1.09375 * gauss();
+        for (int bits = 2; bits <= 4; bits++) {
+            uint8_t code[4];
+            double xh[TQP_E8P_DIM], d[TQP_E8P_DIM];
+            double rs = tqp_e8p_resid_scale(bits);
+            tqp_e8p_encode(x, TQP_E8P_DIM, bits, rs, code, xh);
+            tqp_e8p_decode_vec(code, bits, rs, d);
+            bad += memcmp(xh, d, sizeof d) != 0;
+            first += (code[0] | code[1] << 8) != tqp_e8p_nearest(x, NULL);
+            for (int i = 0; i < TQP_E8P_DIM; i++)
+                mse[bits] += (x[i] - xh[i]) * (x[i] - xh[i]);
+        }
+        double xh5[TQP_E8P_DIM] = {0, 0, 0, 0, 0, 7, 7, 7};
+        uint8_t c5[4];
+        tqp_e8p_encode(x, 5, 4, tqp_e8p_resid_scale(4), c5, xh5);
+        spill += xh5[5] != 7 || xh5[6] != 7 || xh5[7] != 7;
+    }
+    CHECK_MSG(bad == 0, "%d reconstructions differ from the decoded codes", bad);
+    CHECK_MSG(first == 0, "%d first stages differ from the 2-bit search", first);
+    CHECK(spill == 0);
+    CHECK_MSG(mse[3] < mse[2] / 2.5 && mse[4] < mse[3] / 2.5, "MSE 2, 3, 4 bits: %g %g %g",
+              mse[2], mse[3], mse[4]);
+}
+
 int main(void)
 {
     table();
     points();
     search();
+    e81b();
+    residual();
     return check_done();
 }

@@ -92,14 +92,16 @@ static void check_file(const char *out, const tqp_quant_options *o, const tqp_qu
             double ref = proxy_ref(lw.w[tqp_qmat_tensor(i)], W, H, (int)m, (int)n);
             worst = fmax(worst, fabs(ref - info.proxy_rel) / ref);
             CHECK_NEAR(info.proxy_rel, r->mats[l * TQP_QMATS + i].proxy_rel, 0);
-            /* E8P: 16 bits per row and block of 8 columns (the last may be narrower) */
-            double code = e8p ? 16.0 * m * ((n + 7) / 8) : (double)(m * n * o->bits);
-            double expect = (code + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0)) /
+            /* E8P: 8 x bits bits per row and block of 8 columns (the last may be narrower),
+             * and the residual stage's fp64 scale at 3 and 4 bits */
+            double code = e8p ? 8.0 * o->bits * m * ((n + 7) / 8) : (double)(m * n * o->bits);
+            double expect = (code + 192.0 + (o->rotation == TQP_ROT_RHT ? m + n : 0) +
+                             (e8p && o->bits > 2 ? 64 : 0)) /
                             (double)(m * n);
             csum += code;
             bits_bad = fmax(bits_bad, fabs(info.total_bits - expect));
             wsum += (double)(m * n), bsum += expect * (double)(m * n);
-            if (o->rotation == TQP_ROT_NONE && !o->tcq) /* decoded values are grid points */
+            if (o->rotation == TQP_ROT_NONE && !o->tcq && !e8p) /* decoded values: grid points */
                 for (int64_t k = 0; k < m * n; k++) {
                     double g = W[k] / info.scale + 0.5 * ((1 << o->bits) - 1);
                     off_grid = fmax(off_grid, fabs(g - nearbyint(g)));
@@ -277,6 +279,9 @@ int main(int argc, char **argv)
     double tnear = run_config(TQP_ROT_RHT, TQP_ROUND_NEAREST, 2, "3inst");
     double e8 = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 2, "e8p");
     double e8near = run_config(TQP_ROT_RHT, TQP_ROUND_NEAREST, 2, "e8p");
+    double e83 = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 3, "e8p");
+    double e84 = run_config(TQP_ROT_RHT, TQP_ROUND_LDLQ, 4, "e8p");
+    run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 4, "e8p");
     run_config(TQP_ROT_NONE, TQP_ROUND_NEAREST, 3, "hyb");
     /* at 2 bits: QTIP < QuIP < GPTQ in proxy loss, and BlockLDLQ helps the trellis too */
     CHECK_MSG(qtip < quip && quip < gptq && qtip < tnear, "QTIP %.4f, QuIP %.4f, GPTQ %.4f, "
@@ -284,6 +289,8 @@ int main(int argc, char **argv)
     /* E8P (QuIP#) lies between the trellis and the scalar grid; BlockLDLQ helps it */
     CHECK_MSG(qtip < e8 && e8 < quip && e8 < e8near, "QTIP %.4f, E8P %.4f, QuIP %.4f, E8P nearest "
               "%.4f", qtip, e8, quip, e8near);
+    /* the residual stages: each bit lowers the loss (about 4x per bit, as for a Gaussian) */
+    CHECK_MSG(e83 < e8 / 2.5 && e84 < e83 / 2.5, "E8P 2, 3, 4 bits: %.4f %.4f %.4f", e8, e83, e84);
     test_bad_hessians();
     test_bad_lut();
     tqp_model_destroy(&model);

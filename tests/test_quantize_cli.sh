@@ -94,9 +94,19 @@ check "e8p file names its code order" grep -q "e8p-bands-8" <(h5dump -a /layer_0
 run_mpi 2 eval --model "$MODEL" --quantized "$WORK/e82.h5" --text "$EVAL_TEXT" --quiet --json "$WORK/ee.json" > /dev/null 2>&1
 check "eval of an e8p file runs" [ $? = 0 ]
 check "E8P between QTIP and QuIP at 2 bits" awk -v e="$(json "$WORK/ee.json" ppl)" -v t="$(json "$WORK/et.json" ppl)" -v q="$(json "$WORK/e2.json" ppl)" 'BEGIN { exit !(t < e && e < q) }'
-run_mpi 1 $Q --codebook e8p --bits 3 --out "$WORK/bad.h5" > /dev/null 2> "$WORK/err"
-check "e8p --bits 3 exits 2 (2 bits only for now)" [ $? = 2 ]
-check "e8p --bits 3: one error line" [ "$(grep -c "^tqp quantize: error: .*e8p takes --bits 2" "$WORK/err")" = 1 ]
+# 3 and 4 bits (a residual stage): the same bytes on 1, 2 and 4 ranks and after a kill.
+for b in 3 4; do
+  for n in 1 2 4; do
+    run_mpi $n $Q --codebook e8p --bits $b --out "$WORK/e8b$b-$n.h5" > /dev/null 2>&1
+  done
+  check "e8p $b bits: byte-identical on 1, 2 and 4 ranks" cmp -s "$WORK/e8b$b-1.h5" "$WORK/e8b$b-2.h5"
+  check "e8p $b bits: byte-identical on 4 ranks" cmp -s "$WORK/e8b$b-4.h5" "$WORK/e8b$b-2.h5"
+  TQP_CRASH_AT=quantize-layer-3 run_mpi 2 $Q --codebook e8p --bits $b --out "$WORK/e8bk$b.h5" > /dev/null 2>&1
+  check "e8p $b bits: killed mid-way" [ $? != 0 ]
+  run_mpi 2 $Q --codebook e8p --bits $b --out "$WORK/e8bk$b.h5" > /dev/null 2>&1
+  check "e8p $b bits: resume after SIGKILL gives the same bytes" cmp -s "$WORK/e8bk$b.h5" "$WORK/e8b$b-2.h5"
+  check "e8p $b bits: the residual scale is recorded" grep -q "resid_scale" <(h5dump -A -g /layer_001/up "$WORK/e8b$b-2.h5")
+done
 
 # Hessians collected by quantize itself: the same bytes as from tqp hessian.
 run_mpi 2 quantize --model "$MODEL" --text "$CALIB_TEXT" --nsamples 32 --out "$WORK/t.h5" --quiet > /dev/null 2>&1

@@ -47,21 +47,36 @@ double tqp_e8p_rms(void);
  * a multiple of 8. */
 uint16_t tqp_e8p_nearest_w(const double *x, int w, double out[TQP_E8P_DIM]);
 
+/* 3 and 4 bits: a second stage codes the residual r = (x - p1) * rs of the first point p1 and
+ * the reconstruction is p1 + p2 / rs (QuIP#'s residual vector quantization): at 4 bits p2 is
+ * the nearest E8P point (16 more bits), at 3 bits the nearest of 256 points of E8 ("E81B", 8
+ * more bits: 0, the 240 points of norm^2 2, and 2 e_i for all i and -2 e_i for i < 7).  rs is
+ * the stage scale, recorded per matrix (tqp_e8p_resid_scale gives the defaults: 2.04 at 3 bits,
+ * QuIP#'s value; 3.7 at 4 bits, where Gaussian samples measured 0.00849 against 0.00879 with
+ * QuIP#'s 3.45, each at its best rho; docs/e8p.md). */
+double tqp_e8p_resid_scale(int bits);
+/* The 256 points of the 3-bit residual stage, in order. */
+const double (*tqp_e8p_e81b(void))[TQP_E8P_DIM];
+/* One vector's code (`bits` bytes: the E8P code, 2 bytes little-endian, then the residual's)
+ * for its first w coordinates, and the reconstruction of those in xhat. */
+void tqp_e8p_encode(const double *x, int w, int bits, double rs, uint8_t *code, double *xhat);
+void tqp_e8p_decode_vec(const uint8_t *code, int bits, double rs, double out[TQP_E8P_DIM]);
+
 /* Matrices (BlockLDLQ with 8-column blocks, include/tqp/quant.h): W (m, n) in units of the scale
  * is cut into bands of up to 8 rows and column blocks of 8 (the last may be narrower); a block
- * of a row is one code.  Stored codes: band by band, within a band block by block, within a
- * block row by row, each code 2 bytes little-endian. */
+ * of a row is one code of `bits` bytes.  Stored codes: band by band, within a band block by
+ * block, within a block row by row. */
 enum { TQP_E8P_TILE = 8 };
-size_t tqp_e8p_band_bytes(int rows, int n);
-size_t tqp_e8p_matrix_bytes(int m, int n);
-/* Column block j of a band of `rows` rows: as tqp_tcq_band_tile (tcq.h), with the E8P search
+size_t tqp_e8p_band_bytes(int rows, int n, int bits);
+size_t tqp_e8p_matrix_bytes(int m, int n, int bits);
+/* Column block j of a band of `rows` rows: as tqp_tcq_band_tile (tcq.h), with the E8P encoding
  * for every row of the block: x + feedback in a is coded into packed (the band's start),
  * its reconstruction into xhat and x - xhat into e; with P (w, c0) the rows [c0, c0 + w) of
  * the block factor Lu (leading dimension ldp), the earlier columns get a[:, 0 .. c0) +=
  * E_block P through the reproducible BLAS; P NULL: nearest rounding. */
-void tqp_e8p_band_tile(int n, int j, int rows, const double *x, double *a, double *e,
-                       double *xhat, uint8_t *packed, const double *P, int ldp);
+void tqp_e8p_band_tile(int n, int j, int rows, int bits, double rs, const double *x, double *a,
+                       double *e, double *xhat, uint8_t *packed, const double *P, int ldp);
 /* Decode a whole matrix (m, n) from its codes (tqp_e8p_matrix_bytes), in units of the scale. */
-void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, double *X);
+void tqp_e8p_decode_matrix(const uint8_t *packed, int m, int n, int bits, double rs, double *X);
 
 #endif

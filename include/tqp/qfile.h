@@ -56,9 +56,11 @@ typedef struct {
     int damp_retries;    // factorization retries
     double proxy_rel;    // relative proxy loss
     double code_bits, total_bits; // per weight (trellis: stored stream bytes * 8 / weights)
+    double resid_scale;  // E8P at 3 and 4 bits: the residual stage's scale (0: none)
 } tqp_qmat_info;
 
-/* Total bits of one matrix: codes, the fp64 scale, both seeds and the sign vectors (rht). */
+/* Total bits of one matrix: codes, the fp64 scale, both seeds, the sign vectors (rht) and the
+ * fp64 residual scale (E8P at 3 and 4 bits). */
 double tqp_qmat_total_bits(const tqp_qmat_info *q);
 
 /* ---- writing (one rank) ----
