@@ -45,8 +45,8 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
         [TQP_RATE_SGEMM] = {"sgemm_gflops", "GFLOP/s", "forward passes (fp32 sgemm)", 103.44,
                             "results/hessian_bench.md: sgemm, n = 8192, 1 core (AMD EPYC)"},
         [TQP_RATE_HACC] = {"hacc_gflops", "GFLOP/s", "exact Hessian accumulation, n^2 T per group",
-                           44.4,
-                           "results/hessian_bench.md: hacc, n = 8192, 1 core, 88% of dsyrk "
+                           46.5,
+                           "results/hessian_bench.md: hacc, n = 8192, 1 core, 92% of dsyrk "
                            "(AMD EPYC)"},
         [TQP_RATE_CHOL] = {"chol_gflops", "GFLOP/s",
                            "Cholesky: pdpotrf at nb = 32 with its copies, n^3 / 3P per rank", 8.0,
@@ -85,9 +85,9 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
         [TQP_RATE_NET] = {"net_gbs", "GB/s", "MPI traffic, per node link", 12.5,
                           "assumed: one 100 Gb/s link per node (not measured)"},
         [TQP_RATE_SHM] = {"shm_gbs", "GB/s",
-                          "Hessian reductions inside a node (int128 sums), per rank", 4.1,
+                          "Hessian reductions inside a node (int128 sums), per rank", 3.8,
                           "results/hessian_bench.md: tqp bench hessian, 2 ranks of one node, "
-                          "n = 4096 (AMD EPYC)"},
+                          "n = 8192 (AMD EPYC)"},
         [TQP_RATE_FS] = {"fs_gbs", "GB/s", "parallel file system, all nodes together", 5.0,
                          "assumed (not measured)"},
         [TQP_RATE_THREADS] = {"thread_efficiency", "fraction",
