@@ -8,8 +8,8 @@
  * bound: the kernel's arithmetic vector instructions per weight over the measured rate of
  * independent vector additions (of the kernel's width) on this core.  Decoding speed (unpack +
  * table lookups, one core) is reported beside it.  E8P, QuIP#'s 8-dimensional lattice codebook
- * at 2 bits, is measured on the same samples (MSE at the best of five scales, and the speed of
- * its exact nearest-point search). */
+ * (3 and 4 bits with its residual stage), is measured on the same samples (MSE at the best of
+ * five scales around its default rho, and the speed of its exact nearest-point search). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +20,7 @@
 
 #include "tqp/cli.h"
 #include "tqp/e8p.h"
+#include "tqp/quant.h"
 #include "tqp/mpiutil.h"
 #include "tqp/progress.h"
 #include "tqp/rng.h"
@@ -132,20 +133,22 @@ static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
     row->bound = tqp_bench_vector_rate() / per_weight;
 }
 
-/* E8P (QuIP#'s lattice codebook, 2 bits): the MSE of the exact nearest-point search on the
- * same samples at the best of the five scales (rho = the factor on the RMS match), and the
- * search's weights/s on one core. */
+/* E8P (QuIP#'s lattice codebook; 3 and 4 bits with its residual stage): the MSE of the exact
+ * encoder on the same samples at the best of five scales around the codebook's default rho
+ * (x 0.94 .. 1.06), and the 2-bit search's weights/s on one core. */
 typedef struct {
-    double mse, rho, wps;
+    double mse[5], rho[5], wps; // by bits 2 .. 4
 } e8p_row;
 
-static double e8p_mse(const float *x, long n, double rho)
+static double e8p_mse(const float *x, long n, int bits, double rho)
 {
     double a = 1.0 / (tqp_e8p_rms() * rho), e = 0; /* x / a has the codebook's RMS x rho */
+    double rs = tqp_e8p_resid_scale(bits);
     for (long q = 0; q + TQP_E8P_DIM <= n; q += TQP_E8P_DIM) {
         double y[TQP_E8P_DIM], yh[TQP_E8P_DIM];
+        uint8_t code[4];
         for (int i = 0; i < TQP_E8P_DIM; i++) y[i] = x[q + i] / a;
-        tqp_e8p_nearest(y, yh);
+        tqp_e8p_encode(y, TQP_E8P_DIM, bits, rs, code, yh);
         for (int i = 0; i < TQP_E8P_DIM; i++) {
             double d = x[q + i] - a * yh[i];
             e += d * d;
@@ -156,14 +159,17 @@ static double e8p_mse(const float *x, long n, double rho)
 
 static void e8p_bench(const float *x, long n, e8p_row *r)
 {
-    static const double f[5] = {0.85, 0.9, 0.95, 1.0, 1.05};
-    r->mse = INFINITY;
-    for (int i = 0; i < 5; i++) {
-        double e = e8p_mse(x, n, f[i]);
-        if (e < r->mse) r->mse = e, r->rho = f[i];
+    static const double f[5] = {0.94, 0.97, 1.0, 1.03, 1.06};
+    const tqp_codebook *cb = tqp_codebook_find("e8p");
+    for (int bits = 2; bits <= 4; bits++) {
+        r->mse[bits] = INFINITY;
+        for (int i = 0; i < 5; i++) {
+            double rho = cb->default_rho(bits) * f[i], e = e8p_mse(x, n, bits, rho);
+            if (e < r->mse[bits]) r->mse[bits] = e, r->rho[bits] = rho;
+        }
     }
     double t0 = tqp_now();
-    e8p_mse(x, n, r->rho);
+    e8p_mse(x, n, 2, r->rho[2]);
     r->wps = (double)n / (tqp_now() - t0);
 }
 
@@ -178,8 +184,9 @@ static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, 
         printf("| %s | %d | %d | %.5f | %.5f | %.3f | %.5f |\n", m[i].code, m[i].K, m[i].V,
                m[i].mse, pow(2, -2.0 * m[i].K), m[i].mse / pow(2, -2.0 * m[i].K),
                lloyd_max[m[i].K]);
-    printf("| e8p (QuIP#, rho %.2f) | 2 | 8 | %.5f | %.5f | %.3f | %.5f |\n", e8->rho, e8->mse,
-           pow(2, -4.0), e8->mse / pow(2, -4.0), lloyd_max[2]);
+    for (int K = 2; K <= 4; K++)
+        printf("| e8p (QuIP#, rho %.3f) | %d | 8 | %.5f | %.5f | %.3f | %.5f |\n", e8->rho[K], K,
+               e8->mse[K], pow(2, -2.0 * K), e8->mse[K] / pow(2, -2.0 * K), lloyd_max[K]);
     printf("\nE8P nearest-point search (exact, 2^16 points): %.3g weights/s, 1 core\n", e8->wps);
     printf("\nEncoder, L = 16, K = 2 (%s kernel; tail-biting: two Viterbi passes per sequence)\n\n",
            tqp_trellis_isa());
@@ -198,11 +205,16 @@ static tqp_status write_json(const char *path, const mse_row *m, int nm, const s
                              int ns, int P, long n, const e8p_row *e8)
 {
     cJSON *d = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(d, "mse");
-    cJSON *e8o = cJSON_AddObjectToObject(d, "e8p");
-    cJSON_AddNumberToObject(e8o, "K", 2);
-    cJSON_AddNumberToObject(e8o, "rho", e8->rho);
-    cJSON_AddNumberToObject(e8o, "mse", e8->mse);
-    cJSON_AddNumberToObject(e8o, "search_weights_per_second", e8->wps);
+    cJSON *e8a = cJSON_AddArrayToObject(d, "e8p");
+    for (int K = 2; K <= 4; K++) {
+        cJSON *e8o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(e8o, "K", K);
+        cJSON_AddNumberToObject(e8o, "rho", e8->rho[K]);
+        cJSON_AddNumberToObject(e8o, "resid_scale", tqp_e8p_resid_scale(K));
+        cJSON_AddNumberToObject(e8o, "mse", e8->mse[K]);
+        cJSON_AddItemToArray(e8a, e8o);
+    }
+    cJSON_AddNumberToObject(d, "e8p_search_weights_per_second", e8->wps);
     cJSON_AddStringToObject(d, "command", "bench trellis");
     cJSON_AddStringToObject(d, "kernel", tqp_trellis_isa());
     cJSON_AddNumberToObject(d, "ranks", P);
@@ -288,7 +300,8 @@ tqp_status tqp_bench_trellis(int argc, char **argv)
     e8p_row e8 = {0};
     if (st == TQP_OK && rank == 0) {
         e8p_bench(x, n, &e8);
-        fprintf(stderr, "bench trellis: e8p K=2 MSE %.5f\n", e8.mse);
+        fprintf(stderr, "bench trellis: e8p MSE %.5f %.5f %.5f (K = 2, 3, 4)\n", e8.mse[2],
+                e8.mse[3], e8.mse[4]);
     }
     free(x);
     if (st == TQP_OK && rank == 0) {
