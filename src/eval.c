@@ -43,27 +43,7 @@ static tqp_status run_batch(MPI_Comm comm, const tqp_model *m, const tqp_weight_
     for (int l = 0; l < c->n_layers; l++) {
         tqp_layer_weights lw;
         TQP_CHECK(src->layer(src->ctx, l, &lw));
-        int bad = -1;
-        tqp_status s = TQP_OK;
-        char why[512] = "";
-#pragma omp parallel for num_threads(T) schedule(dynamic, 1) if (T > 1 && full > 0)
-        for (int b = 0; b < full; b++) {
-            tqp_status ws = tqp_forward_layer(fw[omp_get_thread_num()], &lw, l, x + b * wsz,
-                                              o->ctx, NULL);
-            if (ws != TQP_OK) {
-#pragma omp critical(tqp_eval_error)
-                if (bad < 0 || b < bad) { /* keep the first window's failure */
-                    bad = b;
-                    s = ws;
-                    snprintf(why, sizeof why, "%s", tqp_error_message());
-                }
-            }
-        }
-        if (s != TQP_OK) s = tqp_error_set(s, "%s", why);
-        if (s == TQP_OK && full < nb) s = tqp_forward_set_threads(fw[0], T);
-        for (int b = full; b < nb && s == TQP_OK; b++)
-            s = tqp_forward_layer(fw[0], &lw, l, x + b * wsz, o->ctx, NULL);
-        tqp_forward_set_threads(fw[0], 1);
+        tqp_status s = tqp_forward_windows(fw, T, T, &lw, l, x, wsz, o->ctx, nb, NULL, NULL);
         tqp_layer_weights_release(&lw);
         if (src->collective) s = tqp_mpi_agree(comm, s); /* the next layer's call is collective */
         TQP_CHECK(s);

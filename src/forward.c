@@ -6,6 +6,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -386,4 +387,42 @@ double tqp_forward_nll(tqp_forward *f, const float *norm, const float *head, flo
                 row_nll(f->logits + (size_t)r * c->vocab_size, c->vocab_size, tokens[p0 + r + 1]);
     }
     return nll;
+}
+
+tqp_status tqp_forward_windows(tqp_forward **fw, int workspaces, int threads,
+                               const tqp_layer_weights *lw,
+                               int layer, float *x, size_t wsz, int ntok, long count,
+                               const tqp_forward_hooks *(*hooks_of)(void *hctx, long w,
+                                                                    tqp_forward_hooks *buf),
+                               void *hctx)
+{
+    int T = threads > 1 ? threads : 1;
+    long full = T > 1 && workspaces >= T ? count / T * T : 0, bad = -1;
+    tqp_status first = TQP_OK;
+    char why[512] = ""; /* messages are per thread: keep the failing window's */
+#pragma omp parallel for num_threads(T) schedule(dynamic, 1) if (T > 1 && full > 0)
+    for (long w = 0; w < full; w++) {
+        tqp_forward_hooks buf;
+        const tqp_forward_hooks *h = hooks_of ? hooks_of(hctx, w, &buf) : NULL;
+        tqp_status ws = tqp_forward_layer(fw[omp_get_thread_num()], lw, layer, x + w * wsz,
+                                          ntok, h);
+        if (ws != TQP_OK) {
+#pragma omp critical(tqp_forward_windows_error)
+            if (bad < 0 || w < bad) {
+                bad = w;
+                first = ws;
+                snprintf(why, sizeof why, "%s", tqp_error_message());
+            }
+        }
+    }
+    if (first != TQP_OK) return tqp_error_set(first, "%s", why);
+    if (full == count) return TQP_OK;
+    first = tqp_forward_set_threads(fw[0], T);
+    for (long w = full; w < count && first == TQP_OK; w++) {
+        tqp_forward_hooks buf;
+        const tqp_forward_hooks *h = hooks_of ? hooks_of(hctx, w, &buf) : NULL;
+        first = tqp_forward_layer(fw[0], lw, layer, x + w * wsz, ntok, h);
+    }
+    tqp_forward_set_threads(fw[0], 1);
+    return first;
 }

@@ -51,46 +51,29 @@ typedef struct {
     double t_fwd, t_acc, t_write; // this layer's seconds: forward passes, accumulation, commit
 } run_state;
 
-/* Forward local windows [w0, w1) through layer l, `threads` windows at a time (the windows left
- * over, fewer than the threads, one at a time with the threads sharing its products), window w
- * into stage slot w - w0 when cc is given.  A window's result does not depend on the thread that
- * computes it; the first failure (in window order) is kept. */
+/* Window w of a batch captures into stage slot w (its place in the batch). */
+static const tqp_forward_hooks *hooks_of(void *hctx, long w, tqp_forward_hooks *buf)
+{
+    capture_slot *slots = hctx;
+    *buf = (tqp_forward_hooks){capture, &slots[w]};
+    return buf;
+}
+
+/* Forward local windows [w0, w1) through layer l (tqp_forward_windows on the rank's
+ * workspaces), window w into stage slot w - w0 when cc is given. */
 static tqp_status forward_windows(run_state *rs, int l, const tqp_layer_weights *lw, long w0,
                                   long w1, capture_ctx *cc)
 {
     int ctx = rs->cal->ctx;
     size_t wsz = (size_t)ctx * rs->m->cfg.dim;
-    long bad = -1, T = rs->threads;
-    /* whole rounds of T windows on T threads, then the rest one window at a time with the
-     * threads sharing its products, so that no thread waits for a short last round */
-    long full = T > 1 && rs->fthreads == T ? w0 + (w1 - w0) / T * T : w0;
-    tqp_status first = TQP_OK;
-    char why[512] = "";
-#pragma omp parallel for num_threads(rs->fthreads) schedule(dynamic, 1) if (rs->fthreads > 1)
-    for (long w = w0; w < full; w++) {
-        int t = omp_get_thread_num();
-        capture_slot slot = {cc, (int)(w - w0), ctx};
-        tqp_forward_hooks hooks = {capture, &slot};
-        tqp_status ws = tqp_forward_layer(rs->fw[t], lw, l, rs->x + w * wsz, ctx, cc ? &hooks : NULL);
-        if (ws != TQP_OK) {
-#pragma omp critical(tqp_hessian_error)
-            if (bad < 0 || w < bad) {
-                bad = w;
-                first = ws;
-                snprintf(why, sizeof why, "%s", tqp_error_message());
-            }
-        }
-    }
-    if (first != TQP_OK) return tqp_error_set(first, "%s", why);
-    if (full == w1) return TQP_OK;
-    first = tqp_forward_set_threads(rs->fw[0], rs->threads);
-    for (long w = full; w < w1 && first == TQP_OK; w++) {
-        capture_slot slot = {cc, (int)(w - w0), ctx};
-        tqp_forward_hooks hooks = {capture, &slot};
-        first = tqp_forward_layer(rs->fw[0], lw, l, rs->x + w * wsz, ctx, cc ? &hooks : NULL);
-    }
-    tqp_forward_set_threads(rs->fw[0], 1);
-    return first;
+    capture_slot *slots = cc ? tqp_malloc(sizeof *slots * (size_t)(w1 - w0 + 1)) : NULL;
+    if (cc && !slots) return TQP_ENOMEM;
+    for (long w = w0; w < w1 && cc; w++)
+        slots[w - w0] = (capture_slot){cc, (int)(w - w0), ctx};
+    tqp_status s = tqp_forward_windows(rs->fw, rs->fthreads, rs->threads, lw, l, rs->x + w0 * wsz,
+                                       wsz, ctx, w1 - w0, cc ? hooks_of : NULL, slots);
+    free(slots);
+    return s;
 }
 
 /* Forward the local windows through layer l without collecting (catching up on resume). */

@@ -54,6 +54,18 @@ void tqp_forward_embed(const tqp_forward *f, const float *embed, const uint32_t 
 tqp_status tqp_forward_layer(tqp_forward *f, const tqp_layer_weights *lw, int layer, float *x,
                              int ntok, const tqp_forward_hooks *hooks);
 
+/* Windows [0, count) of x (window w at x + w wsz, ntok tokens each) through layer `layer` on
+ * `threads` threads: whole rounds of `threads` windows, one per thread and workspace (when there
+ * are that many workspaces in fw), then the windows left one at a time on fw[0] with the
+ * threads sharing its products, so that no thread waits for a short last round.  hooks_of(hctx, w, buf) gives window w's hooks (NULL function: none).
+ * A window's result does not depend on the thread; the first failure in window order is kept. */
+tqp_status tqp_forward_windows(tqp_forward **fw, int workspaces, int threads,
+                               const tqp_layer_weights *lw,
+                               int layer, float *x, size_t wsz, int ntok, long count,
+                               const tqp_forward_hooks *(*hooks_of)(void *hctx, long w,
+                                                                    tqp_forward_hooks *buf),
+                               void *hctx);
+
 /* Final RMSNorm (norm: (dim)) and output head (head: (vocab, dim)) on x (ntok, dim) in place
  * (x is normalized), then the summed negative log-likelihood (float64) of tokens[t] given
  * positions < t, for t in [first, ntok).  Logits are computed in row blocks. */
