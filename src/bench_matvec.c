@@ -18,6 +18,8 @@
 #include <cjson/cJSON.h>
 
 #include "tqp/cli.h"
+#include "tqp/e8mv.h"
+#include "tqp/e8p.h"
 #include "tqp/io.h"
 #include "tqp/gpu.h"
 #include "tqp/matvec.h"
@@ -26,7 +28,7 @@
 #include "tqp/tcq.h"
 
 typedef struct {
-    int m, n, K;
+    int m, n, K, e8p; // e8p: the E8P codebook (code unused)
     tqp_tcode code;
     const char *kernel;
     double t_ours, t_codes, t_blas, t_decode, code_bytes, maxrel;
@@ -72,20 +74,50 @@ static tqp_status parse_bits(const char *text, int *bits, int *count)
     return TQP_OK;
 }
 
-static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, int reps_max,
-                            mv_row *row)
+/* The operator under test: a trellis (tmv) or E8P (emv) one. */
+typedef struct {
+    tqp_tmv *t;
+    tqp_emv *e;
+} mv_op;
+
+static void op_apply(mv_op *o, const float *x, float *y, int threads)
+{
+    if (o->t) tqp_tmv_apply(o->t, x, y, threads);
+    else tqp_emv_apply(o->e, x, y, threads);
+}
+
+static void op_codes(mv_op *o, const float *x, float *z, int threads)
+{
+    if (o->t) tqp_tmv_apply_codes(o->t, x, z, threads);
+    else tqp_emv_apply_codes(o->e, x, z, threads);
+}
+
+static tqp_status op_decode(mv_op *o, float *W, int threads)
+{
+    if (o->t) tqp_tmv_decode(o->t, W, threads);
+    else return tqp_emv_decode(o->e, W, threads);
+    return TQP_OK;
+}
+
+static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int e8p, int threads,
+                            int reps_max, mv_row *row)
 {
     int V = code == TQP_TCODE_HYB ? 2 : 1;
     tqp_status s = TQP_OK;
     tqp_trellis *t = NULL;
     tqp_tcq *fam = NULL;
-    tqp_tmv *op = NULL;
+    mv_op op = {0};
     tqp_rot rot = {0};
     uint8_t *packed = NULL;
     float *x = NULL, *y = NULL, *z = NULL, *zb = NULL, *W = NULL;
-    TQP_TRY(s, tqp_trellis_create(16, K, V, 256, code, NULL, &t), out);
-    TQP_TRY(s, tqp_tcq_create(16, K, V, code, NULL, &fam), out);
-    size_t bytes = tqp_tcq_matrix_bytes(fam, m, n);
+    size_t bytes;
+    if (e8p) {
+        bytes = tqp_e8p_matrix_bytes(m, n, K);
+    } else {
+        TQP_TRY(s, tqp_trellis_create(16, K, V, 256, code, NULL, &t), out);
+        TQP_TRY(s, tqp_tcq_create(16, K, V, code, NULL, &fam), out);
+        bytes = tqp_tcq_matrix_bytes(fam, m, n);
+    }
     packed = tqp_malloc(bytes);
     x = tqp_malloc_aligned(sizeof(float) * (size_t)n);
     y = tqp_malloc_aligned(sizeof(float) * (size_t)m);
@@ -101,16 +133,22 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
     for (int i = 0; i < n; i++)
         x[i] = (float)((double)(tqp_splitmix64(&seed) >> 11) / 9007199254740992.0 - 0.5);
     TQP_TRY(s, tqp_rot_create(TQP_ROT_RHT, m, n, seed, seed + 1, &rot), out);
-    TQP_TRY(s, tqp_tmv_create(t, packed, m, n, 0.01, &rot, TQP_TMV_AUTO, &op), out);
-    row->kernel = tqp_tmv_kernel_name(op);
+    if (e8p) {
+        TQP_TRY(s, tqp_emv_create(packed, m, n, K, tqp_e8p_resid_scale(K), 0.01, &rot,
+                                  TQP_TMV_AUTO, &op.e), out);
+        row->kernel = tqp_emv_kernel_name(op.e);
+    } else {
+        TQP_TRY(s, tqp_tmv_create(t, packed, m, n, 0.01, &rot, TQP_TMV_AUTO, &op.t), out);
+        row->kernel = tqp_tmv_kernel_name(op.t);
+    }
     row->code_bytes = (double)bytes;
 
     /* decode-only, and the decoded matrix for the baseline */
     double t0 = tqp_now();
-    tqp_tmv_decode(op, W, threads);
+    TQP_TRY(s, op_decode(&op, W, threads), out);
     row->t_decode = tqp_now() - t0;
     /* warm-up, then alternate: ours (whole), ours (codes only), sgemv on the decoded matrix */
-    tqp_tmv_apply(op, x, y, threads);
+    op_apply(&op, x, y, threads);
     t0 = tqp_now();
     cblas_sgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0f, W, n, x, 1, 0.0f, zb, 1);
     double first = tqp_now() - t0;
@@ -119,10 +157,10 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
     row->t_ours = row->t_codes = row->t_blas = INFINITY;
     for (int r = 0; r < reps; r++) {
         t0 = tqp_now();
-        tqp_tmv_apply(op, x, y, threads);
+        op_apply(&op, x, y, threads);
         double a = tqp_now() - t0;
         t0 = tqp_now();
-        tqp_tmv_apply_codes(op, x, z, threads);
+        op_codes(&op, x, z, threads);
         double b = tqp_now() - t0;
         t0 = tqp_now();
         cblas_sgemv(CblasRowMajor, CblasNoTrans, m, n, 1.0f, W, n, x, 1, 0.0f, zb, 1);
@@ -131,7 +169,7 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
         row->t_blas = fmin(row->t_blas, c);
     }
     t0 = tqp_now();
-    tqp_tmv_decode(op, W, threads); /* a second, warm decode */
+    TQP_TRY(s, op_decode(&op, W, threads), out); /* a second, warm decode */
     row->t_decode = fmin(row->t_decode, tqp_now() - t0);
     /* the same product two ways: the fused kernel and sgemv on its decoded matrix */
     double num = 0, den = 0;
@@ -142,7 +180,7 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
     row->maxrel = den > 0 ? num / den : num;
     /* the device, when there is one: the same codes and vector */
     char desc[256];
-    if (m % 16 == 0 && n % 16 == 0 && tqp_gpu_available(desc, sizeof desc)) {
+    if (!e8p && m % 16 == 0 && n % 16 == 0 && tqp_gpu_available(desc, sizeof desc)) {
         tqp_gpu_tmv *g = NULL;
         TQP_TRY(s, tqp_gpu_tmv_create(t, packed, m, n, &g), out);
         s = tqp_gpu_tmv_bench(g, x, 20, &row->gpu);
@@ -151,7 +189,8 @@ static tqp_status bench_one(int m, int n, int K, tqp_tcode code, int threads, in
         row->has_gpu = 1;
     }
 out:
-    tqp_tmv_destroy(&op);
+    tqp_tmv_destroy(&op.t);
+    tqp_emv_destroy(&op.e);
     tqp_rot_destroy(&rot);
     tqp_tcq_destroy(&fam);
     tqp_trellis_destroy(&t);
@@ -167,14 +206,15 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
         {"--shapes", TQP_OPT_STRING, &shapes, "4096x4096,8192x8192,28672x8192,8192x28672",
          "MxN,...", "matrix shapes (rows x columns)"},
         {"--bits", TQP_OPT_STRING, &bits_text, "2,3,4", "K,...", "bits per weight (1..4)"},
-        {"--code", TQP_OPT_STRING, &code_name, "1mad", "CODE", "1mad, 3inst or hyb"},
+        {"--code", TQP_OPT_STRING, &code_name, "1mad,e8p", "CODE,...",
+         "codes side by side: 1mad, 3inst or hyb (trellis), e8p (E8P lattice, 2-4 bits)"},
         {"--threads", TQP_OPT_INT, &threads, "1", "N",
          "threads for our kernel; OpenBLAS follows OPENBLAS_NUM_THREADS", 0, 1, 1024},
         {"--reps", TQP_OPT_INT, &reps, "50", "N", "at most this many timed repetitions (best kept)", 0, 1, 1000000},
         {"--json", TQP_OPT_OUT, &json, NULL, "FILE", "also write the results as JSON"},
     };
     tqp_cmd_spec spec = {"bench matvec",
-                         "Batch-1 matrix-vector product on trellis codes vs OpenBLAS sgemv.",
+                         "Batch-1 matrix-vector product on trellis or E8P codes vs OpenBLAS sgemv.",
                          "Random codes with RHT on both sides; ours is timed with the rotations "
                          "and without; sgemv multiplies the same matrix decoded to fp32. One "
                          "process: run it alone on an idle machine.",
@@ -185,38 +225,57 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
     int ms[16], ns[16], nshapes, bits[4], nbits;
     TQP_CHECK(parse_shapes(shapes, ms, ns, &nshapes, 16));
     TQP_CHECK(parse_bits(bits_text, bits, &nbits));
-    tqp_tcode code = tqp_tcode_parse(code_name);
-    if (code != TQP_TCODE_1MAD && code != TQP_TCODE_3INST && code != TQP_TCODE_HYB)
-        return tqp_error_set(TQP_EUSAGE, "--code '%s': 1mad, 3inst or hyb",
-                             code_name);
+    /* the codes: trellis codes and/or e8p, each at most once */
+    tqp_tcode codes[4];
+    int ncodes = 0, is_e8p[4] = {0};
+    for (const char *p = code_name; *p;) {
+        size_t len = strcspn(p, ",");
+        char one[16] = "";
+        if (len < sizeof one) memcpy(one, p, len);
+        int e = !strcmp(one, "e8p");
+        tqp_tcode c = e ? TQP_TCODE_1MAD : tqp_tcode_parse(one);
+        if (ncodes == 4 || (!e && c != TQP_TCODE_1MAD && c != TQP_TCODE_3INST &&
+                            c != TQP_TCODE_HYB))
+            return tqp_error_set(TQP_EUSAGE, "--code '%s': a list of 1mad, 3inst, hyb, e8p",
+                                 code_name);
+        is_e8p[ncodes] = e, codes[ncodes++] = c;
+        p += len + (p[len] == ',');
+    }
+    if (!ncodes) return tqp_error_set(TQP_EUSAGE, "--code is empty");
+    for (int c = 0; c < ncodes; c++)
+        for (int b = 0; b < nbits; b++)
+            if (is_e8p[c] && bits[b] < 2)
+                return tqp_error_set(TQP_EUSAGE, "--bits %d with e8p: E8P codes 2, 3 or 4 bits",
+                                     bits[b]);
     if (threads < 1 || reps < 1)
         return tqp_error_set(TQP_EUSAGE, "--threads and --reps must be >= 1");
     char cpu[256];
     tqp_cpu_name(cpu, sizeof cpu);
     const char *blas_threads = getenv("OPENBLAS_NUM_THREADS");
-    printf("tqp bench matvec: %s, our threads %d, OPENBLAS_NUM_THREADS=%s, code %s, L = 16\n", cpu,
+    printf("tqp bench matvec: %s, our threads %d, OPENBLAS_NUM_THREADS=%s, codes %s (trellis L = 16)\n", cpu,
            threads, blas_threads ? blas_threads : "(unset)", code_name);
     char gpu[256];
     int have_gpu = tqp_gpu_available(gpu, sizeof gpu);
     printf(have_gpu ? "GPU: %s (second table)\n" : "GPU: not measured (%s)\n", gpu);
-    printf("\n| shape | K | kernel | ours ms | codes-only ms | sgemv ms | speedup | ours GB/s "
+    printf("\n| shape | K | code | kernel | ours ms | codes-only ms | sgemv ms | speedup | ours GB/s "
            "(codes) | sgemv GB/s | ours Gw/s | decode Gw/s | max rel diff |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    int nrows = nshapes * nbits;
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int nrows = nshapes * nbits * ncodes;
     mv_row *rows = calloc((size_t)nrows, sizeof *rows);
     if (!rows) return TQP_ENOMEM;
     tqp_status s = TQP_OK;
     int done = 0;
     for (int i = 0; i < nshapes && s == TQP_OK; i++)
-        for (int b = 0; b < nbits && s == TQP_OK; b++) {
+        for (int b = 0; b < nbits && s == TQP_OK; b++)
+        for (int c = 0; c < ncodes && s == TQP_OK; c++) {
             mv_row *r = &rows[done];
-            *r = (mv_row){.m = ms[i], .n = ns[i], .K = bits[b], .code = code};
-            s = bench_one(ms[i], ns[i], bits[b], code, threads, reps, r);
+            *r = (mv_row){.m = ms[i], .n = ns[i], .K = bits[b], .code = codes[c], .e8p = is_e8p[c]};
+            s = bench_one(ms[i], ns[i], bits[b], codes[c], is_e8p[c], threads, reps, r);
             if (s != TQP_OK) break;
             double w = (double)r->m * r->n;
-            printf("| %dx%d | %d | %s | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | "
+            printf("| %dx%d | %d | %s | %s | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f | %.2f | %.2f | "
                    "%.1e |\n",
-                   r->m, r->n, r->K, r->kernel, 1e3 * r->t_ours, 1e3 * r->t_codes,
+                   r->m, r->n, r->K, r->e8p ? "e8p" : tqp_tcode_name(r->code), r->kernel, 1e3 * r->t_ours, 1e3 * r->t_codes,
                    1e3 * r->t_blas, r->t_blas / r->t_ours, r->code_bytes / r->t_ours / 1e9,
                    4 * w / r->t_blas / 1e9, w / r->t_ours / 1e9, w / r->t_decode / 1e9,
                    r->maxrel);
@@ -254,7 +313,7 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
             cJSON_AddNumberToObject(o, "m", r->m);
             cJSON_AddNumberToObject(o, "n", r->n);
             cJSON_AddNumberToObject(o, "bits", r->K);
-            cJSON_AddStringToObject(o, "code", tqp_tcode_name(r->code));
+            cJSON_AddStringToObject(o, "code", r->e8p ? "e8p" : tqp_tcode_name(r->code));
             cJSON_AddStringToObject(o, "kernel", r->kernel);
             cJSON_AddStringToObject(o, "device", cpu);
             cJSON_AddNumberToObject(o, "seconds_ours", r->t_ours);

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "e8mv_impl.h"
 #include "matvec_impl.h"
 
 #ifdef TQP_HAVE_CUDA
+#include "cuda/emv_cuda.h"
 #include "cuda/tmv_cuda.h"
 
 struct tqp_gpu_tmv {
@@ -90,6 +92,65 @@ tqp_status tqp_gpu_tmv_bench(tqp_gpu_tmv *op, const float *xr, int reps, tqp_gpu
     return TQP_OK;
 }
 
+struct tqp_gpu_emv {
+    emv_cuda *k;
+};
+
+tqp_status tqp_gpu_emv_create(const uint8_t *packed, int m, int n, int bits, double rs,
+                              tqp_gpu_emv **out)
+{
+    *out = NULL;
+    char why[256];
+    if (!tqp_gpu_available(why, sizeof why))
+        return tqp_error_set(TQP_EUSAGE, "GPU: %s", why);
+    if (m <= 0 || n <= 0 || bits < 2 || bits > 4 || (bits > 2 && !(rs > 0)))
+        return tqp_error_set(TQP_EINPUT, "GPU: E8P %d x %d at %d bits (rs %g)", m, n, bits, rs);
+    uint8_t *bytes = NULL;
+    tqp_emv_layout L;
+    TQP_CHECK(tqp_emv_layout_build(packed, m, n, bits, rs, &bytes, &L));
+    tqp_gpu_emv *op = tqp_calloc(1, sizeof *op);
+    if (!op) {
+        free(bytes);
+        return TQP_ENOMEM;
+    }
+    tqp_emv_cuda_spec sp = {m, n, bits, L.bands, L.nb, bytes, tqp_emv_layout_size(m, n),
+                            L.base, L.e81b, L.inv_rs};
+    char err[256];
+    int rc = tqp_cuda_emv_create(&sp, &op->k, err, sizeof err);
+    free(bytes);
+    if (rc) {
+        tqp_cuda_emv_destroy(op->k);
+        free(op);
+        return tqp_error_set(TQP_EIO, "GPU: %s", err);
+    }
+    *out = op;
+    return TQP_OK;
+}
+
+void tqp_gpu_emv_destroy(tqp_gpu_emv **op)
+{
+    if (!*op) return;
+    tqp_cuda_emv_destroy((*op)->k);
+    free(*op);
+    *op = NULL;
+}
+
+tqp_status tqp_gpu_emv_decode(tqp_gpu_emv *op, float *W)
+{
+    char err[256];
+    if (tqp_cuda_emv_decode(op->k, W, err, sizeof err))
+        return tqp_error_set(TQP_EIO, "GPU: %s", err);
+    return TQP_OK;
+}
+
+tqp_status tqp_gpu_emv_codes(tqp_gpu_emv *op, const float *xr, float *z)
+{
+    char err[256];
+    if (tqp_cuda_emv_codes(op->k, xr, z, err, sizeof err))
+        return tqp_error_set(TQP_EIO, "GPU: %s", err);
+    return TQP_OK;
+}
+
 #else /* built without CUDA */
 
 int tqp_gpu_available(char *desc, size_t cap)
@@ -131,6 +192,31 @@ tqp_status tqp_gpu_tmv_codes(tqp_gpu_tmv *op, const float *xr, float *z)
 tqp_status tqp_gpu_tmv_bench(tqp_gpu_tmv *op, const float *xr, int reps, tqp_gpu_timing *t)
 {
     (void)op, (void)xr, (void)reps, (void)t;
+    return absent();
+}
+
+tqp_status tqp_gpu_emv_create(const uint8_t *packed, int m, int n, int bits, double rs,
+                              tqp_gpu_emv **out)
+{
+    (void)packed, (void)m, (void)n, (void)bits, (void)rs;
+    *out = NULL;
+    return absent();
+}
+
+void tqp_gpu_emv_destroy(tqp_gpu_emv **op)
+{
+    *op = NULL;
+}
+
+tqp_status tqp_gpu_emv_decode(tqp_gpu_emv *op, float *W)
+{
+    (void)op, (void)W;
+    return absent();
+}
+
+tqp_status tqp_gpu_emv_codes(tqp_gpu_emv *op, const float *xr, float *z)
+{
+    (void)op, (void)xr, (void)z;
     return absent();
 }
 

@@ -233,25 +233,35 @@ void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
     }
 }
 
+void tqp_mv_rotate_in(const tqp_rot *rot, const float *x, float *xr, int n, double *dx,
+                      double *scratch)
+{
+    if (!rot || rot->kind == TQP_ROT_NONE) {
+        memcpy(xr, x, sizeof(float) * (size_t)n);
+        return;
+    }
+    for (int i = 0; i < n; i++) dx[i] = x[i];
+    tqp_rot_side_apply(&rot->in, rot->kind, dx, 0, scratch); /* V x */
+    for (int i = 0; i < n; i++) xr[i] = (float)dx[i];
+}
+
+void tqp_mv_rotate_out(const tqp_rot *rot, double scale, const float *z, float *y, int m,
+                       double *dx, double *scratch)
+{
+    if (!rot || rot->kind == TQP_ROT_NONE) {
+        for (int i = 0; i < m; i++) y[i] = (float)(scale * z[i]);
+        return;
+    }
+    for (int i = 0; i < m; i++) dx[i] = z[i];
+    tqp_rot_side_apply(&rot->out, rot->kind, dx, 1, scratch); /* U^T z */
+    for (int i = 0; i < m; i++) y[i] = (float)(scale * dx[i]);
+}
+
 void tqp_tmv_apply(tqp_tmv *op, const float *x, float *y, int threads)
 {
-    int m = op->m, n = op->n;
-    int rotate = op->rot && op->rot->kind != TQP_ROT_NONE;
-    if (rotate) {
-        for (int i = 0; i < n; i++) op->dx[i] = x[i];
-        tqp_rot_side_apply(&op->rot->in, op->rot->kind, op->dx, 0, op->scratch); /* V x */
-        for (int i = 0; i < n; i++) op->xr[i] = (float)op->dx[i];
-    } else {
-        memcpy(op->xr, x, sizeof(float) * (size_t)n);
-    }
+    tqp_mv_rotate_in(op->rot, x, op->xr, op->n, op->dx, op->scratch);
     tqp_tmv_apply_codes(op, op->xr, op->z, threads);
-    if (rotate) {
-        for (int i = 0; i < m; i++) op->dx[i] = op->z[i];
-        tqp_rot_side_apply(&op->rot->out, op->rot->kind, op->dx, 1, op->scratch); /* U^T z */
-        for (int i = 0; i < m; i++) y[i] = (float)(op->scale * op->dx[i]);
-    } else {
-        for (int i = 0; i < m; i++) y[i] = (float)(op->scale * op->z[i]);
-    }
+    tqp_mv_rotate_out(op->rot, op->scale, op->z, y, op->m, op->dx, op->scratch);
 }
 
 void tqp_tmv_decode(tqp_tmv *op, float *W, int threads)

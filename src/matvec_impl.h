@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tqp/rot.h"
+
 typedef struct {
     int m, n, L, K, V, code; // code: tqp_tcode
     int groups, ncb, Wt;     // groups of 16 bands, 16-column blocks, words per tile
@@ -32,5 +34,13 @@ void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
 /* The same two with AVX2 (src/matvec_avx2.c). */
 void tqp_tmv_codes_avx2(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
 void tqp_tmv_decode_avx2(const tqp_tmv_layout *k, float *W, int g0, int g1);
+
+/* The rotations around a product in code units, shared by the trellis and E8P operators:
+ * xr (n) = V x as floats, and y (m) = scale U^T z; rot NULL or of kind none: identity.  dx and
+ * scratch: max(m, n) doubles each. */
+void tqp_mv_rotate_in(const tqp_rot *rot, const float *x, float *xr, int n, double *dx,
+                      double *scratch);
+void tqp_mv_rotate_out(const tqp_rot *rot, double scale, const float *z, float *y, int m,
+                       double *dx, double *scratch);
 
 #endif

@@ -45,11 +45,22 @@ check "fused kernel agrees with sgemv on the decoded matrix" \
 run_mpi 1 bench matvec --shapes 256x256 --bits 2 --code hyb --reps 1 > "$WORK/hout" 2>&1
 check "hyb runs" grep -qE '^\| 256x256 \| 2 \|' "$WORK/hout"
 run_mpi 1 bench matvec --shapes 40x24 --bits 2 --reps 1 > "$WORK/eout" 2>&1
-check "an edge shape runs on the reference kernel" grep -qE '^\| 40x24 \| 2 \| reference \|' "$WORK/eout"
+check "an edge shape runs on the reference kernel" grep -qE '^\| 40x24 \| 2 \| 1mad \| reference \|' "$WORK/eout"
+# E8P is in the same table by default, on a SIMD kernel for any shape
+simd=reference
+grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && simd=avx2
+grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && simd=avx512
+check "E8P is benchmarked beside the trellis ($simd kernel)" grep -qE "^\| 40x24 \| 2 \| e8p \| $simd \|" "$WORK/eout"
 expect=reference
 grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && expect=avx2
 TQP_NO_AVX512=1 run_mpi 1 bench matvec --shapes 256x256 --bits 2 --reps 1 > "$WORK/aout" 2>&1
-check "without AVX-512 the $expect kernel runs" grep -qE "^\| 256x256 \| 2 \| $expect \|" "$WORK/aout"
+check "without AVX-512 the $expect kernel runs" grep -qE "^\| 256x256 \| 2 \| 1mad \| $expect \|" "$WORK/aout"
+check "and for E8P too" grep -qE "^\| 256x256 \| 2 \| e8p \| $expect \|" "$WORK/aout"
+run_mpi 1 bench matvec --shapes 64x64 --bits 3,4 --code e8p --reps 1 --json "$WORK/e.json" > /dev/null 2>&1
+check "E8P at 3 and 4 bits agrees with sgemv on its decoded matrix" \
+  awk '/"max_rel_diff":/ { gsub(/,/, "", $2); if (!($2 < 1e-4)) bad = 1; n++ } END { exit bad || n != 2 }' "$WORK/e.json"
+run_mpi 1 bench matvec --bits 1 --code e8p > /dev/null 2> "$WORK/err"
+check "E8P at 1 bit exits 2" [ $? = 2 ]
 run_mpi 1 bench matvec --shapes 4096 > /dev/null 2> "$WORK/err"
 check "a bad shape exits 2" [ $? = 2 ]
 check "and names the option" grep -q -- "--shapes '4096'" "$WORK/err"

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "check.h"
+#include "tqp/e8mv.h"
+#include "tqp/e8p.h"
 #include "tqp/gpu.h"
 #include "tqp/matvec.h"
 #include "tqp/rng.h"
@@ -64,6 +66,49 @@ static void one(tqp_tcode code, int L, int K, int V, int m, int n)
     free(packed), free(x), free(z), free(W), free(Wc), free(zref);
 }
 
+/* E8P: the device decodes the CPU kernels' values bit for bit; the product agrees with the
+ * float64 reference of the codebook's points. */
+static void one_e8p(int bits, int m, int n)
+{
+    double rs = tqp_e8p_resid_scale(bits);
+    size_t bytes = tqp_e8p_matrix_bytes(m, n, bits), mn = (size_t)m * n;
+    uint8_t *packed = malloc(bytes);
+    float *x = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * m);
+    float *W = malloc(sizeof(float) * mn), *Wcpu = malloc(sizeof(float) * mn);
+    double *Wd = malloc(sizeof(double) * mn), *zref = malloc(sizeof(double) * m);
+    for (size_t i = 0; i < bytes; i++) packed[i] = (uint8_t)(tqp_splitmix64(&seed_) >> 56);
+    for (int i = 0; i < n; i++)
+        x[i] = (float)((double)(tqp_splitmix64(&seed_) >> 11) / 9007199254740992.0 * 2 - 1);
+    tqp_emv *cpu = NULL;
+    CHECK(tqp_emv_create(packed, m, n, bits, rs, 1.0, NULL, TQP_TMV_REFERENCE, &cpu) == TQP_OK);
+    if (cpu) CHECK(tqp_emv_decode(cpu, Wcpu, 1) == TQP_OK);
+    tqp_emv_destroy(&cpu);
+    CHECK(tqp_emv_reference(packed, m, n, bits, rs, 1.0, NULL, x, Wd, zref) == TQP_OK);
+    tqp_gpu_emv *op = NULL;
+    tqp_status s = tqp_gpu_emv_create(packed, m, n, bits, rs, &op);
+    CHECK_MSG(s == TQP_OK, "%s", tqp_error_message());
+    if (s == TQP_OK) {
+        for (size_t i = 0; i < mn; i++) W[i] = NAN;
+        CHECK(tqp_gpu_emv_decode(op, W) == TQP_OK);
+        CHECK_MSG(!memcmp(W, Wcpu, sizeof(float) * mn), "e8p %d bits %dx%d: decoded values "
+                  "differ from the CPU", bits, m, n);
+        for (int i = 0; i < m; i++) z[i] = NAN;
+        CHECK(tqp_gpu_emv_codes(op, x, z) == TQP_OK);
+        double worst = 0;
+        int finite = 1;
+        for (int i = 0; i < m; i++) {
+            double mag = 0;
+            for (int j = 0; j < n; j++) mag += fabs(Wd[(size_t)i * n + j] * x[j]);
+            if (!isfinite(z[i])) finite = 0;
+            worst = fmax(worst, fabs(z[i] - zref[i]) / (mag + 1e-300));
+        }
+        CHECK_MSG(finite, "e8p: an output was not written");
+        CHECK_MSG(worst < 2e-5, "e8p %d bits %dx%d: relative error %.3g", bits, m, n, worst);
+    }
+    tqp_gpu_emv_destroy(&op);
+    free(packed), free(x), free(z), free(W), free(Wcpu), free(Wd), free(zref);
+}
+
 int main(void)
 {
     char desc[256];
@@ -78,6 +123,11 @@ int main(void)
         one(TQP_TCODE_HYB, 16, K, 2, 272, 48);
         one(TQP_TCODE_LUT, 12, K, 1, 256, 32);
         one(TQP_TCODE_LUT, 12, K, 2, 256, 32);
+        if (K >= 2) {
+            one_e8p(K, 272, 48);
+            one_e8p(K, 13, 21); /* a padded band, a narrower block */
+            one_e8p(K, 1000, 172);
+        }
     }
     one(TQP_TCODE_1MAD, 16, 2, 1, 1024, 4096); /* many column splits */
     /* refused: edge tiles */

@@ -12,38 +12,13 @@
 #include <string.h>
 
 #include "check.h"
+#include "mvutil.h"
 #include "tqp/matvec.h"
 #include "tqp/rng.h"
 #include "tqp/tcq.h"
 
 static uint64_t seed_ = 12345;
 
-static void random_bytes(uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(tqp_splitmix64(&seed_) >> 56);
-}
-
-static void random_floats(float *x, int n)
-{
-    for (int i = 0; i < n; i++)
-        x[i] = (float)((double)(tqp_splitmix64(&seed_) >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
-/* max over rows of |y - yref| / sum_j |W_ij x_j|; the worst relative error. */
-static double worst_error(const float *y, const double *yref, const double *W, const float *x,
-                          int m, int n, double scale, int *all_finite)
-{
-    double worst = 0;
-    *all_finite = 1;
-    for (int i = 0; i < m; i++) {
-        if (!isfinite(y[i])) *all_finite = 0;
-        double mag = 0;
-        for (int j = 0; j < n; j++) mag += fabs(W[(size_t)i * n + j] * x[j]);
-        double e = fabs(y[i] - yref[i]) / (fabs(scale) * mag + 1e-300);
-        if (e > worst) worst = e;
-    }
-    return worst;
-}
 
 static void one(tqp_tcode code, int L, int K, int V, int m, int n, tqp_rot_kind rk,
                 tqp_tmv_kernel kernel)
@@ -54,12 +29,12 @@ static void one(tqp_tcode code, int L, int K, int V, int m, int n, tqp_rot_kind 
     CHECK(tqp_tcq_create(L, K, V, code, NULL, &fam) == TQP_OK);
     size_t bytes = tqp_tcq_matrix_bytes(fam, m, n);
     uint8_t *packed = malloc(bytes);
-    random_bytes(packed, bytes);
+    mv_random_bytes(&seed_, packed, bytes);
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * m);
     float *y2 = malloc(sizeof(float) * m), *Wf = malloc(sizeof(float) * (size_t)m * n);
     double *W = malloc(sizeof(double) * (size_t)m * n), *yref = malloc(sizeof(double) * m);
     double *Wc = malloc(sizeof(double) * (size_t)m * n);
-    random_floats(x, n);
+    mv_random_floats(&seed_, x, n);
     double scale = 0.0123;
     tqp_rot rot;
     CHECK(tqp_rot_create(rk, m, n, 0x1111 + (uint64_t)m, 0x2222 + (uint64_t)n, &rot) == TQP_OK);
@@ -84,7 +59,7 @@ static void one(tqp_tcode code, int L, int K, int V, int m, int n, tqp_rot_kind 
     tqp_tmv_apply(op, x, y, 1);
     tqp_tmv_apply(op, x, y2, 2);
     int finite;
-    double err = worst_error(y, yref, W, x, m, n, scale, &finite);
+    double err = mv_worst_error(y, yref, W, x, m, n, scale, &finite);
     CHECK_MSG(finite, "%s: an output was not written", kname);
     CHECK_MSG(err < 2e-5, "%s %s K=%d V=%d %dx%d rot %s: relative error %.3g", kname,
               tqp_tcode_name(code), K, V, m, n, tqp_rot_name(rk), err);

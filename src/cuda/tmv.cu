@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda_util.h"
 #include "tmv_cuda.h"
 
 enum { CODE_1MAD = 0, CODE_3INST = 1, CODE_HYB = 2, CODE_LUT = 3 };
@@ -31,18 +32,6 @@ struct tmv_cuda {
     __half *Wh, *xh, *yh;
     cublasHandle_t blas;
 };
-
-static int fail(char *err, size_t cap, const char *what, cudaError_t e)
-{
-    snprintf(err, cap, "%s: %s", what, cudaGetErrorString(e));
-    return -1;
-}
-
-#define CU(call, what)                                                                             \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) return fail(err, cap, what, e_);                                    \
-    } while (0)
 
 extern "C" int tqp_cuda_device(char *name, size_t cap)
 {
