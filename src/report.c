@@ -138,6 +138,7 @@ static char *str_printf(const char *fmt, ...)
 static void cell_clear_numbers(tqp_report_cell *c)
 {
     c->ppl = c->ppl_fp = c->proxy_loss_mean = c->bpw_code = c->bpw_total = c->seconds = NAN;
+    c->ppl_min = c->ppl_max = c->proxy_min = c->proxy_max = NAN;
     free(c->version);
     c->version = NULL;
 }
@@ -158,6 +159,30 @@ void tqp_report_free(tqp_report *r)
     free(r->jobs);
     memset(r, 0, sizeof *r);
     r->ppl_fp = NAN;
+    r->seeds = 1;
+}
+
+/* "@seeds N": r->seeds; *seen_line: the line of an earlier one (0: none). */
+static tqp_status parse_directive(const char *path, int lineno, char *line, tqp_report *r,
+                                  int *seen_line)
+{
+    static const char *const ws = " \t\r\v\f";
+    char *save = NULL, *key = strtok_r(line, ws, &save), *val = strtok_r(NULL, ws, &save);
+    if (strcmp(key, "@seeds"))
+        return tqp_error_set(TQP_EINPUT, "%s:%d: unknown directive '%s' (only @seeds N)", path,
+                             lineno, key);
+    if (*seen_line)
+        return tqp_error_set(TQP_EINPUT, "%s:%d: @seeds again (first on line %d)", path, lineno,
+                             *seen_line);
+    char *end = NULL;
+    errno = 0;
+    long n = val ? strtol(val, &end, 10) : 0;
+    if (!val || errno || end == val || *end || n < 1 || n > 64 || strtok_r(NULL, ws, &save))
+        return tqp_error_set(TQP_EINPUT, "%s:%d: expected '@seeds N' with N from 1 to 64", path,
+                             lineno);
+    r->seeds = (int)n;
+    *seen_line = lineno;
+    return TQP_OK;
 }
 
 /* Parse one line (comment already cut) into *c; returns 0 for a blank line, 1 for a cell. */
@@ -204,10 +229,11 @@ tqp_status tqp_report_parse_jobs(const char *path, const char *text, tqp_report 
 {
     memset(r, 0, sizeof *r);
     r->ppl_fp = NAN;
+    r->seeds = 1;
     r->jobs = strdup(path);
     if (!r->jobs) return tqp_error_set(TQP_ENOMEM, "out of memory");
     tqp_status s = TQP_OK;
-    int cap = 0, lineno = 0;
+    int cap = 0, lineno = 0, seeds_line = 0;
     for (const char *p = text; *p && s == TQP_OK;) {
         lineno++;
         const char *eol = strchr(p, '\n');
@@ -220,6 +246,12 @@ tqp_status tqp_report_parse_jobs(const char *path, const char *text, tqp_report 
         }
         char *hash = strchr(line, '#');
         if (hash) *hash = '\0';
+        char *first = line + strspn(line, " \t\r\v\f");
+        if (*first == '@') {
+            s = parse_directive(path, lineno, first, r, &seeds_line);
+            free(line);
+            continue;
+        }
         tqp_report_cell c;
         int is_cell = 0;
         s = parse_line(path, lineno, line, &c, &is_cell);
@@ -256,6 +288,7 @@ tqp_status tqp_report_read_jobs(const char *path, tqp_report *r)
     size_t len = 0;
     memset(r, 0, sizeof *r);
     r->ppl_fp = NAN;
+    r->seeds = 1;
     TQP_CHECK(tqp_file_read_all(path, &text, &len));
     tqp_status s = tqp_report_parse_jobs(path, text, r);
     free(text);
@@ -376,10 +409,12 @@ static tqp_status read_summary(const char *path, tqp_report_cell *c, int eval)
     return s;
 }
 
-static tqp_status load_cell(const tqp_report *r, tqp_report_cell *c, const char *dir)
+/* One run of a cell: DIR/<method>-<bits><suffix>.json (and .eval.json) into c's numbers. */
+static tqp_status load_run(const tqp_report *r, tqp_report_cell *c, const char *dir,
+                           const char *suffix)
 {
-    char *path = str_printf("%s/%s-%d.json", dir, c->method, c->bits);
-    char *epath = str_printf("%s/%s-%d.eval.json", dir, c->method, c->bits);
+    char *path = str_printf("%s/%s-%d%s.json", dir, c->method, c->bits, suffix);
+    char *epath = str_printf("%s/%s-%d%s.eval.json", dir, c->method, c->bits, suffix);
     tqp_status s = path && epath ? TQP_OK : TQP_ENOMEM;
     if (s == TQP_OK) s = read_summary(path, c, 0);
     struct stat st;
@@ -390,6 +425,43 @@ static tqp_status load_cell(const tqp_report *r, tqp_report_cell *c, const char 
     free(path);
     free(epath);
     return s;
+}
+
+/* Mean of the finite values (NAN when none), and their minimum and maximum. */
+static double stats(const double *v, int n, double *lo, double *hi)
+{
+    double sum = 0;
+    int k = 0;
+    *lo = *hi = NAN;
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(v[i])) continue;
+        sum += v[i], k++;
+        *lo = k == 1 ? v[i] : fmin(*lo, v[i]);
+        *hi = k == 1 ? v[i] : fmax(*hi, v[i]);
+    }
+    return k ? sum / k : NAN;
+}
+
+/* Every run of a cell (one, or one per seed), summarized. */
+static tqp_status load_cell(const tqp_report *r, tqp_report_cell *c, const char *dir)
+{
+    int n = r->seeds > 0 ? r->seeds : 1;
+    double v[6][64], lo, hi;
+    for (int k = 0; k < n; k++) {
+        char suffix[16] = "";
+        if (r->seeds > 1) snprintf(suffix, sizeof suffix, "-s%d", k);
+        cell_clear_numbers(c);
+        TQP_CHECK(load_run(r, c, dir, suffix));
+        v[0][k] = c->ppl, v[1][k] = c->ppl_fp, v[2][k] = c->proxy_loss_mean;
+        v[3][k] = c->bpw_code, v[4][k] = c->bpw_total, v[5][k] = c->seconds;
+    }
+    c->ppl = stats(v[0], n, &c->ppl_min, &c->ppl_max);
+    c->ppl_fp = stats(v[1], n, &lo, &hi);
+    c->proxy_loss_mean = stats(v[2], n, &c->proxy_min, &c->proxy_max);
+    c->bpw_code = stats(v[3], n, &lo, &hi);
+    c->bpw_total = stats(v[4], n, &lo, &hi);
+    c->seconds = stats(v[5], n, &lo, &hi);
+    return TQP_OK;
 }
 
 tqp_status tqp_report_load(tqp_report *r, const char *dir, int allow_missing)
@@ -419,7 +491,8 @@ char *tqp_report_csv(const tqp_report *r)
 {
     sbuf b = {0};
     sb_printf(&b, "method,bits,options,ppl,proxy_loss_mean,bits_per_weight_code,"
-                  "bits_per_weight_total,quantize_seconds\n");
+                  "bits_per_weight_total,quantize_seconds,seeds,ppl_min,ppl_max,proxy_loss_min,"
+                  "proxy_loss_max\n");
     for (int i = 0; i < r->n; i++) {
         const tqp_report_cell *c = &r->cells[i];
         sb_csv(&b, c->method);
@@ -430,6 +503,11 @@ char *tqp_report_csv(const tqp_report *r)
         sb_num(&b, ",%.4f", c->bpw_code, ",");
         sb_num(&b, ",%.4f", c->bpw_total, ",");
         sb_num(&b, ",%.2f", c->seconds, ",");
+        sb_printf(&b, ",%d", r->seeds);
+        sb_num(&b, ",%.6f", c->ppl_min, ",");
+        sb_num(&b, ",%.6f", c->ppl_max, ",");
+        sb_num(&b, ",%.6g", c->proxy_min, ",");
+        sb_num(&b, ",%.6g", c->proxy_max, ",");
         sb_printf(&b, "\n");
     }
     return sb_finish(&b);
@@ -442,9 +520,16 @@ char *tqp_report_markdown(const tqp_report *r, const char *title, const char *no
     sb_printf(&b, "# %s\n\n", title);
     if (notes && *notes) sb_printf(&b, "%s\n\n", notes);
     if (isfinite(r->ppl_fp)) sb_printf(&b, "Full precision: perplexity %.6f.\n\n", r->ppl_fp);
-    sb_printf(&b, "| method | bits | perplexity | mean relative proxy loss | code bits/weight | "
+    int many = r->seeds > 1;
+    if (many)
+        sb_printf(&b, "Every cell ran %d times, with `tqp quantize --seed 0` to `--seed %d`: "
+                      "perplexity and proxy loss are the mean over the seeds, with the minimum "
+                      "and maximum in brackets; the other columns are means.\n\n",
+                  r->seeds, r->seeds - 1);
+    sb_printf(&b, "| method | bits | perplexity%s | mean relative proxy loss%s | code bits/weight | "
                   "total bits/weight | quantize wall time (s) |\n"
-                  "|---|---|---|---|---|---|---|\n");
+                  "|---|---|---|---|---|---|---|\n",
+              many ? " (min-max)" : "", many ? " (min-max)" : "");
     int missing = 0;
     for (int i = 0; i < r->n; i++) {
         const tqp_report_cell *c = &r->cells[i];
@@ -457,7 +542,11 @@ char *tqp_report_markdown(const tqp_report *r, const char *title, const char *no
             continue;
         }
         sb_num(&b, "%.4f", c->ppl, "-");
+        if (many && isfinite(c->ppl_min))
+            sb_printf(&b, " (%.4f-%.4f)", c->ppl_min, c->ppl_max);
         sb_num(&b, " | %.5f", c->proxy_loss_mean, " | -");
+        if (many && isfinite(c->proxy_min))
+            sb_printf(&b, " (%.5f-%.5f)", c->proxy_min, c->proxy_max);
         sb_num(&b, " | %.4f", c->bpw_code, " | -");
         sb_num(&b, " | %.4f", c->bpw_total, " | -");
         sb_num(&b, " | %.2f", c->seconds, " | -");
@@ -549,6 +638,8 @@ static axes make_axes(const tqp_report *r)
         xmax = fmax(xmax, c->bpw_total);
         ymin = fmin(ymin, c->ppl);
         ymax = fmax(ymax, c->ppl);
+        if (isfinite(c->ppl_min) && c->ppl_min > 0) ymin = fmin(ymin, c->ppl_min);
+        if (isfinite(c->ppl_max)) ymax = fmax(ymax, c->ppl_max);
     }
     if (isfinite(r->ppl_fp) && r->ppl_fp > 0) {
         ymin = fmin(ymin, r->ppl_fp);
@@ -704,11 +795,22 @@ char *tqp_report_svg(const tqp_report *r, const char *title)
         sb_printf(&b, "\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", color, dash);
         for (int k = 0; k < n; k++) {
             const tqp_report_cell *c = &r->cells[idx[k]];
-            svg_marker(&b, xpx(&a, c->bpw_total), ypx(&a, c->ppl), color);
+            double x = xpx(&a, c->bpw_total);
+            if (isfinite(c->ppl_min) && c->ppl_min > 0 && c->ppl_max > c->ppl_min) {
+                /* the range over the seeds: a bar with caps */
+                double y0 = ypx(&a, c->ppl_min), y1 = ypx(&a, c->ppl_max);
+                sb_printf(&b,
+                          "<path class=\"range\" d=\"M%.2f,%.2f V%.2f M%.2f,%.2f H%.2f "
+                          "M%.2f,%.2f H%.2f\" stroke=\"%s\" stroke-width=\"1.5\" fill=\"none\"/>\n",
+                          x, y0, y1, x - 4, y0, x + 4, x - 4, y1, x + 4, color);
+            }
+            svg_marker(&b, x, ypx(&a, c->ppl), color);
             sb_printf(&b, "><title>");
             sb_xml(&b, c->method);
-            sb_printf(&b, ", %d bits: perplexity %.4f at %.4f bits/weight</title></circle>\n",
-                      c->bits, c->ppl, c->bpw_total);
+            sb_printf(&b, ", %d bits: perplexity %.4f", c->bits, c->ppl);
+            if (r->seeds > 1 && isfinite(c->ppl_min))
+                sb_printf(&b, " (%d seeds: %.4f to %.4f)", r->seeds, c->ppl_min, c->ppl_max);
+            sb_printf(&b, " at %.4f bits/weight</title></circle>\n", c->bpw_total);
         }
         sb_printf(&b, "</g>\n");
         /* Its legend entry, right of the plot. */

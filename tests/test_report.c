@@ -4,6 +4,9 @@
 #include "tqp/report.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -52,6 +55,13 @@ static void test_jobs(void)
         {"RTN 2\nQuIP 2\nRTN 2 --x\n", "g.txt:3: RTN at 2 bits is already on line 1"},
         {"# only a comment\n\n", "g.txt: no cells"},
         {"", "g.txt: no cells"},
+        {"@seeds 3\nRTN 2\n@seeds 2\n", "g.txt:3: @seeds again (first on line 1)"},
+        {"@seeds 0\nRTN 2\n", "g.txt:1: expected '@seeds N' with N from 1 to 64"},
+        {"@seeds 65\nRTN 2\n", "g.txt:1: expected '@seeds N'"},
+        {"@seeds 2 3\nRTN 2\n", "g.txt:1: expected '@seeds N'"},
+        {"@seeds\nRTN 2\n", "g.txt:1: expected '@seeds N'"},
+        {"RTN 2\n  @runs 2\n", "g.txt:2: unknown directive '@runs'"},
+        {"@seeds 3\n", "g.txt: no cells"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tqp_status s = tqp_report_parse_jobs("g.txt", bad[i].text, &r);
@@ -155,9 +165,9 @@ static void test_render(void)
 
     char *csv = tqp_report_csv(&r);
     CHECK(csv && count(csv, "\n") == 6);
-    CHECK(csv && strstr(csv, "\nA|B,2,\"--x a,b\",100.000000,0.125,2.0000,2.1000,2.00\n"));
+    CHECK(csv && strstr(csv, "\nA|B,2,\"--x a,b\",100.000000,0.125,2.0000,2.1000,2.00,1,,,,\n"));
     CHECK(csv && strstr(csv, "\nC,2,\"--q=\"\"v\"\"\",50.000000,"));
-    CHECK(csv && strstr(csv, "\nD,2,,,0.125,2.0000,2.2000,2.00\n"));
+    CHECK(csv && strstr(csv, "\nD,2,,,0.125,2.0000,2.2000,2.00,1,,,,\n"));
     free(csv);
 
     char *md = tqp_report_markdown(&r, "T", "Notes here.", "x.svg");
@@ -187,9 +197,77 @@ static void test_render(void)
     tqp_report_free(&r);
 }
 
+/* "@seeds N": every cell's N summaries, mean, minimum and maximum, and their renderings. */
+static void test_seeds(void)
+{
+    tqp_report r;
+    CHECK(tqp_report_parse_jobs("s.txt", "A 2 --x\n @seeds 3 # three sign seeds\nB 3\n", &r) ==
+          TQP_OK);
+    CHECK(r.n == 2 && r.seeds == 3);
+    char dir[] = "/tmp/tqp_test_report_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    /* A: ppl 40, 50, 45 (mean 45); proxy 0.1, 0.2, 0.3.  B: the perplexity in .eval.json. */
+    static const double ppl[3] = {40, 50, 45}, proxy[3] = {0.1, 0.2, 0.3};
+    char path[256];
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/A-2-s%d.json", dir, k);
+        FILE *f = fopen(path, "w");
+        if (f) fprintf(f, "{\"command\": \"quantize\", \"bits\": 2, \"ppl_quantized\": %g, "
+                          "\"ppl_full_precision\": 5, \"proxy_loss_mean\": %g, "
+                          "\"bits_per_weight_total\": 2.05, \"seconds\": %d}", ppl[k], proxy[k], k + 1),
+                fclose(f);
+        snprintf(path, sizeof path, "%s/B-3-s%d.json", dir, k);
+        if ((f = fopen(path, "w")))
+            fprintf(f, "{\"command\": \"quantize\", \"bits\": 3, \"bits_per_weight_total\": 3.05}"),
+                fclose(f);
+        snprintf(path, sizeof path, "%s/B-3-s%d.eval.json", dir, k);
+        if ((f = fopen(path, "w"))) fprintf(f, "{\"quantized\": \"q.h5\", \"ppl\": 9}"), fclose(f);
+    }
+    CHECK(tqp_report_load(&r, dir, 0) == TQP_OK);
+    if (r.n == 2) {
+        CHECK_NEAR(r.cells[0].ppl, 45, 1e-12);
+        CHECK(r.cells[0].ppl_min == 40 && r.cells[0].ppl_max == 50);
+        CHECK_NEAR(r.cells[0].proxy_loss_mean, 0.2, 1e-12);
+        CHECK(r.cells[0].proxy_min == 0.1 && r.cells[0].proxy_max == 0.3);
+        CHECK_NEAR(r.cells[0].seconds, 2, 1e-12);
+        CHECK(r.cells[1].ppl == 9 && r.cells[1].ppl_min == 9 && r.cells[1].ppl_max == 9);
+        CHECK(r.ppl_fp == 5);
+    }
+    char *csv = tqp_report_csv(&r);
+    CHECK(csv && strstr(csv, "\nA,2,--x,45.000000,0.2,,2.0500,2.00,3,40.000000,50.000000,0.1,0.3\n"));
+    free(csv);
+    char *md = tqp_report_markdown(&r, "T", NULL, NULL);
+    CHECK(md && strstr(md, "Every cell ran 3 times"));
+    CHECK(md && strstr(md, "| A | 2 | 45.0000 (40.0000-50.0000) | 0.20000 (0.10000-0.30000) |"));
+    free(md);
+    char *svg = tqp_report_svg(&r, "T");
+    CHECK(svg && count(svg, "class=\"range\"") == 1); /* B's three runs agree: no bar */
+    CHECK(svg && strstr(svg, "(3 seeds: 40.0000 to 50.0000)"));
+    free(svg);
+    /* one seed's summary missing: an error naming it, or a missing cell */
+    snprintf(path, sizeof path, "%s/A-2-s1.json", dir);
+    remove(path);
+    CHECK(tqp_report_load(&r, dir, 0) != TQP_OK);
+    CHECK(strstr(tqp_error_message(), "A-2-s1.json"));
+    CHECK(tqp_report_load(&r, dir, 1) == TQP_OK && r.cells[0].missing && !r.cells[1].missing);
+    tqp_error_clear();
+    for (int k = 0; k < 3; k++) {
+        const char *names[] = {"A-2-s%d.json", "B-3-s%d.json", "B-3-s%d.eval.json"};
+        for (int f = 0; f < 3; f++) {
+            char name[64];
+            snprintf(name, sizeof name, names[f], k);
+            snprintf(path, sizeof path, "%s/%s", dir, name);
+            remove(path);
+        }
+    }
+    rmdir(dir);
+    tqp_report_free(&r);
+}
+
 int main(void)
 {
     test_jobs();
+    test_seeds();
     test_summaries();
     test_render();
     return check_done();

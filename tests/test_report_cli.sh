@@ -42,13 +42,13 @@ check "one line per file written" [ "$(grep -c '^wrote ' "$WORK/stdout")" = 3 ]
 for ext in csv md svg; do check "prints $R.$ext" grep -q "^wrote $R.$ext" "$WORK/stdout"; done
 
 cat > "$WORK/want.csv" <<'EOF'
-method,bits,options,ppl,proxy_loss_mean,bits_per_weight_code,bits_per_weight_total,quantize_seconds
-RTN,2,--rotation none --rounding nearest,216.387670,0.161244,2.0000,2.0297,0.05
-RTN,3,--rotation none --rounding nearest,19.568300,0.06267,3.0000,3.0297,0.05
-QuIP,2,--rotation rht --rounding ldlq,125.700725,0.089567,2.0000,2.0552,0.10
-QuIP,3,--rotation rht --rounding ldlq,21.581100,0.02779,3.0000,3.0552,0.14
-QTIP,2,--rotation rht --rounding ldlq --codebook trellis,,0.04862,2.0000,2.0552,3.41
-QTIP,3,--rotation rht --rounding ldlq --codebook trellis,9.473900,0.01303,3.0000,3.0552,3.25
+method,bits,options,ppl,proxy_loss_mean,bits_per_weight_code,bits_per_weight_total,quantize_seconds,seeds,ppl_min,ppl_max,proxy_loss_min,proxy_loss_max
+RTN,2,--rotation none --rounding nearest,216.387670,0.161244,2.0000,2.0297,0.05,1,216.387670,216.387670,0.161244,0.161244
+RTN,3,--rotation none --rounding nearest,19.568300,0.06267,3.0000,3.0297,0.05,1,19.568300,19.568300,0.06267,0.06267
+QuIP,2,--rotation rht --rounding ldlq,125.700725,0.089567,2.0000,2.0552,0.10,1,125.700725,125.700725,0.089567,0.089567
+QuIP,3,--rotation rht --rounding ldlq,21.581100,0.02779,3.0000,3.0552,0.14,1,21.581100,21.581100,0.02779,0.02779
+QTIP,2,--rotation rht --rounding ldlq --codebook trellis,,0.04862,2.0000,2.0552,3.41,1,,,0.04862,0.04862
+QTIP,3,--rotation rht --rounding ldlq --codebook trellis,9.473900,0.01303,3.0000,3.0552,3.25,1,9.473900,9.473900,0.01303,0.01303
 EOF
 check "CSV rows are the inputs" diff "$WORK/want.csv" "$R.csv"
 
@@ -176,7 +176,7 @@ check "2 ranks, missing summary: one error line" [ "$(grep -c '^tqp report: erro
   > "$WORK/stdout" 2> "$WORK/stderr"
 check "--allow-missing: runs" [ $? = 0 ]
 check "--allow-missing: warns about the cell" grep -q "warning: $D/GPTQ-3.json.*marked missing" "$WORK/stderr"
-check "--allow-missing: CSV row with empty numbers" grep -qx "GPTQ,3,--rotation none --rounding ldlq,,,,," "$WORK/out/am.csv"
+check "--allow-missing: CSV row with empty numbers" grep -qx "GPTQ,3,--rotation none --rounding ldlq,,,,,,1,,,," "$WORK/out/am.csv"
 check "--allow-missing: markdown row marked" grep -qxF "| GPTQ | 3 | missing | - | - | - | - |" "$WORK/out/am.md"
 check "--allow-missing: 7 markdown rows" [ "$(grep -c '^| [^m-]' "$WORK/out/am.md")" = 7 ]
 check "--allow-missing: stdout counts it" grep -q "(7 cells, 1 missing)" "$WORK/stdout"

@@ -10,6 +10,8 @@
 # The summaries stay in the work directory: <method>-<bits>.json from tqp quantize and
 # <method>-<bits>.eval.json from tqp eval of the quantized file, whose perplexity tqp report
 # uses when the quantize summary has no ppl_quantized; fp.json is the full-precision eval.
+# A job file line "@seeds N" runs every cell N times, tqp quantize --seed 0 .. N-1, into
+# <method>-<bits>-s<seed>.{h5,json,eval.json}; tqp report gives the mean, minimum and maximum.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${1:-jobs/ablation-stories260K.txt}
@@ -34,17 +36,24 @@ echo "ablation: Hessians (128 x 256 windows) into $WORK/h.h5" >&2
 "${MPI[@]}" "$TQP" eval --model "$MODEL" --text "$DATA/text/tinystories_eval.txt" --ctx 256 \
   --quiet --json "$WORK/fp.json" > /dev/null
 
+seeds=$(awk '{ sub(/#.*/, "") } $1 == "@seeds" { print $2; exit }' "$JOBS")
+seeds=${seeds:-1}
 while IFS= read -r line; do
   line=${line%%#*} # as tqp report reads the job file: '#' starts a comment
   read -r method bits opts <<< "$line" || true
   [ -n "${method:-}" ] || continue
-  out=$WORK/$method-$bits.h5
-  echo "ablation: $method $bits bits: tqp quantize $opts" >&2
-  "${MPI[@]}" "$TQP" quantize --model "$MODEL" --hessians "$WORK/h.h5" --bits "$bits" $opts \
-    --out "$out" --force --quiet --json "$WORK/$method-$bits.json" < /dev/null > /dev/null
-  "${MPI[@]}" "$TQP" eval --model "$MODEL" --quantized "$out" \
-    --text "$DATA/text/tinystories_eval.txt" --ctx 256 --quiet \
-    --json "$WORK/$method-$bits.eval.json" < /dev/null > /dev/null
+  [ "${method:0:1}" = "@" ] && continue # directives (@seeds)
+  for ((seed = 0; seed < seeds; seed++)); do
+    name=$method-$bits
+    [ "$seeds" -gt 1 ] && name=$name-s$seed
+    echo "ablation: $method $bits bits, seed $seed: tqp quantize $opts" >&2
+    "${MPI[@]}" "$TQP" quantize --model "$MODEL" --hessians "$WORK/h.h5" --bits "$bits" $opts \
+      --seed "$seed" --out "$WORK/$name.h5" --force --quiet --json "$WORK/$name.json" \
+      < /dev/null > /dev/null
+    "${MPI[@]}" "$TQP" eval --model "$MODEL" --quantized "$WORK/$name.h5" \
+      --text "$DATA/text/tinystories_eval.txt" --ctx 256 --quiet \
+      --json "$WORK/$name.eval.json" < /dev/null > /dev/null
+  done
 done < "$JOBS"
 
 cpu=$(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)
@@ -61,11 +70,13 @@ PER_MATRIX=${TQP_PER_MATRIX:-"GPTQ-3 QuIP-3"}
 {
   echo "| matrices quantized | $(echo $PER_MATRIX | sed 's/ / | /g') |"
   echo "|---$(for c in $PER_MATRIX; do printf '|---'; done)|"
+  suffix=""
+  [ "$seeds" -gt 1 ] && suffix=-s0 # with seeds: the first seed's files
   for only in q k v o gate up down q,k,v,o,gate,up,down; do
     row="| $only"
     for cell in $PER_MATRIX; do
-      [ -f "$WORK/$cell.h5" ] || { row="$row | -"; continue; }
-      "${MPI[@]}" "$TQP" eval --model "$MODEL" --quantized "$WORK/$cell.h5" --only "$only" \
+      [ -f "$WORK/$cell$suffix.h5" ] || { row="$row | -"; continue; }
+      "${MPI[@]}" "$TQP" eval --model "$MODEL" --quantized "$WORK/$cell$suffix.h5" --only "$only" \
         --text "$DATA/text/tinystories_eval.txt" --ctx 256 --quiet --json "$WORK/o.json" < /dev/null > /dev/null
       row="$row | $(printf '%.4f' "$(field "$WORK/o.json" ppl)")"
     done
