@@ -76,7 +76,8 @@ static void print_plan(const plan_args *a, const tqp_plan *p, const char *what,
            "x %d tokens, %d window%s per reduction; %d-bit %s",
            in->ranks, in->ranks == 1 ? "" : "s", in->nodes, in->nodes == 1 ? "" : "s",
            p->ranks_per_node, in->threads, in->threads == 1 ? "" : "s", in->nsamples, in->ctx,
-           p->batch, p->batch == 1 ? "" : "s", in->bits, in->trellis ? "trellis" : "scalar grid");
+           p->batch, p->batch == 1 ? "" : "s", in->bits,
+           in->trellis ? "trellis" : in->e8p ? "E8P lattice (QuIP#)" : "scalar grid");
     if (in->trellis) printf(" (L %d, V %d, %s)", in->L, in->V, in->V == 2 ? "hyb" : "1mad");
     printf(", rotation %s, rounding %s; quantization in %d team%s of up to %d rank%s; evaluation "
            "of %lld tokens in windows of %d\n\n",
@@ -222,7 +223,7 @@ static tqp_status write_json(const char *path, const char *what, const tqp_plan 
     cJSON_AddNumberToObject(d, "quantize_teams", p->teams);
     cJSON_AddNumberToObject(d, "quantize_team_ranks", p->team_ranks);
     cJSON_AddNumberToObject(d, "bits", in->bits);
-    cJSON_AddStringToObject(d, "codebook", in->trellis ? "trellis" : "scalar");
+    cJSON_AddStringToObject(d, "codebook", in->trellis ? "trellis" : in->e8p ? "e8p" : "scalar");
     if (in->trellis) {
         cJSON_AddNumberToObject(d, "trellis_L", in->L);
         cJSON_AddNumberToObject(d, "trellis_V", in->V);
@@ -355,11 +356,14 @@ static tqp_status build_input(plan_args *a, tqp_plan_input *in, tqp_model_format
     in->teams = a->teams;
     if (a->teams < 0) return tqp_error_set(TQP_EUSAGE, "--teams must be 0 (automatic) or positive");
     in->bits = a->bits;
-    if (!strcmp(a->codebook, "scalar") || !strcmp(a->codebook, "trellis"))
+    if (!strcmp(a->codebook, "scalar") || !strcmp(a->codebook, "trellis") ||
+        !strcmp(a->codebook, "e8p")) {
         in->trellis = !strcmp(a->codebook, "trellis");
-    else
-        return tqp_error_set(TQP_EUSAGE, "--codebook must be scalar or trellis, got '%s'",
+        in->e8p = !strcmp(a->codebook, "e8p");
+    } else {
+        return tqp_error_set(TQP_EUSAGE, "--codebook must be scalar, trellis or e8p, got '%s'",
                              a->codebook);
+    }
     in->L = a->L;
     in->V = a->V;
     in->rounding = tqp_rounding_parse(a->rounding);
@@ -416,7 +420,7 @@ tqp_status tqp_cmd_plan(int argc, char **argv)
         {"--teams", TQP_OPT_INT, &a.teams, "0", "T",
          "quantization teams, as tqp quantize --teams (0: its default)", 0, 0, 1 << 20},
         {"--bits", TQP_OPT_INT, &a.bits, "2", "K", "bits per weight: 2, 3 or 4"},
-        {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "scalar or trellis"},
+        {"--codebook", TQP_OPT_STRING, &a.codebook, "scalar", "C", "scalar, trellis or e8p"},
         {"--rounding", TQP_OPT_STRING, &a.rounding, "ldlq", "R", "ldlq or nearest"},
         {"--rotation", TQP_OPT_STRING, &a.rotation, "rht", "R", "rht, kron or none"},
         {"--trellis-L", TQP_OPT_INT, &a.L, "16", "L", "trellis state bits"},

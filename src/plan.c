@@ -19,6 +19,7 @@
 #include "tqp/io.h"
 #include "tqp/mpiutil.h"
 #include "tqp/tcq.h"
+#include "tqp/e8p.h"
 #include "tqp/trellis.h"
 
 /* ---- names ---- */
@@ -82,6 +83,9 @@ void tqp_plan_rates_default(tqp_plan_rate r[TQP_RATE_COUNT])
                              "results/trellis_bench.md: hyb SIMD bound, AVX-512"},
         [TQP_RATE_DECODE] = {"decode_wps", "weights/s", "unpacking codes (evaluation)", 8.36e8,
                              "results/trellis_bench.md: 1mad decode, 1 core"},
+        [TQP_RATE_E8P] = {"e8p_wps", "weights/s",
+                          "E8P nearest-point search, one stage (3 and 4 bits: two)", 5.57e6,
+                          "results/e8p_bench.md: tqp bench trellis, 2 bits, 1 core (AMD EPYC)"},
         [TQP_RATE_NET] = {"net_gbs", "GB/s", "MPI traffic, per node link", 12.5,
                           "assumed: one 100 Gb/s link per node (not measured)"},
         [TQP_RATE_SHM] = {"shm_gbs", "GB/s",
@@ -256,17 +260,24 @@ static void layer_weights(const tqp_plan_input *in, tqp_plan_mem *m)
          "4 x %.4g layer parameters", lp);
 }
 
-/* Rows of matrix (m rows) that rank r quantizes: whole 16-row bands for the trellis. */
+/* The codebook's tile: rows per band and columns per block (16 trellis, 8 E8P, 1 scalar). */
+static int tile_of(const tqp_plan_input *in)
+{
+    return in->trellis ? TQP_TCQ_TILE : in->e8p ? TQP_E8P_TILE : 1;
+}
+
+/* Rows of matrix (m rows) that rank r quantizes: whole bands of the codebook's tile. */
 static int64_t my_rows(const tqp_plan_input *in, int64_t m, int r)
 {
     long b, e;
-    if (!in->trellis) {
+    int t = tile_of(in);
+    if (t == 1) {
         tqp_partition((long)m, in->ranks, r, &b, &e);
         return e - b;
     }
-    long nb = (long)((m + TQP_TCQ_TILE - 1) / TQP_TCQ_TILE);
+    long nb = (long)((m + t - 1) / t);
     tqp_partition(nb, in->ranks, r, &b, &e);
-    int64_t r0 = (int64_t)b * TQP_TCQ_TILE, r1 = (int64_t)e * TQP_TCQ_TILE;
+    int64_t r0 = (int64_t)b * t, r1 = (int64_t)e * t;
     return (r1 < m ? r1 : m) - (r0 < m ? r0 : m);
 }
 
@@ -287,6 +298,7 @@ static double trellis_bytes(int64_t m, int64_t n, int K)
 
 static double code_bytes(const tqp_plan_input *in, int64_t m, int64_t n)
 {
+    if (in->e8p) return (double)m * (double)((n + TQP_E8P_TILE - 1) / TQP_E8P_TILE) * in->bits;
     return in->trellis ? trellis_bytes(m, n, in->bits)
                        : (double)(((int64_t)m * n * in->bits + 7) / 8);
 }
@@ -610,7 +622,7 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     int pr, pc;
     tqp_chol_grid_shape(P, &pr, &pc);
     int64_t mloc = numroc(n, TQP_CHOL_DEFAULT_NB, r / pc, pr), nloc = numroc(n, TQP_CHOL_DEFAULT_NB, r % pc, pc);
-    int tile = in->trellis ? TQP_TCQ_TILE : 1;
+    int tile = tile_of(in);
     if (ldlq) {
         long h0, h1;
         tqp_partition((long)n, P, r, &h0, &h1);
@@ -649,7 +661,7 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
              "8 x (%lld rows x n + blocks)", (long long)rows);
     item(&q, TQP_MEM_SCRATCH, 8.0 * (dm > dn ? dm : dn) + rot_side_bytes(in, m, n),
          "rotation workspace", "8 max(m, n)");
-    item(&q, TQP_MEM_CODES, (in->trellis ? code_bytes(in, rows, n) : (double)rows * dn) + 16.0 * rows,
+    item(&q, TQP_MEM_CODES, (tile > 1 ? code_bytes(in, rows, n) : (double)rows * dn) + 16.0 * rows,
          "own codes and losses (allocated)", "%lld rows", (long long)rows);
     mem_sum(&q);
     keep_max(best, &q);
@@ -657,7 +669,7 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     mem_start(&q, r, "%s: rounding", mat_names[i]);
     item(&q, TQP_MEM_HESSIANS, H, "my rows of the rotated mean H", "8 x %lld rows x n",
          (long long)hr);
-    int panel = in->trellis ? TQP_TCQ_TILE : 32;
+    int panel = tile > 1 ? tile : 32;
     if (ldlq) {
         item(&q, TQP_MEM_FACTOR, fac, "factor, ScaLAPACK local block", "8 x %lld x %lld",
              (long long)mloc, (long long)nloc);
@@ -670,7 +682,12 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     double rows_b = rows < 64 ? (double)rows : 64.0;
     item(&q, TQP_MEM_SCRATCH, 8.0 * (32 + rows_b) * dn, "reproducible BLAS packing",
          "8 x (32 + %.0f) x n", rows_b);
-    if (!in->trellis) {
+    if (in->e8p) {
+        item(&q, TQP_MEM_CODES, code_bytes(in, rows, n) + 16.0 * rows, "own codes (bands of 8)",
+             "%lld rows x n / 8 x K bytes", (long long)rows);
+        item(&q, TQP_MEM_SCRATCH, 4.0 * TQP_E8P_CODES * TQP_E8P_DIM + 16384, "E8P point tables",
+             "4 x 2^16 x 8 + residual stage");
+    } else if (!in->trellis) {
         item(&q, TQP_MEM_CODES, 5.0 * rows * dn + 16.0 * rows + 8,
              "own codes (32-bit while rounding, then 1 byte)", "5 x %lld rows x n", (long long)rows);
     } else {
@@ -694,12 +711,12 @@ static void quantize_matrix_memory(const tqp_plan_input *in, int i, int r, tqp_p
     if (r == 0) {
         mem_start(&q, r, "%s: codes gathered and packed (rank 0)", mat_names[i]);
         group_held(&q, H, hr, ldlq ? fac : 0, mloc, nloc, diag, tile);
-        if (!in->trellis && n * in->bits % 8 == 0) { /* rows start on bytes: packed per rank */
+        if (tile == 1 && n * in->bits % 8 == 0) { /* rows start on bytes: packed per rank */
             item(&q, TQP_MEM_CODES, 1.0 * rows * dn + 16.0 * rows + code_bytes(in, rows, n),
                  "own codes (1 byte) and packed", "%lld rows x n x (1 + K / 8)", (long long)rows);
             item(&q, TQP_MEM_CODES, code_bytes(in, m, n) + 16.0 * dm, "gathered stream (rank 0)",
                  "m n K / 8");
-        } else if (!in->trellis) {
+        } else if (tile == 1) {
             item(&q, TQP_MEM_CODES, 1.0 * rows * dn + 16.0 * rows, "own codes (1 byte)",
                  "%lld rows x n", (long long)rows);
             item(&q, TQP_MEM_CODES, dm * dn + 16.0 * dm, "gathered codes (rank 0)", "m n");
@@ -799,7 +816,7 @@ static void eval_memory(const tqp_plan_input *in, int r, tqp_plan_mem *best)
         item(&e, TQP_MEM_WEIGHTS, 8 * widest, "decoding buffer (float64)",
              "8 x largest matrix so far");
         item(&e, TQP_MEM_CODES, code_bytes(in, m, n), "packed codes read", "m n K / 8");
-        if (!in->trellis) item(&e, TQP_MEM_CODES, 4 * cnt, "32-bit codes", "4 m n");
+        if (!in->trellis && !in->e8p) item(&e, TQP_MEM_CODES, 4 * cnt, "32-bit codes", "4 m n");
         if (in->rotation != TQP_ROT_NONE)
             item(&e, TQP_MEM_SCRATCH, 8 * cnt + rot_side_bytes(in, m, n), "rotation transpose",
                  "8 m n");
@@ -946,7 +963,7 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
     double all_layers = c->n_layers, layers = ceil(all_layers / T), P = in->ranks,
            rpn = p->ranks_per_node;
     int th = in->threads > 0 ? in->threads : 1, ldlq = in->rounding == TQP_ROUND_LDLQ;
-    double read = 0, rot[3] = {0, 0, 0}, chol = 0, ared = 0, l2 = 0, loss = 0, blk = 0, vit = 0,
+    double read = 0, rot[3] = {0, 0, 0}, chol = 0, ared = 0, l2 = 0, loss = 0, blk = 0, vit = 0, e8s = 0,
            gat = 0, wr = 0, net = 0, w[3];
     double away = in->ranks > 1 ? (P - 1) / P : 0; /* share of a transpose that leaves a rank */
     for (int g = 0; g < TQP_GROUP_COUNT; g++) {
@@ -974,22 +991,27 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
         double share = rows / m;
         tqp_plan_rotation_work(in->rotation, pm->m, pm->n, w);
         double rw = rot_seconds(in, pm->m, pm->n) * share;
-        double r2 = ldlq && !in->trellis ? rows * n * n : 0, rl = rows * 4 * n * n;
-        double rb = in->trellis && ldlq ? rows * n * n : 0;
+        int blockwise = in->trellis || in->e8p;
+        double r2 = ldlq && !blockwise ? rows * n * n : 0, rl = rows * 4 * n * n;
+        double rb = blockwise && ldlq ? rows * n * n : 0;
         double rv = in->trellis ? rows * n : 0;
-        double bytes = code_bytes(in, pm->m, pm->n), cb = in->trellis ? bytes : m * n;
+        /* E8P: one nearest-point search per 8 weights, two with the residual stage */
+        double re = in->e8p ? rows * n * (in->bits > 2 ? 2 : 1) : 0;
+        double bytes = code_bytes(in, pm->m, pm->n), cb = blockwise ? bytes : m * n;
         for (int k = 0; k < 3; k++) rot[k] += layers * w[k] * share;
         if (in->rotation != TQP_ROT_NONE) net += layers * rpn * 2 * 8 * m * n * share * away;
         l2 += layers * r2;
         loss += layers * rl;
         blk += layers * rb / th;
         vit += layers * rv / th;
+        e8s += layers * re / th;
         gat += in->ranks > 1 ? layers * cb : 0;
         wr += all_layers * bytes;
         double sec = rw + r2 / (rate(in, TQP_RATE_LEVEL2) * 1e9) +
                      rl / (rate(in, TQP_RATE_DENSE) * 1e9) +
                      rb / th / (rate(in, TQP_RATE_DENSE) * 1e9) +
-                     (in->trellis ? rv / th / trellis_rate(in, 0) : 0);
+                     (in->trellis ? rv / th / trellis_rate(in, 0) : 0) +
+                     re / th / rate(in, TQP_RATE_E8P);
         pm->seconds = sec;
         if (in->trellis) {
             pm->tiles = ceil(m / TQP_TCQ_TILE) * ceil(n / TQP_TCQ_TILE);
@@ -1019,9 +1041,12 @@ static void quantize_time(tqp_plan *p, tqp_plan_phase_result *ph)
              l2 / (rate(in, TQP_RATE_LEVEL2) * 1e9));
     step(ph, "proxy loss (2 products with H per row)", loss, "flop", TQP_RATE_DENSE,
          loss / (rate(in, TQP_RATE_DENSE) * 1e9));
-    if (in->trellis && ldlq)
+    if ((in->trellis || in->e8p) && ldlq)
         step(ph, "BlockLDLQ feedback (dgemm per tile)", blk, "flop", TQP_RATE_DENSE,
              blk / (rate(in, TQP_RATE_DENSE) * 1e9));
+    if (in->e8p)
+        step(ph, "E8P nearest-point searches (own bands)", e8s, "weights", TQP_RATE_E8P,
+             e8s / rate(in, TQP_RATE_E8P));
     if (in->trellis)
         step(ph, "Viterbi, tail-biting (own bands)", vit, "weights",
              in->V == 2 ? TQP_RATE_TRELLIS2 : TQP_RATE_TRELLIS1, vit / trellis_rate(in, 0));

@@ -142,6 +142,53 @@ static void viterbi_and_time(void)
     CHECK_NEAR(p.params, 5 * layer_params + 512.0 * 64 + 64, 0);
 }
 
+/* E8P: bands of 8 rows, m ceil(n / 8) K bytes of codes, BlockLDLQ feedback, and one nearest-
+ * point search per weight (two with the residual stage at 3 and 4 bits) at the e8p rate. */
+static const tqp_plan_step *find_step(const tqp_plan_phase_result *ph, const char *prefix)
+{
+    for (int i = 0; i < ph->n_steps; i++)
+        if (!strncmp(ph->steps[i].name, prefix, strlen(prefix))) return &ph->steps[i];
+    return NULL;
+}
+
+static void e8p_plan(void)
+{
+    for (int bits = 2; bits <= 4; bits++) {
+        tqp_plan_input in = input(stories(), 1);
+        in.e8p = 1, in.bits = bits, in.rotation = TQP_ROT_RHT;
+        tqp_plan p;
+        CHECK(tqp_plan_compute(&in, &p) == TQP_OK);
+        const tqp_plan_phase_result *q = &p.phase[TQP_PHASE_QUANTIZE];
+        const tqp_plan_step *st = find_step(q, "E8P nearest-point searches");
+        CHECK(st != NULL && st->rate == TQP_RATE_E8P);
+        double searches = 226560.0 * (bits > 2 ? 2 : 1); /* all 35 matrices, one rank */
+        if (st) CHECK_NEAR(st->seconds, searches / in.rates[TQP_RATE_E8P].value, 1e-12);
+        CHECK(find_step(q, "BlockLDLQ feedback") != NULL);
+        CHECK(find_step(q, "LDLQ feedback per row") == NULL);
+        CHECK(find_step(q, "Viterbi") == NULL);
+        /* evaluation: down (64 x 172) is read as 64 x 22 codes of `bits` bytes, no 32-bit copy */
+        tqp_plan_mem m;
+        tqp_plan_rank_memory(&in, TQP_PHASE_EVAL, 0, &m);
+        int packed = 0, wide = 0;
+        for (int i = 0; i < m.n_items; i++) {
+            if (!strcmp(m.items[i].name, "packed codes read"))
+                packed = m.items[i].bytes == 64.0 * 22 * bits;
+            if (!strcmp(m.items[i].name, "32-bit codes")) wide = 1;
+        }
+        CHECK_MSG(packed && !wide, "e8p %d bits: evaluation's codes", bits);
+    }
+    /* 3 ranks: the 64 rows of q are 8 bands, 3 + 3 + 2: rank 0's codes are 24 rows */
+    tqp_plan_input in = input(stories(), 3);
+    in.e8p = 1;
+    tqp_plan_mem m;
+    tqp_plan_matrix_memory(&in, 0, 0, &m);
+    int found = 0;
+    for (int i = 0; i < m.n_items; i++)
+        if (!strcmp(m.items[i].name, "own codes (bands of 8)"))
+            found = m.items[i].bytes == 24.0 * 8 * 2 + 16.0 * 24;
+    CHECK_MSG(found, "e8p: rank 0's share of q in bands of 8");
+}
+
 static void scaling_70b(void)
 {
     tqp_config c = {.dim = 8192, .hidden_dim = 28672, .n_layers = 80, .n_heads = 64,
@@ -264,6 +311,7 @@ int main(void)
     quantize_ranks();
     eval_ranks();
     viterbi_and_time();
+    e8p_plan();
     scaling_70b();
     bad_input();
     return check_done();

@@ -70,6 +70,13 @@ for P in 1 4 16 64; do
 done
 check "8 nodes: per node = 8 ranks' worth" [ "$("$TQP" plan --synthetic --ranks 64 --nodes 8 --ctx 4096 --json "$WORK/n8.json" > /dev/null; json "$WORK/n8.json" ranks_per_node)" = 8 ]
 
+# E8P: the codebook named, and its searches priced at the e8p rate
+"$TQP" plan --config "$MODEL" --ranks 2 --codebook e8p --bits 3 --json "$WORK/e.json" > "$WORK/e.out"
+check "e8p plan runs" [ $? = 0 ]
+check "e8p plan names the codebook" grep -q "3-bit E8P lattice" "$WORK/e.out"
+check "e8p plan has the search step" grep -q "E8P nearest-point searches" "$WORK/e.out"
+check "e8p JSON codebook" grep -q '"codebook":[[:space:]]*"e8p"' "$WORK/e.json"
+
 # trellis: the Viterbi count, 2 passes x 2^L states x 256 / V steps per tile, 4 ops per
 # state-step (subtract, multiply, add, min) and a permute per 2^KV = 4 vectors at K = 2
 "$TQP" plan --config "$MODEL" --ranks 2 --codebook trellis --trellis-L 12 --json "$WORK/t.json" > "$WORK/t.out"

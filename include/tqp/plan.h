@@ -64,6 +64,7 @@ typedef enum {
     TQP_RATE_BOUND1,   // weights/s per core, SIMD bound of the encoder, V = 1, L = 16
     TQP_RATE_BOUND2,   // weights/s per core, SIMD bound, V = 2
     TQP_RATE_DECODE,   // weights/s per core, unpacking codes
+    TQP_RATE_E8P,      // weights/s per core, E8P nearest-point search (one stage)
     TQP_RATE_NET,      // GB/s per node link (assumed)
     TQP_RATE_SHM,      // GB/s per rank, Hessian reductions among the ranks of one node
     TQP_RATE_FS,       // GB/s aggregate file system (assumed)
@@ -98,6 +99,7 @@ typedef struct {
     int teams;           // quantization teams asked (0: tqp quantize's default)
     int bits;            // K
     int trellis;         // 0: scalar grid, 1: trellis
+    int e8p;             // 1: E8P lattice codebook (trellis 0): bands of 8 rows, BlockLDLQ b = 8
     int L, V;            // trellis state bits and weights per step
     tqp_rounding rounding;
     tqp_rot_kind rotation;
