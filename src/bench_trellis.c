@@ -1,15 +1,15 @@
 /* `tqp bench trellis`: quality and speed of the trellis codes, in one table from one run.
  *
  * Quality: mean squared error on i.i.d. N(0, 1) samples for each code at K = 2, 3, 4, L = 16
- * (best of five scales 0.85-1.05 x the RMS match, chosen on the first 64 sequences and then
- * measured on all), beside the rate-distortion bound 2^-2K and scalar Lloyd-Max.
+ * (best of seven scales, rho = 0.87 to 1.18, chosen on the first 64 sequences and then
+ * measured on all, and reported), beside the rate-distortion bound 2^-2K and scalar Lloyd-Max.
  * Speed: weights/s of the fast encoder (two Viterbi passes per sequence, tail-biting) on one
  * core and on all ranks, and of the reference encoder in the same run; and the SIMD lower
  * bound: the kernel's arithmetic vector instructions per weight over the measured rate of
  * independent vector additions (of the kernel's width) on this core.  Decoding speed (unpack +
  * table lookups, one core) is reported beside it.  E8P, QuIP#'s 8-dimensional lattice codebook
  * (3 and 4 bits with its residual stage), is measured on the same samples (MSE at the best of
- * five scales around its default rho, and the speed of its exact nearest-point search). */
+ * five scales around its Gaussian rho, and the speed of its exact nearest-point search). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +70,9 @@ static double mse_all(MPI_Comm comm, const tqp_trellis *t, const float *x, long 
 static double best_scale(MPI_Comm comm, const tqp_trellis *t, const float *x, long nseq,
                          double *mse)
 {
-    static const double f[5] = {0.85, 0.9, 0.95, 1.0, 1.05};
+    static const double f[7] = {0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15}; /* rho = 1 / f */
     double best = 1, be = INFINITY;
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 7; k++) {
         double a = f[k] / t->rms, e = mse_all(comm, t, x, nseq < 64 ? nseq : 64, a);
         if (e < be) be = e, best = a;
     }
@@ -84,7 +84,7 @@ static double best_scale(MPI_Comm comm, const tqp_trellis *t, const float *x, lo
 typedef struct {
     const char *code;
     int K, V;
-    double mse, scale;
+    double mse, scale, rho; // rho: the scale as s = RMS / (RMS(code) rho)
 } mse_row;
 
 typedef struct {
@@ -134,7 +134,7 @@ static void speed(MPI_Comm comm, tqp_trellis *t, int nseq, speed_row *row)
 }
 
 /* E8P (QuIP#'s lattice codebook; 3 and 4 bits with its residual stage): the MSE of the exact
- * encoder on the same samples at the best of five scales around the codebook's default rho
+ * encoder on the same samples at the best of five scales around the codebook's Gaussian rho
  * (x 0.94 .. 1.06), and the 2-bit search's weights/s on one core. */
 typedef struct {
     double mse[5], rho[5], wps; // by bits 2 .. 4
@@ -202,7 +202,7 @@ static void e8p_bench(const float *x, long n, e8p_row *r)
     for (int bits = 2; bits <= 4; bits++) {
         r->mse[bits] = INFINITY;
         for (int i = 0; i < 5; i++) {
-            double rho = cb->default_rho(bits) * f[i], e = e8p_mse(x, n, bits, rho);
+            double rho = cb->gaussian_rho(bits) * f[i], e = e8p_mse(x, n, bits, rho);
             if (e < r->mse[bits]) r->mse[bits] = e, r->rho[bits] = rho;
         }
     }
@@ -215,17 +215,18 @@ static void e8p_bench(const float *x, long n, e8p_row *r)
 static void print_tables(const mse_row *m, int nm, const speed_row *sp, int ns, int P, long n,
                          const e8p_row *e8)
 {
-    printf("Trellis codes, L = 16, T = 256: MSE on %ld i.i.d. N(0,1) samples (best of 5 scales)\n\n",
-           n);
-    printf("| code | K | V | MSE | bound 2^-2K | MSE / bound | scalar Lloyd-Max |\n");
-    printf("|---|---|---|---|---|---|---|\n");
+    printf("Trellis codes, L = 16, T = 256: MSE on %ld i.i.d. N(0,1) samples (best of 7 scales, "
+           "rho 0.87-1.18; E8P: 5 around its default)\n\n", n);
+    printf("| code | K | V | MSE | bound 2^-2K | MSE / bound | scalar Lloyd-Max | best rho |\n");
+    printf("|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < nm; i++)
-        printf("| %s | %d | %d | %.5f | %.5f | %.3f | %.5f |\n", m[i].code, m[i].K, m[i].V,
-               m[i].mse, pow(2, -2.0 * m[i].K), m[i].mse / pow(2, -2.0 * m[i].K),
-               lloyd_max[m[i].K]);
+        printf("| %s | %d | %d | %.5f | %.5f | %.3f | %.5f | %.3f |\n", m[i].code, m[i].K,
+               m[i].V, m[i].mse, pow(2, -2.0 * m[i].K), m[i].mse / pow(2, -2.0 * m[i].K),
+               lloyd_max[m[i].K], m[i].rho);
     for (int K = 2; K <= 4; K++)
-        printf("| e8p (QuIP#, rho %.3f) | %d | 8 | %.5f | %.5f | %.3f | %.5f |\n", e8->rho[K], K,
-               e8->mse[K], pow(2, -2.0 * K), e8->mse[K] / pow(2, -2.0 * K), lloyd_max[K]);
+        printf("| e8p (QuIP#, rho %.3f) | %d | 8 | %.5f | %.5f | %.3f | %.5f | %.3f |\n",
+               e8->rho[K], K, e8->mse[K], pow(2, -2.0 * K), e8->mse[K] / pow(2, -2.0 * K),
+               lloyd_max[K], e8->rho[K]);
     printf("\nE8P nearest-point search (exact, 2^16 points): %.3g weights/s, 1 core\n", e8->wps);
     if (e8->ldlq_wps[2] > 0)
         printf("E8P BlockLDLQ coder (search + feedback, %d x %d, 8-column blocks), 1 core: "
@@ -271,6 +272,7 @@ static tqp_status write_json(const char *path, const mse_row *m, int nm, const s
         cJSON_AddNumberToObject(e, "V", m[i].V);
         cJSON_AddNumberToObject(e, "L", 16);
         cJSON_AddNumberToObject(e, "mse", m[i].mse);
+        cJSON_AddNumberToObject(e, "rho", m[i].rho);
         cJSON_AddNumberToObject(e, "bound", pow(2, -2.0 * m[i].K));
         cJSON_AddItemToArray(a, e);
     }
@@ -332,6 +334,7 @@ tqp_status tqp_bench_trellis(int argc, char **argv)
             if (st != TQP_OK) break;
             m[nm] = (mse_row){tqp_tcode_name(codes[c].code), K, codes[c].V, 0, 0};
             m[nm].scale = best_scale(MPI_COMM_WORLD, t, x, nseq, &m[nm].mse);
+            m[nm].rho = 1.0 / (m[nm].scale * t->rms);
             if (rank == 0)
                 fprintf(stderr, "bench trellis: %s K=%d MSE %.5f\n", m[nm].code, K, m[nm].mse);
             nm++;

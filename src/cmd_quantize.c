@@ -32,6 +32,7 @@
  * event log OUT.events.jsonl (include/tqp/events.h).
  */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +48,13 @@
 #include "tqp/quantize.h"
 #include "tqp/threads.h"
 #include "tqp/tcq.h"
+#include "tqp/trellis.h"
 
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
-    const char *codebook, *seed, *code, *eval_text, *validate_on;
+    const char *codebook, *seed, *code, *eval_text, *validate_on, *rho;
     int nsamples, ctx, bits, quiet, force, tL, tV, threads, eval_ctx, teams;
-    double damp, rho;
+    double damp;
 } quant_args;
 
 static tqp_status parse(const quant_args *a, tqp_quant_options *o)
@@ -64,7 +66,14 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
     o->rounding = tqp_rounding_parse(a->rounding);
     o->cb = tqp_codebook_find(a->codebook);
     o->damp = a->damp;
-    o->rho = a->rho;
+    if (!strcmp(a->rho, "auto")) {
+        o->rho = TQP_RHO_AUTO;
+    } else {
+        o->rho = strtod(a->rho, &end);
+        if (end == a->rho || *end || !isfinite(o->rho) || o->rho < 0 || o->rho > 10)
+            return tqp_error_set(TQP_EUSAGE, "--scale-rho '%s': a number in [0, 10] or auto",
+                                 a->rho);
+    }
     o->progress = !a->quiet;
     o->threads = a->threads;
     o->teams = a->teams;
@@ -89,8 +98,6 @@ static tqp_status parse(const quant_args *a, tqp_quant_options *o)
                              o->cb->min_bits, o->cb->max_bits);
     if (!(o->damp > 0) || o->damp > 10)
         return tqp_error_set(TQP_EUSAGE, "--damp must be in (0, 10]");
-    if (o->rho < 0 || o->rho > 10)
-        return tqp_error_set(TQP_EUSAGE, "--scale-rho must be in [0, 10]");
     if (!a->hessians == !(a->text || a->tokens))
         return tqp_error_set(TQP_EUSAGE,
                              "give --hessians FILE, or --text/--tokens to collect "
@@ -119,10 +126,13 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     cJSON_AddStringToObject(d, "rounding", tqp_rounding_name(o->rounding));
     cJSON_AddStringToObject(d, "codebook", o->cb->name);
     cJSON_AddNumberToObject(d, "damp", o->damp);
-    cJSON_AddNumberToObject(d, "scale_rho",
-                            o->rho > 0                             ? o->rho
-                            : TQP_CB_IS(o->cb, TQP_CB_TRELLIS) ? 1.0
-                                                               : o->cb->default_rho(o->bits));
+    if (o->rho == TQP_RHO_AUTO)
+        cJSON_AddStringToObject(d, "scale_rho", "auto");
+    else
+        cJSON_AddNumberToObject(d, "scale_rho",
+                                o->rho > 0                         ? o->rho
+                                : TQP_CB_IS(o->cb, TQP_CB_TRELLIS) ? tqp_trellis_default_rho(o->bits)
+                                                                   : o->cb->default_rho(o->bits));
     if (o->tcq) {
         const tqp_trellis *t = tqp_tcq_base(o->tcq);
         cJSON_AddStringToObject(d, "trellis_code", tqp_tcode_name(t->code));
@@ -175,6 +185,25 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     return d;
 }
 
+/* --scale-rho auto: the matrices searched in this run, their candidates, the extra rounding
+ * seconds, and the least and greatest ρ chosen. */
+typedef struct {
+    int mats, candidates;
+    double seconds, rho_min, rho_max;
+} rho_search;
+
+static rho_search search_of(const tqp_quant_result *r)
+{
+    rho_search x = {0, 0, 0, INFINITY, -INFINITY};
+    for (int i = 0; r->mats && i < r->n_mats; i++) {
+        const tqp_qmat_info *m = &r->mats[i];
+        if (m->rho_candidates <= 0) continue;
+        x.mats++, x.candidates = m->rho_candidates, x.seconds += m->rho_search_seconds;
+        x.rho_min = fmin(x.rho_min, m->rho), x.rho_max = fmax(x.rho_max, m->rho);
+    }
+    return x;
+}
+
 static void add_summary(cJSON *d, const tqp_quant_result *r)
 {
     cJSON_AddNumberToObject(d, "bits_per_weight_code", r->bpw_code);
@@ -194,6 +223,17 @@ static tqp_status write_json(const quant_args *a, cJSON *d, const tqp_quant_resu
     cJSON_AddNumberToObject(d, "seconds", seconds);
     cJSON_AddNumberToObject(d, "seconds_quantize", r->seconds);
     cJSON_AddNumberToObject(d, "quantize_largest_allocation_bytes", r->largest_alloc);
+    /* the ρ search of this run (not in the file: its seconds vary, and a resumed run searched
+     * only the layers it did; every matrix's ρ is in the file) */
+    rho_search x = search_of(r);
+    if (x.mats) {
+        cJSON *o = cJSON_AddObjectToObject(d, "scale_rho_search");
+        cJSON_AddNumberToObject(o, "matrices", x.mats);
+        cJSON_AddNumberToObject(o, "candidates", x.candidates);
+        cJSON_AddNumberToObject(o, "extra_seconds", x.seconds);
+        cJSON_AddNumberToObject(o, "rho_min", x.rho_min);
+        cJSON_AddNumberToObject(o, "rho_max", x.rho_max);
+    }
     cJSON *mats = cJSON_AddArrayToObject(d, "matrices");
     for (int i = 0; i < r->n_mats; i++) {
         const tqp_qmat_info *q = &r->mats[i];
@@ -270,6 +310,11 @@ static void print_summary(const quant_args *a, const tqp_quant_options *o,
            "unquantized parameters; %d rank%s, %.2f s\n",
            r->bpw_code, r->bpw_total, r->proxy_mean, (long long)r->plain_params, P,
            P == 1 ? "" : "s", r->seconds);
+    rho_search x = search_of(r);
+    if (x.mats)
+        printf("scale search (--scale-rho auto): %d candidates for each of %d matrices, rho %.4g "
+               "to %.4g chosen; %.2f s of extra rounding\n",
+               x.candidates, x.mats, x.rho_min, x.rho_max, x.seconds);
     fflush(stdout);
 }
 
@@ -492,8 +537,9 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "one per layer); the output does not depend on it", 0, 0, 1 << 20},
         {"--damp", TQP_OPT_DOUBLE, &a.damp, "0.01", "SIGMA",
          "relative damping of H (doubled on each failed factorization)", 0, 0, 1e6},
-        {"--scale-rho", TQP_OPT_DOUBLE, &a.rho, "0", "RHO",
-         "scale s = RMS(W)/(RMS(codebook) rho); 0: the codebook's Gaussian-optimal rho", 0, 0, 1e3},
+        {"--scale-rho", TQP_OPT_STRING, &a.rho, "0", "RHO|auto",
+         "scale s = RMS(W)/(RMS(codebook) rho), rho in [0, 10]; 0: the codebook's default for "
+         "the bit width; auto: per matrix, the least proxy loss of 5 values around it"},
         {"--seed", TQP_OPT_STRING, &a.seed, "0", "S", "run seed for signs and rotations"},
         {"--eval-text", TQP_OPT_IN_FILES, &a.eval_text, NULL, "PATH",
          "validate: perplexity of the full-precision and the quantized model on this text"},

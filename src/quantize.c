@@ -275,7 +275,7 @@ static int64_t *row_offsets(const qctx *q, int64_t m);
 /* Rank 0: the matrix's record from the gathered (loss, base) pairs. */
 static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, group_state *gs,
                         double scale, double rho, const double *all_lb, double code_bits,
-                        tqp_qmat_info *info)
+                        const double search[2], tqp_qmat_info *info)
 {
     const tqp_quant_options *o = q->o;
     double L = 0, B = 0;
@@ -287,7 +287,8 @@ static void matrix_info(const qctx *q, int64_t m, int n, uint64_t seed_out, grou
                             .proxy_rel = B > 0 ? L / B : 0, .code_bits = code_bits,
                             .resid_scale = TQP_CB_IS(o->cb, TQP_CB_E8P)
                                                ? tqp_e8p_resid_scale(o->bits)
-                                               : 0};
+                                               : 0,
+                            .rho_candidates = (int)search[0], .rho_search_seconds = search[1]};
     info->total_bits = tqp_qmat_total_bits(info);
 }
 
@@ -446,6 +447,99 @@ static tqp_status gather_codes(const qctx *q, codes_form f, int64_t m, int n, co
     return rc == MPI_SUCCESS ? TQP_OK : tqp_error_set(TQP_EMPI, "quantize: gather failed");
 }
 
+const double tqp_rho_factors[TQP_RHO_CANDIDATES] = {0.88, 0.94, 1.0, 1.06, 1.12};
+
+/* The whole matrix's proxy loss from every rank's (loss, base) pairs of its `rows` rows: the
+ * losses gathered in row order (ranks hold consecutive rows) and summed in that order, the same
+ * bits on every rank whatever the rank count. */
+static tqp_status total_loss(const qctx *q, long rows, const double *lb, double *out)
+{
+    int *cnt = tqp_malloc(sizeof(int) * 2 * (size_t)q->P), *dsp = cnt ? cnt + q->P : NULL;
+    int mine = (int)(2 * rows);
+    tqp_status s = cnt ? TQP_OK : TQP_ENOMEM;
+    s = tqp_mpi_agree(q->comm, s);
+    if (s != TQP_OK) {
+        free(cnt);
+        return s;
+    }
+    long total = 0;
+    int rc = MPI_Allgather(&mine, 1, MPI_INT, cnt, 1, MPI_INT, q->comm);
+    for (int p = 0; rc == MPI_SUCCESS && p < q->P; p++) dsp[p] = (int)total, total += cnt[p];
+    double *all = rc == MPI_SUCCESS ? tqp_malloc(sizeof(double) * (size_t)(total + 1)) : NULL;
+    s = tqp_mpi_agree(q->comm, rc != MPI_SUCCESS ? TQP_EMPI : all ? TQP_OK : TQP_ENOMEM);
+    if (s == TQP_OK &&
+        MPI_Allgatherv(lb, mine, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, q->comm) != MPI_SUCCESS)
+        s = tqp_error_set(TQP_EMPI, "quantize: gathering the proxy losses failed");
+    double L = 0;
+    for (long i = 0; s == TQP_OK && i < total; i += 2) L += all[i];
+    *out = L;
+    free(all), free(cnt);
+    return tqp_mpi_agree(q->comm, s);
+}
+
+/* Rounds the rows at one scale: quantize_bands or quantize_rows behind one signature. */
+typedef tqp_status (*round_fn)(const qctx *q, group_state *gs, const double *Wr, double scale,
+                               long r0, long r1, int n, uint8_t *codes, double *lb);
+
+static tqp_status quantize_rows_fn(const qctx *q, group_state *gs, const double *Wr,
+                                   double scale, long r0, long r1, int n, uint8_t *codes,
+                                   double *lb)
+{
+    (void)n;
+    return quantize_rows(q, gs, Wr, scale, (int)(r1 - r0), codes, lb);
+}
+
+/* s = RMS(W) / (RMS(codebook) rho) from the sum of squares of the mn weights; 1 when that is
+ * not a positive number (an all-zero matrix codes to the middle points). */
+static double scale_of(double ss, size_t mn, double cb_rms, double rho)
+{
+    double rms = mn ? sqrt(ss / (double)mn) : 0, s = rms / (cb_rms * rho);
+    return s > 0 && isfinite(s) ? s : 1.0;
+}
+
+/* Round at ρ (fixed), or with TQP_RHO_AUTO at each candidate around the default, keeping the
+ * codes and (loss, base) pairs of the best.  ss, mn, cb_rms: the scale's terms (scale_of).
+ * search[0]: the candidates tried (0 when ρ is fixed), search[1]: the seconds the candidates
+ * beyond the first took. */
+static tqp_status round_with_rho(const qctx *q, group_state *gs, const double *Wr, double ss,
+                                 size_t mn, double cb_rms, double rho_default, long r0, long r1,
+                                 int n, uint8_t *codes, size_t code_bytes, double *lb,
+                                 round_fn fn, double *rho_out, double *scale_out,
+                                 double search[2])
+{
+    const tqp_quant_options *o = q->o;
+    search[0] = search[1] = 0;
+    if (o->rho != TQP_RHO_AUTO) {
+        *rho_out = o->rho > 0 ? o->rho : rho_default;
+        *scale_out = scale_of(ss, mn, cb_rms, *rho_out);
+        return fn(q, gs, Wr, *scale_out, r0, r1, n, codes, lb);
+    }
+    size_t lbn = 2 * (size_t)(r1 - r0);
+    uint8_t *best_codes = tqp_malloc(code_bytes + 1);
+    double *best_lb = tqp_malloc(sizeof(double) * (lbn + 1));
+    tqp_status s = tqp_mpi_agree(q->comm, best_codes && best_lb ? TQP_OK : TQP_ENOMEM);
+    double best = INFINITY, t0 = MPI_Wtime(), first = 0;
+    for (int c = 0; s == TQP_OK && c < TQP_RHO_CANDIDATES; c++) {
+        double rho = rho_default * tqp_rho_factors[c], scale = scale_of(ss, mn, cb_rms, rho), L = 0;
+        s = fn(q, gs, Wr, scale, r0, r1, n, codes, lb);
+        if (s == TQP_OK) s = total_loss(q, r1 - r0, lb, &L);
+        if (c == 0) first = MPI_Wtime() - t0;
+        if (s == TQP_OK && L < best) { /* the first of equals */
+            best = L, *rho_out = rho, *scale_out = scale;
+            memcpy(best_codes, codes, code_bytes);
+            memcpy(best_lb, lb, sizeof(double) * lbn);
+        }
+    }
+    if (s == TQP_OK) {
+        memcpy(codes, best_codes, code_bytes);
+        memcpy(lb, best_lb, sizeof(double) * lbn);
+        search[0] = TQP_RHO_CANDIDATES;
+        search[1] = MPI_Wtime() - t0 - first;
+    }
+    free(best_codes), free(best_lb);
+    return s;
+}
+
 static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
                                       int mat, group_state *gs, tqp_qmat_info *info)
 {
@@ -469,13 +563,13 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     uint64_t seed_out = 0;
     double ss = 0;
     if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
-    double rho = o->rho > 0 ? o->rho : o->tcq ? 1.0 : o->cb->default_rho(o->bits), scale = 1;
-    if (s == TQP_OK) {
-        double rms = o->tcq ? tqp_tcq_base(o->tcq)->rms : o->cb->rms(o->bits);
-        scale = sqrt(ss / (double)mn) / (rms * rho);
-        if (!(scale > 0) || !isfinite(scale)) scale = 1;
-    }
-    if (s == TQP_OK) s = quantize_bands(q, gs, Wr, scale, r0, r1, n, packed, lb);
+    double rho_default = o->tcq ? tqp_trellis_default_rho(o->bits) : o->cb->default_rho(o->bits);
+    double rho = rho_default, scale = 1, search[2] = {0, 0};
+    if (s == TQP_OK)
+        s = round_with_rho(q, gs, Wr, ss, mn,
+                           o->tcq ? tqp_tcq_base(o->tcq)->rms : o->cb->rms(o->bits),
+                           rho_default, r0, r1, n, packed, mine, lb, quantize_bands, &rho,
+                           &scale, search);
     s = tqp_mpi_agree(q->comm, s);
     free(Wr);
     Wr = NULL;
@@ -488,7 +582,7 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
         matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, 8.0 * (double)total / (double)mn,
-                    info);
+                    search, info);
         if (q->w) s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all, total, &rot);
     }
     qstep(q, TQP_QSTEP_WRITTEN);
@@ -522,9 +616,11 @@ static tqp_status quantize_matrix(const qctx *q, int layer, int mat,
     uint64_t seed_out = 0;
     double ss = 0;
     if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
-    double rho = o->rho > 0 ? o->rho : o->cb->default_rho(o->bits), scale = 1;
-    if (s == TQP_OK) scale = tqp_quant_scale_ss(ss, mn, o->cb, o->bits, rho);
-    if (s == TQP_OK) s = quantize_rows(q, gs, Wr, scale, (int)local, codes, lb);
+    double rho_default = o->cb->default_rho(o->bits), rho = rho_default, scale = 1;
+    double search[2] = {0, 0};
+    if (s == TQP_OK)
+        s = round_with_rho(q, gs, Wr, ss, mn, o->cb->rms(o->bits), rho_default, r0, r1, n,
+                           codes, local * n, lb, quantize_rows_fn, &rho, &scale, search);
     free(Wr);
     Wr = NULL;
     /* rank 0's whole-matrix buffers, after the rounding: the packed stream when every row
@@ -551,7 +647,7 @@ static tqp_status quantize_matrix(const qctx *q, int layer, int mat,
     }
     qstep(q, TQP_QSTEP_GATHERED);
     if (s == TQP_OK && q->rank == 0) {
-        matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, info);
+        matrix_info(q, mr, n, seed_out, gs, scale, rho, all_lb, o->bits, search, info);
         if (aligned && q->w)
             s = tqp_qwriter_matrix_packed(q->w, layer, mat, info, all_codes,
                                           tqp_pack_bytes(mn, o->bits), &rot);

@@ -374,3 +374,11 @@ double tqp_trellis_encode(const tqp_trellis *t, const float *x, uint8_t *packed,
 {
     return encode_with(t, fastest().viterbi, x, packed, xhat);
 }
+
+/* On stories260K's Hessians (RHT, BlockLDLQ, 1mad, 3 seeds; results/scale_rho.md) the least
+ * proxy loss on a grid of 0.05: 0.90 at K = 2 and 3, 0.85 at K = 4 (N(0, 1) samples alone
+ * prefer 0.95, 0.91 and 0.91: the feedback widens what is coded). */
+double tqp_trellis_default_rho(int K)
+{
+    return K >= 4 ? 0.85 : 0.90;
+}

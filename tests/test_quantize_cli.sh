@@ -57,6 +57,25 @@ run_mpi 1 $Q --codebook trellis --code 1mad --out "$WORK/t1.h5" > /dev/null 2>&1
 check "trellis output byte-identical on 1 and 2 ranks" cmp -s "$WORK/t1.h5" "$WORK/t2.h5"
 run_mpi 1 $Q --codebook trellis --code 1mad --threads 2 --out "$WORK/t1x2.h5" > /dev/null 2>&1
 check "trellis output byte-identical with 2 threads" cmp -s "$WORK/t1x2.h5" "$WORK/t2.h5"
+# --scale-rho auto: per matrix the least proxy loss of 5 candidates around the default, the
+# same bytes on 1 and 3 ranks (the losses are summed in row order); never worse than the default
+run_mpi 1 $Q --scale-rho auto --out "$WORK/ra1.h5" --json "$WORK/ra1.json" > "$WORK/raout" 2>&1
+check "--scale-rho auto runs" [ $? = 0 ]
+check "--scale-rho auto reports its cost" grep -q "^scale search (--scale-rho auto): 5 candidates for each of 35 matrices" "$WORK/raout"
+check "--scale-rho auto: JSON records the search" grep -q '"extra_seconds"' "$WORK/ra1.json"
+run_mpi 3 $Q --scale-rho auto --out "$WORK/ra3.h5" > /dev/null 2>&1
+check "--scale-rho auto byte-identical on 1 and 3 ranks" cmp -s "$WORK/ra1.h5" "$WORK/ra3.h5"
+check "--scale-rho auto: proxy loss at most the default's" awk -v a="$(json "$WORK/ra1.json" proxy_loss_mean)" -v d="$(json "$WORK/q2.json" proxy_loss_mean)" 'BEGIN { exit !(a <= d && a > 0) }'
+check "--scale-rho auto: the chosen rho is not always the default" differ "$WORK/ra1.h5" "$WORK/q2.h5"
+run_mpi 2 $Q --codebook trellis --code 1mad --trellis-L 10 --scale-rho auto --out "$WORK/rt2.h5" > /dev/null 2>&1
+run_mpi 1 $Q --codebook trellis --code 1mad --trellis-L 10 --scale-rho auto --out "$WORK/rt1.h5" > /dev/null 2>&1
+check "--scale-rho auto (trellis) byte-identical on 1 and 2 ranks" cmp -s "$WORK/rt1.h5" "$WORK/rt2.h5"
+for bad in abc -1 11 nan; do
+  run_mpi 1 $Q --scale-rho "$bad" --out "$WORK/rbad.h5" > /dev/null 2> "$WORK/err"
+  check "--scale-rho $bad exits 2" [ $? = 2 ]
+done
+check "and names the option" grep -q -- "--scale-rho 'nan': a number in \[0, 10\] or auto" "$WORK/err"
+
 # 12 ranks: more than gate's and up's 11 bands of 16 rows (172 rows), so some ranks round no
 # row of them and hold empty ranges in the distributed rotations and the gather
 run_mpi 12 $Q --codebook trellis --code 1mad --trellis-L 10 --out "$WORK/t12.h5" > /dev/null 2>&1

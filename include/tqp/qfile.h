@@ -57,6 +57,8 @@ typedef struct {
     double proxy_rel;    // relative proxy loss
     double code_bits, total_bits; // per weight (trellis: stored stream bytes * 8 / weights)
     double resid_scale;  // E8P at 3 and 4 bits: the residual stage's scale (0: none)
+    int rho_candidates;  // --scale-rho auto: the ρ tried (0: a fixed ρ), not stored
+    double rho_search_seconds; // the extra rounding time the search cost, not stored
 } tqp_qmat_info;
 
 /* Total bits of one matrix: codes, the fp64 scale, both seeds, the sign vectors (rht) and the

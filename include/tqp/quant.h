@@ -32,7 +32,11 @@ typedef struct {
     int tile;
     /* RMS of the codebook's points (the scale divides it out). */
     double (*rms)(int bits);
-    /* Default ρ: with it the scale puts the points where they minimize the MSE of a Gaussian. */
+    /* Gaussian ρ: with it the scale puts the points where they minimize the MSE of a Gaussian. */
+    double (*gaussian_rho)(int bits);
+    /* Default ρ (tqp quantize): measured on real Hessians with LDLQ, where the feedback widens
+     * what is coded and a slightly larger scale wins (results/scale_rho.md): 0.95 x the
+     * Gaussian ρ for the scalar grid, the best of a grid for E8P. */
     double (*default_rho)(int bits);
     /* Code of the point nearest to x, and that point's value. */
     uint32_t (*quantize)(double x, int bits, double *value);

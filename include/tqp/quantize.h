@@ -41,7 +41,8 @@ typedef struct {
     const tqp_codebook *cb;
     struct tqp_tcq *tcq; // trellis family when cb is the trellis (borrowed), else NULL
     double damp;   // relative damping σ (ALGORITHMS.md section 2)
-    double rho;    // scale ρ; <= 0: the codebook's default for `bits` (trellis: 1)
+    double rho;    // scale ρ; 0: the codebook's default for `bits`; TQP_RHO_AUTO: per matrix,
+                   // the candidate of tqp_quant_rho_candidates with the least proxy loss
     uint64_t seed; // run seed
     int progress;  // one line per matrix on rank 0
     int threads;   // threads per rank for the trellis bands (<= 1: one)
@@ -56,6 +57,13 @@ enum { TQP_TEAM_RANKS = 64 };
 int tqp_quant_teams(int teams, int P, int layers);
 
 enum { TQP_DAMP_MAX_RETRIES = 12 }; /* σ doubles at most this many times */
+
+/* --scale-rho auto: each matrix is rounded at ρ = the default times each factor below and keeps
+ * the one of least proxy loss (the first of equals).  The losses are gathered in row order and
+ * summed in that order on every rank, so the choice does not depend on the rank count. */
+#define TQP_RHO_AUTO (-1.0)
+enum { TQP_RHO_CANDIDATES = 5 };
+extern const double tqp_rho_factors[TQP_RHO_CANDIDATES];
 
 typedef struct {
     tqp_qmat_info *mats; // (n_layers * TQP_QMATS) on rank 0, owned

@@ -96,4 +96,8 @@ double tqp_trellis_ops_per_state(int K, int V, int lanes);
  * reference): the rate behind tqp bench trellis's SIMD bound. */
 double tqp_bench_vector_rate(void);
 
+/* The default scale factor ρ of trellis-coded matrices at K bits (s = RMS(W) / (RMS(code) ρ)),
+ * chosen from measurements on real Hessians (docs/trellis.md, "Scale"). */
+double tqp_trellis_default_rho(int K);
+
 #endif
