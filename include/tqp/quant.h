@@ -34,9 +34,9 @@ typedef struct {
     double (*rms)(int bits);
     /* Gaussian ρ: with it the scale puts the points where they minimize the MSE of a Gaussian. */
     double (*gaussian_rho)(int bits);
-    /* Default ρ (tqp quantize): measured on real Hessians with LDLQ, where the feedback widens
-     * what is coded and a slightly larger scale wins (results/scale_rho.md): 0.95 x the
-     * Gaussian ρ for the scalar grid, the best of a grid for E8P. */
+    /* Default ρ (tqp quantize), from measurements on real Hessians with LDLQ
+     * (results/scale_rho.md): the Gaussian ρ for the scalar grid (a larger scale lowered its
+     * proxy loss but not its perplexity), the least proxy loss of a grid for E8P. */
     double (*default_rho)(int bits);
     /* Code of the point nearest to x, and that point's value. */
     uint32_t (*quantize)(double x, int bits, double *value);
