@@ -48,7 +48,6 @@
 #include "tqp/quantize.h"
 #include "tqp/threads.h"
 #include "tqp/tcq.h"
-#include "tqp/trellis.h"
 
 typedef struct {
     const char *model, *tokenizer, *hessians, *text, *tokens, *out, *json, *rotation, *rounding;
@@ -129,10 +128,7 @@ static cJSON *describe(const quant_args *a, const tqp_quant_options *o, const ch
     if (o->rho == TQP_RHO_AUTO)
         cJSON_AddStringToObject(d, "scale_rho", "auto");
     else
-        cJSON_AddNumberToObject(d, "scale_rho",
-                                o->rho > 0                         ? o->rho
-                                : TQP_CB_IS(o->cb, TQP_CB_TRELLIS) ? tqp_trellis_default_rho(o->bits)
-                                                                   : o->cb->default_rho(o->bits));
+        cJSON_AddNumberToObject(d, "scale_rho", o->rho > 0 ? o->rho : o->cb->default_rho(o->bits));
     if (o->tcq) {
         const tqp_trellis *t = tqp_tcq_base(o->tcq);
         cJSON_AddStringToObject(d, "trellis_code", tqp_tcode_name(t->code));

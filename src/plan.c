@@ -298,7 +298,7 @@ static double trellis_bytes(int64_t m, int64_t n, int K)
 
 static double code_bytes(const tqp_plan_input *in, int64_t m, int64_t n)
 {
-    if (in->e8p) return (double)m * (double)((n + TQP_E8P_TILE - 1) / TQP_E8P_TILE) * in->bits;
+    if (in->e8p) return (double)tqp_e8p_matrix_bytes((int)m, (int)n, in->bits);
     return in->trellis ? trellis_bytes(m, n, in->bits)
                        : (double)(((int64_t)m * n * in->bits + 7) / 8);
 }

@@ -3,6 +3,7 @@
 
 #include "tqp/e8p.h"
 #include "tqp/rblas.h"
+#include "tqp/trellis.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -81,7 +82,11 @@ const tqp_codebook tqp_codebooks[TQP_CB_COUNT] = {
                        .default_rho = scalar_default_rho,
                        .quantize = scalar_quantize,
                        .decode = scalar_decode},
-    [TQP_CB_TRELLIS] = {.name = "trellis", .min_bits = 1, .max_bits = 4, .tile = 16},
+    [TQP_CB_TRELLIS] = {.name = "trellis",
+                        .min_bits = 1,
+                        .max_bits = 4,
+                        .tile = 16,
+                        .default_rho = tqp_trellis_default_rho},
     [TQP_CB_E8P] = {.name = "e8p",
                     .min_bits = 2,
                     .max_bits = 4,

@@ -563,7 +563,7 @@ static tqp_status quantize_matrix_tcq(const qctx *q, int layer,
     uint64_t seed_out = 0;
     double ss = 0;
     if (s == TQP_OK) s = rotated_weights(q, layer, mat, gs, mr, n, off, &rot, &Wr, &seed_out, &ss);
-    double rho_default = o->tcq ? tqp_trellis_default_rho(o->bits) : o->cb->default_rho(o->bits);
+    double rho_default = o->cb->default_rho(o->bits);
     double rho = rho_default, scale = 1, search[2] = {0, 0};
     if (s == TQP_OK)
         s = round_with_rho(q, gs, Wr, ss, mn,

@@ -7,8 +7,7 @@ TQP=${1:-build/tqp}
 DATA=${TQP_DATA_DIR:-../shared/data}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-field() { awk -v k="\"$2\"" '{ sub(/^[ \t]+/, "") } index($0, k ":") == 1 {
-  v = substr($0, length(k) + 2); gsub(/^[ \t]+|[ \t]*,?$|"/, "", v); print v; exit }' "$1"; }
+source tools/lib.sh # field FILE KEY
 echo "| text | ctx | ranks | windows | tokens scored | ppl | seconds | tokens/s |"
 echo "|---|---|---|---|---|---|---|---|"
 for text in tinystories_eval.txt wikitext2_test.raw; do

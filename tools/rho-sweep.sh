@@ -18,8 +18,7 @@ mkdir -p "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 MPI=(mpiexec -n "$RANKS")
 [ "$RANKS" -gt "$(nproc)" ] && MPI+=(--oversubscribe)
-field() { awk -v k="\"$2\"" '{ sub(/^[ \t]+/, "") } index($0, k ":") == 1 {
-  v = substr($0, length(k) + 2); gsub(/^[ \t]+|[ \t]*,?$|"/, "", v); print v; exit }' "$1"; }
+source tools/lib.sh # field FILE KEY
 [ -f "$WORK/h.h5" ] || "${MPI[@]}" "$TQP" hessian --model "$MODEL" \
   --text "$DATA/text/tinystories_calib.txt" --nsamples 128 --ctx 256 --out "$WORK/h.h5" --quiet > /dev/null
 run() { # codebook bits rho seed -> proxy_loss_mean

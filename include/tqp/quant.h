@@ -36,7 +36,8 @@ typedef struct {
     double (*gaussian_rho)(int bits);
     /* Default ρ (tqp quantize), from measurements on real Hessians with LDLQ
      * (results/scale_rho.md): the Gaussian ρ for the scalar grid (a larger scale lowered its
-     * proxy loss but not its perplexity), the least proxy loss of a grid for E8P. */
+     * proxy loss but not its perplexity), the least proxy loss of a grid for E8P and the trellis
+     * (tqp_trellis_default_rho). */
     double (*default_rho)(int bits);
     /* Code of the point nearest to x, and that point's value. */
     uint32_t (*quantize)(double x, int bits, double *value);
