@@ -24,6 +24,7 @@ static const command commands[] = {
     {"bench", tqp_cmd_bench, "benchmarks that print a table (tqp bench --help)"},
     {"tokenize", tqp_cmd_tokenize, "write a text's token ids as a pre-tokenized file"},
     {"plan", tqp_cmd_plan, "memory per rank and node, Viterbi work and time of a planned run"},
+    {"generate", tqp_cmd_generate, "generate text from a prompt (KV cache, fused quantized kernels)"},
     {"report", tqp_cmd_report, "tables and plot of an ablation grid from its JSON summaries"},
 };
 

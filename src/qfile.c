@@ -220,9 +220,14 @@ static tqp_status check_signs(hid_t g, const char *name, const tqp_rot_side *sid
     return s;
 }
 
-static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q, double *W)
+/* A stored matrix as it is: info, packed codes (*packed, *bytes: owned) and rotation (rot, to
+ * destroy), every part checked against the model and the recorded seeds. */
+static tqp_status read_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q, uint8_t **packed,
+                             size_t *bytes, tqp_rot *rot)
 {
     const tqp_model *m = qf->m;
+    *packed = NULL;
+    memset(rot, 0, sizeof *rot);
     TQP_CHECK(tqp_qmat_read_info(g, q));
     int trellis = TQP_CB_IS(q->cb, TQP_CB_TRELLIS), e8p = TQP_CB_IS(q->cb, TQP_CB_E8P);
     if (trellis) TQP_CHECK(read_trellis(qf, q->bits));
@@ -232,41 +237,101 @@ static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q
         return tqp_error_set(TQP_EINPUT, "shape (%d, %d) but the model needs (%lld, %lld)",
                              q->rows, q->cols, (long long)er, (long long)ec);
     size_t count = (size_t)q->rows * q->cols;
-    size_t bytes = trellis ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
-                   : e8p   ? tqp_e8p_matrix_bytes(q->rows, q->cols, q->bits)
-                           : tqp_pack_bytes(count, q->bits);
-    uint8_t *packed = tqp_malloc(bytes);
-    uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
-    tqp_rot rot = {0};
-    hsize_t dim = bytes;
-    tqp_status s = packed && codes ? tqp_h5_read(g, "codes", H5T_NATIVE_UINT8, 1, &dim, packed)
-                                   : TQP_ENOMEM;
-    if (s == TQP_OK) s = tqp_rot_create(q->rotation, q->rows, q->cols, q->seed_out, q->seed_in, &rot);
-    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_out", &rot.out);
-    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_in", &rot.in);
-    if (s == TQP_OK) {
-        if (trellis || e8p) {
-            if (trellis) s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
-            else tqp_e8p_decode_matrix(packed, q->rows, q->cols, q->bits, q->resid_scale, W);
-            for (size_t i = 0; i < count; i++) W[i] *= q->scale;
-        } else {
-            tqp_unpack_codes(packed, count, q->bits, codes);
-            for (size_t i = 0; i < count; i++) W[i] = q->cb->decode(codes[i], q->bits) * q->scale;
-        }
-        if (s == TQP_OK) s = tqp_rot_weights(&rot, W, 1);
+    *bytes = trellis ? tqp_tcq_matrix_bytes(qf->tcq, q->rows, q->cols)
+             : e8p   ? tqp_e8p_matrix_bytes(q->rows, q->cols, q->bits)
+                     : tqp_pack_bytes(count, q->bits);
+    *packed = tqp_malloc(*bytes);
+    hsize_t dim = *bytes;
+    tqp_status s = *packed ? tqp_h5_read(g, "codes", H5T_NATIVE_UINT8, 1, &dim, *packed)
+                           : TQP_ENOMEM;
+    if (s == TQP_OK) s = tqp_rot_create(q->rotation, q->rows, q->cols, q->seed_out, q->seed_in, rot);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_out", &rot->out);
+    if (s == TQP_OK && q->rotation == TQP_ROT_RHT) s = check_signs(g, "sign_in", &rot->in);
+    if (s != TQP_OK) {
+        tqp_rot_destroy(rot);
+        free(*packed);
+        *packed = NULL;
     }
+    return s;
+}
+
+static tqp_status decode_group(hid_t g, tqp_qfile *qf, int mat, tqp_qmat_info *q, double *W)
+{
+    uint8_t *packed = NULL;
+    size_t bytes = 0, count;
+    tqp_rot rot;
+    TQP_CHECK(read_group(g, qf, mat, q, &packed, &bytes, &rot));
+    count = (size_t)q->rows * q->cols;
+    tqp_status s = TQP_OK;
+    if (TQP_CB_IS(q->cb, TQP_CB_TRELLIS) || TQP_CB_IS(q->cb, TQP_CB_E8P)) {
+        if (TQP_CB_IS(q->cb, TQP_CB_TRELLIS))
+            s = tqp_tcq_decode(qf->tcq, packed, q->rows, q->cols, W);
+        else tqp_e8p_decode_matrix(packed, q->rows, q->cols, q->bits, q->resid_scale, W);
+        for (size_t i = 0; i < count; i++) W[i] *= q->scale;
+    } else {
+        uint32_t *codes = tqp_malloc(sizeof(uint32_t) * count);
+        if (!codes) s = TQP_ENOMEM;
+        if (codes) tqp_unpack_codes(packed, count, q->bits, codes);
+        for (size_t i = 0; codes && i < count; i++)
+            W[i] = q->cb->decode(codes[i], q->bits) * q->scale;
+        free(codes);
+    }
+    if (s == TQP_OK) s = tqp_rot_weights(&rot, W, 1);
     tqp_rot_destroy(&rot);
     free(packed);
-    free(codes);
+    return s;
+}
+
+/* Open layer_NNN/<mat> of q (a message naming it when absent). */
+static hid_t open_matrix(tqp_qfile *q, int layer, int mat, char *name, size_t cap)
+{
+    snprintf(name, cap, "layer_%03d/%s", layer, mat_name[mat]);
+    hid_t g = H5Lexists(q->f, name, H5P_DEFAULT) > 0 ? H5Gopen2(q->f, name, H5P_DEFAULT) : -1;
+    if (g < 0) tqp_error_set(TQP_EINPUT, "%s: no group %s", q->path, name);
+    return g;
+}
+
+tqp_status tqp_qfile_read_codes(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info,
+                                uint8_t **packed, size_t *bytes, tqp_rot *rot)
+{
+    char name[64];
+    hid_t g = open_matrix(q, layer, mat, name, sizeof name);
+    if (g < 0) return TQP_EINPUT;
+    tqp_status s = read_group(g, q, mat, info, packed, bytes, rot);
+    H5Gclose(g);
+    if (s != TQP_OK) return tqp_error_set(s, "%s: %s: %s", q->path, name, tqp_error_message());
+    return TQP_OK;
+}
+
+const tqp_trellis *tqp_qfile_trellis(const tqp_qfile *q)
+{
+    return q->tcq ? tqp_tcq_base(q->tcq) : NULL;
+}
+
+tqp_status tqp_qfile_read_vector(tqp_qfile *q, int layer, tqp_layer_tensor t, float *dst)
+{
+    const tqp_config *c = &q->m->cfg;
+    int64_t r, cc;
+    tqp_layer_tensor_shape(c, t, &r, &cc);
+    const char *vname = tqp_qfile_vector_name(t);
+    if (!vname || r * cc == 0) return TQP_OK;
+    char name[64];
+    hsize_t dim = (hsize_t)(r * cc);
+    snprintf(name, sizeof name, "layer_%03d/%s", layer, vname);
+    tqp_status s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, dst);
+    for (hsize_t k = 0; s == TQP_OK && k < dim; k++)
+        if (!isfinite(dst[k]))
+            s = tqp_error_set(TQP_ENONFINITE, "%s[%llu] is not finite", name,
+                              (unsigned long long)k);
+    if (s != TQP_OK) s = tqp_error_set(s, "%s: %s", q->path, tqp_error_message());
     return s;
 }
 
 tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W)
 {
     char name[64];
-    snprintf(name, sizeof name, "layer_%03d/%s", layer, mat_name[mat]);
-    hid_t g = H5Lexists(q->f, name, H5P_DEFAULT) > 0 ? H5Gopen2(q->f, name, H5P_DEFAULT) : -1;
-    if (g < 0) return tqp_error_set(TQP_EINPUT, "%s: no group %s", q->path, name);
+    hid_t g = open_matrix(q, layer, mat, name, sizeof name);
+    if (g < 0) return TQP_EINPUT;
     tqp_status s = decode_group(g, q, mat, info, W);
     H5Gclose(g);
     q->decoded++;
@@ -300,22 +365,8 @@ static tqp_status source_layer(void *ctx, int l, tqp_layer_weights *lw)
     lw->owned = tqp_malloc(sizeof(float) * total);
     double *W = tqp_malloc(sizeof(double) * maxw);
     tqp_status s = lw->owned && W ? TQP_OK : TQP_ENOMEM;
-    char name[64];
-    for (int t = 0; t < TQP_T_LAYER_COUNT && s == TQP_OK; t++) { /* norms and biases, fp32 */
-        int64_t r, cc;
-        tqp_layer_tensor_shape(c, (tqp_layer_tensor)t, &r, &cc);
-        const char *vname = tqp_qfile_vector_name((tqp_layer_tensor)t);
-        if (!vname || r * cc == 0) continue;
-        hsize_t dim = (hsize_t)(r * cc);
-        float *dst = lw->owned + off[t];
-        snprintf(name, sizeof name, "layer_%03d/%s", l, vname);
-        s = tqp_h5_read(q->f, name, H5T_NATIVE_FLOAT, 1, &dim, dst);
-        for (hsize_t k = 0; s == TQP_OK && k < dim; k++)
-            if (!isfinite(dst[k]))
-                s = tqp_error_set(TQP_ENONFINITE, "%s[%llu] is not finite", name,
-                                  (unsigned long long)k);
-        if (s != TQP_OK) s = tqp_error_set(s, "%s: %s", q->path, tqp_error_message());
-    }
+    for (int t = 0; t < TQP_T_LAYER_COUNT && s == TQP_OK; t++) /* norms and biases, fp32 */
+        s = tqp_qfile_read_vector(q, l, (tqp_layer_tensor)t, lw->owned + off[t]);
     tqp_layer_weights orig = {0};
     if (s == TQP_OK && q->mask != (1u << TQP_QMATS) - 1) s = tqp_model_layer_load(q->m, l, &orig);
     for (int i = 0; i < TQP_QMATS && s == TQP_OK; i++) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tqp/eval.h"
 #include "tqp/forward.h"
 #include "tqp/model.h"
 
@@ -131,9 +132,15 @@ static inline int tu_model_write_llama2c(const tu_model *m, const char *path)
     return fclose(f);
 }
 
-/* logits (ntok, vocab) of a loaded model for one window of tokens. */
-static inline tqp_status tu_logits(const tqp_model *m, const uint32_t *tokens, int ntok,
-                                   float *logits)
+static inline tqp_status tu_model_layer_(void *ctx, int l, tqp_layer_weights *lw)
+{
+    return tqp_model_layer_load(ctx, l, lw);
+}
+
+/* logits (ntok, vocab) of one window of tokens through the window forward, the layers' weights
+ * from src (a quantized file's decoder, say) and the globals from the model. */
+static inline tqp_status tu_logits_src(const tqp_model *m, const tqp_weight_source *src,
+                                       const uint32_t *tokens, int ntok, float *logits)
 {
     tqp_forward *fw;
     TQP_CHECK(tqp_forward_create(&m->cfg, ntok, &fw));
@@ -145,7 +152,7 @@ static inline tqp_status tu_logits(const tqp_model *m, const uint32_t *tokens, i
     if (s == TQP_OK) tqp_forward_embed(fw, embed, tokens, ntok, x);
     for (int l = 0; l < m->cfg.n_layers && s == TQP_OK; l++) {
         tqp_layer_weights lw;
-        s = tqp_model_layer_load(m, l, &lw);
+        s = src->layer(src->ctx, l, &lw);
         if (s == TQP_OK) s = tqp_forward_layer(fw, &lw, l, x, ntok, NULL);
         tqp_layer_weights_release(&lw);
     }
@@ -155,6 +162,14 @@ static inline tqp_status tu_logits(const tqp_model *m, const uint32_t *tokens, i
     free(x);
     tqp_forward_destroy(&fw);
     return s;
+}
+
+/* logits (ntok, vocab) of a loaded model for one window of tokens. */
+static inline tqp_status tu_logits(const tqp_model *m, const uint32_t *tokens, int ntok,
+                                   float *logits)
+{
+    tqp_weight_source src = {.layer = tu_model_layer_, .ctx = (void *)m};
+    return tu_logits_src(m, &src, tokens, ntok, logits);
 }
 
 #endif

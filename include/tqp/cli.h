@@ -107,6 +107,7 @@ tqp_status tqp_cmd_bench(int argc, char **argv);
 tqp_status tqp_cmd_quantize(int argc, char **argv);
 tqp_status tqp_cmd_report(int argc, char **argv);
 tqp_status tqp_cmd_plan(int argc, char **argv);
+tqp_status tqp_cmd_generate(int argc, char **argv);
 tqp_status tqp_bench_trellis(int argc, char **argv);     // tqp bench trellis
 tqp_status tqp_bench_quantize_memory(int argc, char **argv); // tqp bench quantize-memory
 tqp_status tqp_bench_matvec(int argc, char **argv);          // tqp bench matvec

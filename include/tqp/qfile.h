@@ -149,6 +149,15 @@ tqp_weight_source tqp_qfile_source_shared(tqp_qfile *q, MPI_Comm comm);
 int64_t tqp_qfile_decoded(const tqp_qfile *q);
 /* The matrix as stored and decoded: info and W (rows, cols) fp64 in the original basis. */
 tqp_status tqp_qfile_decode(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info, double *W);
+/* The matrix as stored, for operators that compute with the codes (infer.h): its info, packed
+ * codes (*packed owned, *bytes long) and rotation (destroy with tqp_rot_destroy), checked as
+ * tqp_qfile_decode checks them.  The trellis family, once a trellis matrix has been read: */
+tqp_status tqp_qfile_read_codes(tqp_qfile *q, int layer, int mat, tqp_qmat_info *info,
+                                uint8_t **packed, size_t *bytes, tqp_rot *rot);
+const tqp_trellis *tqp_qfile_trellis(const tqp_qfile *q); /* NULL before */
+/* A per-layer vector stored in fp32 (norms, biases; nothing for a tensor this architecture
+ * lacks), every value checked finite. */
+tqp_status tqp_qfile_read_vector(tqp_qfile *q, int layer, tqp_layer_tensor t, float *dst);
 /* A root string attribute (malloc'd) or NULL. */
 char *tqp_qfile_attr(const tqp_qfile *q, const char *name);
 
