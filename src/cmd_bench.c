@@ -368,6 +368,7 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
         return tqp_bench_quantize_memory(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "matvec")) return tqp_bench_matvec(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "chol")) return tqp_bench_chol(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "infer")) return tqp_bench_infer(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: tqp bench <name> [options]\n\nbenchmarks:\n  hessian   Hessian "
                "accumulation rate vs plain OpenBLAS dsyrk/sgemm, and 1 -> P rank speed-up\n"
@@ -377,11 +378,13 @@ tqp_status tqp_cmd_bench(int argc, char **argv)
                "synthetic layer, beside tqp plan\n"
                "  matvec    batch-1 fused decode + matrix-vector product on trellis codes vs "
                "OpenBLAS sgemv\n"
+               "  infer     end-to-end batch-1 decoding tokens/s: full precision vs each "
+               "quantized format\n"
                "  chol      distributed Cholesky (pdpotrf) with the reproducible BLAS vs the "
                "system BLAS\n"
                "  tokenizer encoding speed of a tokenizer.json (tools/bench-tokenizer.sh sets it "
                "beside the reference)\n");
         return TQP_OK;
     }
-    return tqp_error_set(TQP_EUSAGE, "name a benchmark (hessian, trellis, quantize-memory, matvec, chol, tokenizer); see tqp bench --help");
+    return tqp_error_set(TQP_EUSAGE, "name a benchmark (hessian, trellis, quantize-memory, matvec, infer, chol, tokenizer); see tqp bench --help");
 }

@@ -112,6 +112,7 @@ tqp_status tqp_bench_trellis(int argc, char **argv);     // tqp bench trellis
 tqp_status tqp_bench_quantize_memory(int argc, char **argv); // tqp bench quantize-memory
 tqp_status tqp_bench_matvec(int argc, char **argv);          // tqp bench matvec
 tqp_status tqp_bench_chol(int argc, char **argv);            // tqp bench chol
+tqp_status tqp_bench_infer(int argc, char **argv);           // tqp bench infer
 
 /* The CPU's model name, from /proc/cpuinfo ("unknown CPU" when it cannot be read). */
 void tqp_cpu_name(char *buf, size_t cap);
