@@ -3,6 +3,7 @@
  * reference of the tests. */
 #include "tqp/matvec.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,10 @@
 
 struct tqp_tmv {
     int m, n;
+    int i16;                 // code 1mul on avx512: the int16 layout and kernel
+    uint16_t *w16;           // its words
+    tqp_tmv_i16_layout l16;
+    int32_t *xp;             // activation pairs (16 npairs)
     tqp_tmv_kernel kernel;
     double scale, divisor;   // kernel units per code unit (1mad in avx512: 147.8...; else 1)
     const tqp_rot *rot;
@@ -56,8 +61,10 @@ const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n)
 
 const char *tqp_tmv_kernel_name(const tqp_tmv *op)
 {
-    return op->kernel == TQP_TMV_AVX512 ? "avx512" : op->kernel == TQP_TMV_AVX2 ? "avx2"
-                                                                                : "reference";
+    return op->i16                        ? "avx512-i16"
+           : op->kernel == TQP_TMV_AVX512 ? "avx512"
+           : op->kernel == TQP_TMV_AVX2   ? "avx2"
+                                          : "reference";
 }
 
 static int simd(const tqp_tmv *op)
@@ -97,6 +104,35 @@ static uint32_t chunk(const uint8_t *p, int i, int KV)
         c |= (uint32_t)(p[pos >> 3] >> (pos & 7) & 1) << b;
     }
     return c;
+}
+
+size_t tqp_tmv_i16_words_count(int m, int n, int K)
+{
+    return (size_t)((m + 255) / 256) * (size_t)((n / 16 + 1) / 2) * (size_t)(16 * K) * 32;
+}
+
+void tqp_tmv_build_i16(const uint8_t *packed, int m, int n, int K, uint16_t *words)
+{
+    int bands = m / 16, ncb = n / 16, groups = (m + 255) / 256, np = (ncb + 1) / 2;
+    size_t tile_bytes = (size_t)32 * K, tile = (size_t)16 * K * 32;
+    for (int g = 0; g < groups; g++)
+        for (int q = 0; q < np; q++) {
+            uint16_t *Wq = words + ((size_t)g * np + q) * tile;
+            for (int j = 0; j < 16 && 16 * g + j < bands; j++)
+                for (int h = 0; h < 2 && 2 * q + h < ncb; h++) {
+                    const uint8_t *src =
+                        packed + ((size_t)(16 * g + j) * ncb + 2 * q + h) * tile_bytes;
+                    for (int i = 0; i < 256; i++) {
+                        uint32_t c = chunk(src, i, K);
+                        for (int b = 0; b < K; b++) {
+                            int pos = i * K + b; /* most significant bit of the chunk first */
+                            uint16_t bit = (uint16_t)(c >> (K - 1 - b) & 1);
+                            Wq[(size_t)(pos >> 4) * 32 + 2 * j + h] |=
+                                (uint16_t)(bit << (15 - (pos & 15)));
+                        }
+                    }
+                }
+        }
 }
 
 size_t tqp_tmv_words_count(int m, int n, int K)
@@ -158,7 +194,22 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
         if (!op->packed) s = TQP_ENOMEM;
         else memcpy(op->packed, packed, bytes);
     }
-    if (s == TQP_OK && (kernel == TQP_TMV_AVX512 || kernel == TQP_TMV_AVX2)) {
+    op->i16 = kernel == TQP_TMV_AVX512 && t->code == TQP_TCODE_1MUL && t->V == 1 && t->L == 16;
+    if (s == TQP_OK && op->i16) {
+        tqp_tmv_i16_layout *k = &op->l16;
+        *k = (tqp_tmv_i16_layout){.m = m, .n = n, .K = t->K, .groups = (m + 255) / 256,
+                                  .npairs = (n / 16 + 1) / 2};
+        size_t nw = tqp_tmv_i16_words_count(m, n, t->K);
+        op->w16 = tqp_malloc_aligned(sizeof(uint16_t) * nw);
+        op->xp = tqp_malloc_aligned(sizeof(int32_t) * 16 * (size_t)k->npairs);
+        if (!op->w16 || !op->xp) {
+            s = TQP_ENOMEM;
+        } else {
+            memset(op->w16, 0, sizeof(uint16_t) * nw);
+            tqp_tmv_build_i16(packed, m, n, t->K, op->w16);
+            k->words = op->w16;
+        }
+    } else if (s == TQP_OK && (kernel == TQP_TMV_AVX512 || kernel == TQP_TMV_AVX2)) {
         const tqp_trellis *b = tqp_tcq_base(op->fam);
         tqp_tmv_layout *k = &op->lay;
         *k = (tqp_tmv_layout){.m = m, .n = n, .L = t->L, .K = t->K, .V = t->V, .code = t->code,
@@ -188,6 +239,7 @@ void tqp_tmv_destroy(tqp_tmv **pop)
     tqp_tmv *op = *pop;
     if (!op) return;
     tqp_tcq_destroy(&op->fam);
+    free(op->w16), free(op->xp);
     free(op->packed), free(op->words), free(op->xr), free(op->z), free(op->dx), free(op->scratch);
     free(op);
     *pop = NULL;
@@ -217,9 +269,37 @@ static void codes_reference(tqp_tmv *op, const float *xr, float *z, int b0, int 
     }
 }
 
+/* The activations as int16 (step: max |x| / 32767, round to nearest) in the pairs of the int16
+ * layout; returns the step. */
+static double quantize_pairs(const tqp_tmv *op, const float *xr)
+{
+    int n = op->n, np = op->l16.npairs;
+    float mx = 0;
+    for (int i = 0; i < n; i++) mx = fabsf(xr[i]) > mx ? fabsf(xr[i]) : mx;
+    double step = mx > 0 ? mx / 32767.0 : 1, inv = 1 / step;
+    for (int q = 0; q < np; q++)
+        for (int c = 0; c < 16; c++) {
+            int i0 = 32 * q + c, i1 = i0 + 16;
+            int32_t a = i0 < n ? (int32_t)lrint(xr[i0] * inv) : 0;
+            int32_t b = i1 < n ? (int32_t)lrint(xr[i1] * inv) : 0;
+            op->xp[16 * q + c] = (int32_t)((uint32_t)(uint16_t)a | (uint32_t)b << 16);
+        }
+    return step;
+}
+
 void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
 {
     if (threads < 1) threads = 1;
+#ifdef TQP_HAVE_AVX512_MATVEC
+    if (op->i16) {
+        double f = quantize_pairs(op, xr) / 256;
+        int G = op->l16.groups;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int g = 0; g < G; g++) tqp_tmv_codes_i16_avx512(&op->l16, op->xp, z, g, g + 1);
+        for (int i = 0; i < op->m; i++) z[i] = (float)(z[i] * f);
+        return;
+    }
+#endif
     if (simd(op)) {
         int G = op->lay.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -268,6 +348,14 @@ void tqp_tmv_decode(tqp_tmv *op, float *W, int threads)
 {
     if (threads < 1) threads = 1;
     int m = op->m, n = op->n;
+#ifdef TQP_HAVE_AVX512_MATVEC
+    if (op->i16) {
+        int G = op->l16.groups;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int g = 0; g < G; g++) tqp_tmv_decode_i16_avx512(&op->l16, W, g, g + 1);
+        return;
+    }
+#endif
     if (simd(op)) {
         int G = op->lay.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)

@@ -255,3 +255,133 @@ INLINE void decode_group(const tqp_tmv_layout *k, float *W, int g, const int V, 
 #define CODES_NAME tqp_tmv_codes_avx512
 #define DECODE_NAME tqp_tmv_decode_avx512
 #include "matvec_simd.h"
+
+/* ---- code 1mul on the int16 layout (matvec_impl.h): 32 lanes of 16 bits, two tiles of a band
+ * per 32-bit lane; per step one funnel shift (the state), a multiply and a shift (the hash), a
+ * two-register word permute (the level) and VPDPWSSD with the activation pair, accumulated
+ * exactly in int32 over a row of the tile pair (16 steps: at most 32 x 619 x 32767 < 2^31) and
+ * then added as float. */
+
+INLINE __m512i shld16(__m512i a, __m512i b, const int cnt)
+{
+    switch (cnt) {
+#define C_(i) case i: return _mm512_shldi_epi16(a, b, i);
+        C_(1) C_(2) C_(3) C_(4) C_(5) C_(6) C_(7) C_(8) C_(9) C_(10) C_(11) C_(12) C_(13) C_(14)
+        C_(15)
+#undef C_
+    default: return a;
+    }
+}
+
+/* The 16-bit state of step i of the tile pair at Wq (word w at Wq[32 w]): the bits
+ * [e - 16, e) of the stream, e = (i + 1) K; prev is the last word (the stream is circular). */
+INLINE __m512i state16(const uint16_t *Wq, __m512i prev, const int K, const int i)
+{
+    const int e = (i + 1) * K, wl = (e - 1) >> 4, cnt = e - 16 * wl; /* cnt in 1..16 */
+    __m512i b = _mm512_load_si512(Wq + 32 * wl);
+    if (cnt == 16) return b;
+    __m512i a = wl ? _mm512_load_si512(Wq + 32 * (wl - 1)) : prev;
+    return shld16(a, b, cnt);
+}
+
+/* The int16 levels of 32 states. */
+INLINE __m512i level16(__m512i s, __m512i t0, __m512i t1)
+{
+    __m512i h = _mm512_srli_epi16(_mm512_mullo_epi16(s, _mm512_set1_epi16(TQP_1MUL_MULT)), 10);
+    return _mm512_permutex2var_epi16(t0, h, t1);
+}
+
+INLINE void level_tables(__m512i *t0, __m512i *t1)
+{
+    *t0 = _mm512_loadu_si512(tqp_1mul_levels);
+    *t1 = _mm512_loadu_si512(tqp_1mul_levels + 32);
+}
+
+INLINE void codes_i16_group(const tqp_tmv_i16_layout *k, const int32_t *xp, float *z, int g,
+                            const int K)
+{
+    const size_t tile = (size_t)16 * K * 32;
+    const uint16_t *Wg = k->words + (size_t)g * k->npairs * tile;
+    __m512i t0, t1;
+    level_tables(&t0, &t1);
+    __m512 facc[16];
+    for (int r = 0; r < 16; r++) facc[r] = _mm512_setzero_ps();
+    for (int q = 0; q < k->npairs; q++) {
+        const uint16_t *Wq = Wg + q * tile;
+        const int32_t *x = xp + 16 * q;
+        __m512i prev = _mm512_load_si512(Wq + tile - 32);
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) {
+            for (int l = 0; l < K; l++) /* a row uses K words: prefetch them PREFETCH ahead */
+                _mm_prefetch((const char *)(Wq + 32 * (K * r + l)) + PREFETCH, _MM_HINT_T0);
+            __m512i acc = _mm512_setzero_si512();
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++)
+                acc = _mm512_dpwssd_epi32(acc, level16(state16(Wq, prev, K, 16 * r + c), t0, t1),
+                                          _mm512_set1_epi32(x[c]));
+            facc[r] = _mm512_add_ps(facc[r], _mm512_cvtepi32_ps(acc));
+        }
+    }
+    float t[16][16];
+    for (int r = 0; r < 16; r++) _mm512_storeu_ps(t[r], facc[r]);
+    for (int j = 0; j < 16; j++) {
+        int row0 = (16 * g + j) * 16;
+        if (row0 >= k->m) break;
+        for (int r = 0; r < 16; r++) z[row0 + r] = t[r][j];
+    }
+}
+
+INLINE void decode_i16_group(const tqp_tmv_i16_layout *k, float *W, int g, const int K)
+{
+    const size_t tile = (size_t)16 * K * 32;
+    const uint16_t *Wg = k->words + (size_t)g * k->npairs * tile;
+    int ncb = k->n / 16;
+    __m512i t0, t1;
+    level_tables(&t0, &t1);
+    int16_t lv[256][32];
+    for (int q = 0; q < k->npairs; q++) {
+        const uint16_t *Wq = Wg + q * tile;
+        __m512i prev = _mm512_load_si512(Wq + tile - 32);
+#pragma GCC unroll 16
+        for (int i = 0; i < 256; i++)
+            _mm512_storeu_si512(lv[i], level16(state16(Wq, prev, K, i), t0, t1));
+        for (int j = 0; j < 16; j++)
+            for (int h = 0; h < 2 && 2 * q + h < ncb; h++)
+                for (int i = 0; i < 256; i++) {
+                    int row = (16 * g + j) * 16 + i / 16;
+                    if (row >= k->m) break;
+                    W[(size_t)row * k->n + 16 * (2 * q + h) + i % 16] =
+                        (float)lv[i][2 * j + h] / 256.0f;
+                }
+    }
+}
+
+#define I16_INSTANCE(K)                                                                            \
+    static void codes_i16_##K(const tqp_tmv_i16_layout *k, const int32_t *xp, float *z, int g0,   \
+                              int g1)                                                              \
+    {                                                                                              \
+        for (int g = g0; g < g1; g++) codes_i16_group(k, xp, z, g, K);                             \
+    }                                                                                              \
+    static void decode_i16_##K(const tqp_tmv_i16_layout *k, float *W, int g0, int g1)             \
+    {                                                                                              \
+        for (int g = g0; g < g1; g++) decode_i16_group(k, W, g, K);                                \
+    }
+I16_INSTANCE(1)
+I16_INSTANCE(2)
+I16_INSTANCE(3)
+I16_INSTANCE(4)
+
+void tqp_tmv_codes_i16_avx512(const tqp_tmv_i16_layout *k, const int32_t *xp, float *z, int g0,
+                              int g1)
+{
+    static void (*const fn[4])(const tqp_tmv_i16_layout *, const int32_t *, float *, int,
+                               int) = {codes_i16_1, codes_i16_2, codes_i16_3, codes_i16_4};
+    fn[k->K - 1](k, xp, z, g0, g1);
+}
+
+void tqp_tmv_decode_i16_avx512(const tqp_tmv_i16_layout *k, float *W, int g0, int g1)
+{
+    static void (*const fn[4])(const tqp_tmv_i16_layout *, float *, int, int) = {
+        decode_i16_1, decode_i16_2, decode_i16_3, decode_i16_4};
+    fn[k->K - 1](k, W, g0, g1);
+}

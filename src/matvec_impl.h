@@ -35,6 +35,27 @@ void tqp_tmv_decode_avx512(const tqp_tmv_layout *k, float *W, int g0, int g1);
 void tqp_tmv_codes_avx2(const tqp_tmv_layout *k, const float *xr, float *z, int g0, int g1);
 void tqp_tmv_decode_avx2(const tqp_tmv_layout *k, float *W, int g0, int g1);
 
+/* The int16 layout of code 1mul (trellis.h), for the avx512-i16 kernel: per group of 16 bands
+ * and pair q of 16-column blocks (2q, 2q + 1; a missing last block is zero codes, its
+ * activations zero), the 16 K 16-bit words of the tiles' streams, word w at [32 w + 2 j + h]
+ * for band j's tile 2q + h (most significant bit first, as the 32-bit layout).  A 32-bit lane
+ * thus holds one band's two tiles, whose values multiply the activation pair (x[32q + c],
+ * x[32q + 16 + c]) in one VPDPWSSD: both products belong to the band's row. */
+typedef struct {
+    int m, n, K, groups, npairs;
+    const uint16_t *words; // 64-byte aligned
+} tqp_tmv_i16_layout;
+
+size_t tqp_tmv_i16_words_count(int m, int n, int K);
+void tqp_tmv_build_i16(const uint8_t *packed, int m, int n, int K, uint16_t *words);
+/* z[16 g * 16 ..] for groups g0 .. g1-1: sum over the row of level * activation, as float, for
+ * activations xq quantized to int16 and given as pairs xp[16 q + c] = (xq[32 q + c],
+ * xq[32 q + 16 + c]); the caller scales by the activations' step / 256. */
+void tqp_tmv_codes_i16_avx512(const tqp_tmv_i16_layout *k, const int32_t *xp, float *z, int g0,
+                              int g1);
+/* Decode groups g0 .. g1-1 into W (m, n) row-major, code units (the levels / 256). */
+void tqp_tmv_decode_i16_avx512(const tqp_tmv_i16_layout *k, float *W, int g0, int g1);
+
 /* The rotations around a product in code units, shared by the trellis and E8P operators:
  * xr (n) = V x as floats, and y (m) = scale U^T z; rot NULL or of kind none: identity.  dx and
  * scratch: max(m, n) doubles each. */

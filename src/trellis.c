@@ -12,7 +12,7 @@
 #include "tqp/quant.h"
 #include "tqp/rng.h"
 
-static const char *const code_names[TQP_TCODE_COUNT] = {"1mad", "3inst", "hyb", "lut"};
+static const char *const code_names[TQP_TCODE_COUNT] = {"1mad", "3inst", "hyb", "lut", "1mul"};
 
 const char *tqp_tcode_name(tqp_tcode c)
 {
@@ -41,6 +41,19 @@ float tqp_code_3inst(uint32_t s)
     float f[2];
     tqp_dtype_to_f32(TQP_DTYPE_F16, h, f, 2);
     return f[0] + f[1];
+}
+
+/* round(256 Phi^-1((k + 1/2) / 64)) for k = 0 .. 63 */
+const int16_t tqp_1mul_levels[TQP_1MUL_LEVELS] = {
+    -619, -509, -451, -410, -377, -350, -326, -304, -285, -267, -250, -235, -220,
+    -206, -192, -179, -166, -154, -142, -131, -120, -108, -98,  -87,  -76,  -66,
+    -56,  -45,  -35,  -25,  -15,  -5,   5,    15,   25,   35,   45,   56,   66,
+    76,   87,   98,   108,  120,  131,  142,  154,  166,  179,  192,  206,  220,
+    235,  250,  267,  285,  304,  326,  350,  377,  410,  451,  509,  619};
+
+float tqp_code_1mul(uint32_t s)
+{
+    return (float)tqp_1mul_levels[tqp_1mul_index(s)] / 256.0f;
 }
 
 void tqp_code_hyb(uint32_t s, const float *lut, float out[2])
@@ -73,7 +86,7 @@ tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code)
         return tqp_error_set(TQP_EINPUT, "trellis: T = %d is too short for L = %d", T, L);
     if (code < 0 || code >= TQP_TCODE_COUNT)
         return tqp_error_set(TQP_EINPUT, "trellis: unknown code");
-    if ((code == TQP_TCODE_1MAD || code == TQP_TCODE_3INST) && V != 1)
+    if ((code == TQP_TCODE_1MAD || code == TQP_TCODE_3INST || code == TQP_TCODE_1MUL) && V != 1)
         return tqp_error_set(TQP_EINPUT, "trellis: code %s needs V = 1", code_names[code]);
     if (code == TQP_TCODE_HYB && V != 2)
         return tqp_error_set(TQP_EINPUT, "trellis: code hyb needs V = 2");
@@ -130,6 +143,7 @@ static void fill_table(tqp_trellis *t)
         switch (t->code) {
         case TQP_TCODE_1MAD: v[0] = tqp_code_1mad(s); break;
         case TQP_TCODE_3INST: v[0] = tqp_code_3inst(s); break;
+        case TQP_TCODE_1MUL: v[0] = tqp_code_1mul(s); break;
         case TQP_TCODE_HYB: tqp_code_hyb(s, t->lut, v); break;
         default:
             for (int k = 0; k < t->V; k++) v[k] = t->lut[(size_t)s * t->V + k];

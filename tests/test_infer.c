@@ -4,6 +4,7 @@
  *  - quantized files given on the command line (test_generate_cli.sh makes them): the logits
  *    computed from the codes equal those of the forward on the decoded fp32 weights, and
  *    nothing was decoded to build the engine;
+ *    (the int16 kernel of code 1mul, which rounds activations to 16 bits, within 5e-4);
  *  - 1 and 2 threads give bit-identical logits; the reference kernels agree with the SIMD ones;
  *  - the scalar-grid fused kernel (smv.h) against a float64 product of the decoded codes, with
  *    poisoned outputs and every shape remainder;
@@ -86,7 +87,9 @@ static void compare_engine(const char *what, const tqp_model *m, tqp_qfile *q,
     double err = worst_rel(L, F + (size_t)(np - 1) * V, GEN, V, (size_t)V);
     printf("%s [%s]: %d steps, worst logit difference %.2e of the largest logit\n", what, desc,
            GEN, err);
-    CHECK_MSG(err <= 2e-5, "%s: logits differ from the window forward by %.3g", what, err);
+    /* the int16 kernel (code 1mul) rounds each product's activations to 16 bits (matvec.h) */
+    double tol = strstr(desc, "i16") ? 5e-4 : 2e-5;
+    CHECK_MSG(err <= tol, "%s: logits differ from the window forward by %.3g", what, err);
     /* greedy: each token is the forward's argmax, unless the top two are within tolerance */
     int agree = 0;
     for (int g = 0; g < GEN; g++) {
@@ -105,7 +108,7 @@ static void compare_engine(const char *what, const tqp_model *m, tqp_qfile *q,
     if (eref) {
         CHECK(greedy(eref, prompt, np, 1, seq2, L2) == TQP_OK);
         double er = worst_rel(L2, L, GEN, V, (size_t)V);
-        CHECK_MSG(er <= 2e-5, "%s: reference kernels differ by %.3g", what, er);
+        CHECK_MSG(er <= tol, "%s: reference kernels differ by %.3g", what, er);
     }
     /* the cache is full: one more step is refused, not written past the end */
     tqp_infer_reset(e);

@@ -25,7 +25,14 @@
 
 #include "tqp/error.h"
 
-typedef enum { TQP_TCODE_1MAD, TQP_TCODE_3INST, TQP_TCODE_HYB, TQP_TCODE_LUT, TQP_TCODE_COUNT } tqp_tcode;
+typedef enum {
+    TQP_TCODE_1MAD,
+    TQP_TCODE_3INST,
+    TQP_TCODE_HYB,
+    TQP_TCODE_LUT,
+    TQP_TCODE_1MUL, // one 16-bit multiply and a 64-entry table: built for int16 SIMD kernels
+    TQP_TCODE_COUNT
+} tqp_tcode;
 
 enum { TQP_HYB_Q = 9, TQP_TRELLIS_MAX_L = 16, TQP_TRELLIS_MAX_T = 4096 };
 
@@ -42,7 +49,7 @@ typedef struct {
     double rms;       // RMS of the code over all states and components
 } tqp_trellis;
 
-const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut"
+const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut", "1mul"
 tqp_tcode tqp_tcode_parse(const char *name); // TQP_TCODE_COUNT if unknown
 
 /* Check parameters: L <= 16, K in 1..4, V in {1, 2}, K V < L, T <= 4096 divisible by V, at least
@@ -62,6 +69,17 @@ int tqp_trellis_lut_entries(tqp_tcode code, int L);
 float tqp_code_1mad(uint32_t s);
 float tqp_code_3inst(uint32_t s);
 void tqp_code_hyb(uint32_t s, const float *lut, float out[2]);
+/* 1mul: c(s) = Q[h] / 256 with h = ((s * 0xC2B3) mod 2^16) >> 10 (bits 10..15 of one 16-bit
+ * multiply) and Q the 64 quantiles of N(0,1) at (k + 1/2) / 64 times 256, rounded: integers of
+ * at most 10 bits, so that a kernel can look the values up as int16 (VPERMI2W) and multiply
+ * them with int16 activations exactly (docs/trellis.md, "1mul"). */
+enum { TQP_1MUL_MULT = 0xC2B3, TQP_1MUL_LEVELS = 64 };
+extern const int16_t tqp_1mul_levels[TQP_1MUL_LEVELS];
+static inline uint32_t tqp_1mul_index(uint32_t s)
+{
+    return ((s * TQP_1MUL_MULT) & 0xFFFFu) >> 10;
+}
+float tqp_code_1mul(uint32_t s);
 
 /* Bytes of one packed sequence: T K / 8 rounded up. */
 int tqp_trellis_packed_bytes(const tqp_trellis *t);
