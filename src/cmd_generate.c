@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "tqp/cli.h"
+#include "tqp/hftok.h"
 #include "tqp/infer.h"
 #include "tqp/io.h"
 #include "tqp/progress.h"
@@ -18,18 +19,27 @@
  * separator of their training data, rather than EOS: both stop the generation. */
 enum { BOS = 1, EOS = 2 };
 
+/* Either tokenizer: a llama2.c tokenizer.bin or a Hugging Face tokenizer.json. */
+typedef struct {
+    tqp_tokenizer *l2;
+    tqp_hftok *hf;
+    int stop[2]; // ids that end the text (-1: none)
+} gen_tok;
+
 typedef struct {
     const char *model, *tokenizer, *quantized, *prompt, *prompt_file, *json;
     int max_tokens, threads, seed;
     double temperature, top_p;
 } gen_args;
 
-/* The bytes token `id` stands for after `prev` (llama2.c's rules): a leading space is dropped
- * after BOS, <0xXX> is the byte XX. */
-static const char *piece_text(const tqp_tokenizer *t, uint32_t prev, uint32_t id, char byte[2],
+/* The bytes token `id` stands for after `prev`.  llama2.c's rules: a leading space is dropped
+ * after BOS, <0xXX> is the byte XX; a tokenizer.json: tqp_hftok_decode into buf. */
+static const char *piece_text(const gen_tok *gt, uint32_t prev, uint32_t id, char buf[256],
                               size_t *len)
 {
-    const char *p = tqp_tokenizer_piece(t, (int)id, len);
+    if (gt->hf) return tqp_hftok_decode(gt->hf, id, buf, 256, len) == TQP_OK ? buf : "";
+    char *byte = buf;
+    const char *p = tqp_tokenizer_piece(gt->l2, (int)id, len);
     unsigned v;
     if (prev == BOS && *len && p[0] == ' ') p++, (*len)--;
     if (*len == 6 && sscanf(p, "<0x%02X>", &v) == 1) {
@@ -105,7 +115,7 @@ static tqp_status write_json(const gen_args *a, const gen_result *r, int threads
 }
 
 /* Feed the prompt, then sample until EOS or max_tokens, streaming the text. */
-static tqp_status run(const gen_args *a, tqp_infer *e, const tqp_tokenizer *tok,
+static tqp_status run(const gen_args *a, tqp_infer *e, const gen_tok *tok,
                       const uint32_t *prompt, int np, int threads, gen_result *r)
 {
     int V = e->cfg.vocab_size;
@@ -125,13 +135,13 @@ static tqp_status run(const gen_args *a, tqp_infer *e, const tqp_tokenizer *tok,
     while (s == TQP_OK && r->generated < a->max_tokens) {
         uint32_t next = tqp_sample(logits, V, a->temperature, a->top_p, &rng, order, prob);
         r->ids[r->generated++] = next;
-        if (next == EOS || next == BOS) {
+        if ((int)next == tok->stop[0] || (int)next == tok->stop[1]) {
             r->stop = "eos";
             break;
         }
-        char byte[2];
+        char buf[256];
         size_t len;
-        const char *p = piece_text(tok, prev, next, byte, &len);
+        const char *p = piece_text(tok, prev, next, buf, &len);
         emit(p, len);
         s = append_text(r, p, len);
         prev = next;
@@ -152,8 +162,9 @@ tqp_status tqp_cmd_generate(int argc, char **argv)
         {"--quantized", TQP_OPT_IN_FILE, &a.quantized, NULL, "FILE.h5",
          "generate with the quantized model in FILE.h5 (from tqp quantize of --model), every "
          "linear computed from its codes"},
-        {"--tokenizer", TQP_OPT_IN_FILE, &a.tokenizer, NULL, "PATH",
-         "llama2.c tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin beside the model)"},
+        {"--tokenizer", TQP_OPT_IN_PATH, &a.tokenizer, NULL, "PATH",
+         "tokenizer.json (or its directory) or llama2.c tokenizer.bin (default: tokenizer.json, "
+         "tokenizer.bin or tok<vocab>.bin beside the model)"},
         {"--prompt", TQP_OPT_STRING, &a.prompt, NULL, "TEXT", "the text to continue"},
         {"--prompt-file", TQP_OPT_IN_FILE, &a.prompt_file, NULL, "PATH",
          "read the prompt from a file instead"},
@@ -204,7 +215,7 @@ tqp_status tqp_cmd_generate(int argc, char **argv)
     }
     while (tlen && (text[tlen - 1] == '\n' || text[tlen - 1] == '\r')) text[--tlen] = 0;
     tqp_model *m = NULL;
-    tqp_tokenizer *tok = NULL;
+    gen_tok tok = {.stop = {-1, -1}};
     tqp_qfile *qf = NULL;
     tqp_infer *e = NULL;
     uint32_t *prompt = NULL;
@@ -218,12 +229,20 @@ tqp_status tqp_cmd_generate(int argc, char **argv)
     TQP_TRY(s, tqp_model_load(a.model, &m), out);
     tok_path = a.tokenizer ? strdup(a.tokenizer) : tqp_find_tokenizer(m);
     if (!tok_path) TQP_TRY(s, TQP_ENOENT, out);
-    if (tqp_is_hf_tokenizer(tok_path))
-        TQP_TRY(s, tqp_error_set(TQP_EUSAGE, "%s: generate reads llama2.c tokenizers only "
-                                 "(decoding with a tokenizer.json is not implemented)", tok_path),
-                out);
-    TQP_TRY(s, tqp_tokenizer_load(tok_path, m->cfg.vocab_size, &tok), out);
-    TQP_TRY(s, tqp_tokenizer_encode(tok, text, tlen, 1, 0, &prompt, &np), out);
+    if (tqp_is_hf_tokenizer(tok_path)) {
+        TQP_TRY(s, tqp_hftok_load(tok_path, &tok.hf), out);
+        if (tqp_hftok_vocab_size(tok.hf) > m->cfg.vocab_size)
+            TQP_TRY(s, tqp_error_set(TQP_EMISMATCH, "%s: %d token ids, the model has %d",
+                                     tok_path, tqp_hftok_vocab_size(tok.hf), m->cfg.vocab_size),
+                    out);
+        tok.stop[0] = tqp_hftok_eos(tok.hf);
+        TQP_TRY(s, tqp_hftok_encode(tok.hf, text, tlen, 1, &prompt, &np), out);
+    } else {
+        TQP_TRY(s, tqp_tokenizer_load(tok_path, m->cfg.vocab_size, &tok.l2), out);
+        tok.stop[0] = EOS, tok.stop[1] = BOS;
+        TQP_TRY(s, tqp_tokenizer_encode(tok.l2, text, tlen, 1, 0, &prompt, &np), out);
+    }
+    if (!np) TQP_TRY(s, tqp_error_set(TQP_EUSAGE, "the prompt encodes to no tokens"), out);
     if ((long)np + a.max_tokens > m->cfg.max_seq_len)
         TQP_TRY(s, tqp_error_set(TQP_EUSAGE, "the prompt's %zu tokens + --max-tokens %d exceed "
                                  "the model's context of %d tokens", np, a.max_tokens,
@@ -235,7 +254,7 @@ tqp_status tqp_cmd_generate(int argc, char **argv)
     r.bytes = tqp_infer_bytes_per_token(e);
     fwrite(text, 1, tlen, stdout);
     fflush(stdout);
-    s = run(&a, e, tok, prompt, (int)np, threads, &r);
+    s = run(&a, e, &tok, prompt, (int)np, threads, &r);
     printf("\n");
     fflush(stdout);
     r.peak = peak_mib();
@@ -251,7 +270,8 @@ tqp_status tqp_cmd_generate(int argc, char **argv)
 out:
     tqp_infer_destroy(&e);
     tqp_qfile_close(&qf);
-    tqp_tokenizer_destroy(&tok);
+    tqp_tokenizer_destroy(&tok.l2);
+    tqp_hftok_destroy(&tok.hf);
     tqp_model_destroy(&m);
     free(tok_path), free(prompt), free(text), free(r.ids), free(r.text);
     return s;

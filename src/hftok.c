@@ -197,6 +197,15 @@ static unsigned byte_char(int b)
     return 256u + (unsigned)n;
 }
 
+/* The byte a GPT-2 alphabet code point stands for, -1 if none. */
+static int char_byte(unsigned cp)
+{
+    if (cp < 256 && byte_char((int)cp) == cp) return (int)cp;
+    for (int b = 0; b < 256; b++)
+        if (byte_char(b) == cp) return b;
+    return -1;
+}
+
 static int put_utf8(unsigned cp, char *out)
 {
     return (int)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)out);
@@ -1144,4 +1153,43 @@ tqp_status tqp_hftok_encode(const tqp_hftok *t, const char *text, size_t len, in
     *ids = out.v ? out.v : malloc(sizeof(uint32_t));
     *n = out.n;
     return *ids ? TQP_OK : nomem();
+}
+
+tqp_status tqp_hftok_decode(const tqp_hftok *t, uint32_t id, char *out, size_t cap, size_t *len)
+{
+    size_t n = 0, o = 0;
+    const char *p = id < (uint32_t)t->n_ids ? sm_str(&t->vocab, (int)id, &n) : NULL;
+    *len = 0;
+    if (!p) return tqp_error_set(TQP_EINPUT, "%s: no token with id %u", t->path, id);
+    int added = 0;
+    for (int k = 0; k < t->n_added; k++) added |= t->added[k].id == (int)id;
+    if (added || (!t->byte_level && !(n == 6 && !strncmp(p, "<0x", 3) && p[5] == '>'))) {
+        /* verbatim, with the metaspace mark (U+2581) read as a space */
+        for (size_t i = 0; i < n && o < cap; i++) {
+            if (!added && i + 2 < n && !memcmp(p + i, "\xe2\x96\x81", 3)) {
+                out[o++] = ' ';
+                i += 2;
+            } else {
+                out[o++] = p[i];
+            }
+        }
+    } else if (!t->byte_level) { /* byte fallback <0xXX> */
+        unsigned v;
+        if (sscanf(p, "<0x%02X>", &v) == 1 && cap) out[o++] = (char)v;
+    } else { /* byte-level: every character is one byte of the GPT-2 alphabet */
+        const unsigned char *u = (const unsigned char *)p;
+        for (size_t i = 0; i < n && o < cap;) {
+            size_t k = utf8_seq(u + i, n - i);
+            unsigned cp = k == 1 ? u[i] : k == 2 ? (u[i] & 31u) << 6 | (u[i + 1] & 63u)
+                                              : 0xFFFFu;
+            int b = char_byte(cp);
+            if (b < 0) return tqp_error_set(TQP_EINPUT, "%s: token %u is not byte-level text",
+                                            t->path, id);
+            out[o++] = (char)b;
+            i += k ? k : 1;
+        }
+    }
+    if (o == cap) return tqp_error_set(TQP_EINPUT, "%s: token %u is too long", t->path, id);
+    *len = o;
+    return TQP_OK;
 }

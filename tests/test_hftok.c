@@ -117,7 +117,7 @@ static void random_merges(uint64_t *rng, char **tokens, int *n, char (*merges)[2
 static void test_char_bpe_random(void)
 {
     uint64_t rng = 7;
-    int fails = 0;
+    int fails = 0, decode_fails = 0;
     for (int trial = 0; trial < 40; trial++) {
         char *tokens[512];
         int n = 0;
@@ -141,11 +141,24 @@ static void test_char_bpe_random(void)
                 snprintf(w.s[w.n++], 64, "%s", c);
             }
             fails += !same_as_naive(t, text, len, &w, merges, nm, tokens, n);
+            /* decoding every id gives the text back, byte for byte */
+            uint32_t *ids = NULL;
+            size_t nid = 0, got = 0, pl;
+            char back[600], piece[256];
+            int ok = tqp_hftok_encode(t, text, len, 0, &ids, &nid) == TQP_OK;
+            for (size_t i = 0; ok && i < nid; i++) {
+                ok = tqp_hftok_decode(t, ids[i], piece, sizeof piece, &pl) == TQP_OK &&
+                     got + pl <= sizeof back;
+                if (ok) memcpy(back + got, piece, pl), got += pl;
+            }
+            decode_fails += !(ok && got == len && !memcmp(back, text, len));
+            free(ids);
         }
         tqp_hftok_destroy(&t);
         for (int i = 0; i < n; i++) free(tokens[i]);
     }
     CHECK_MSG(fails == 0, "%d of 800 random texts differ from the naive BPE", fails);
+    CHECK_MSG(decode_fails == 0, "%d of 800 random texts do not decode back", decode_fails);
 }
 
 /* The GPT-2 byte-level alphabet, as in the Hugging Face tokenizers. */
@@ -168,7 +181,7 @@ static void byte_symbol(int b, char out[4])
 static void test_byte_level_random(void)
 {
     uint64_t rng = 11;
-    int fails = 0;
+    int fails = 0, decode_fails = 0;
     const unsigned char bytes[] = {'a', 'b', ' ', 0xc3, 0xa9, '\n', 0x00};
     for (int trial = 0; trial < 20; trial++) {
         char *tokens[700];
@@ -227,6 +240,18 @@ static void test_byte_level_random(void)
                 }
             }
             fails += !same_as_naive(t, text, len, &w, merges, nm, tokens, n);
+            /* decoding every id gives the text back, byte for byte */
+            uint32_t *ids = NULL;
+            size_t nid = 0, got = 0, pl;
+            char back[600], piece[256];
+            int ok = tqp_hftok_encode(t, text, len, 0, &ids, &nid) == TQP_OK;
+            for (size_t i = 0; ok && i < nid; i++) {
+                ok = tqp_hftok_decode(t, ids[i], piece, sizeof piece, &pl) == TQP_OK &&
+                     got + pl <= sizeof back;
+                if (ok) memcpy(back + got, piece, pl), got += pl;
+            }
+            decode_fails += !(ok && got == len && !memcmp(back, text, len));
+            free(ids);
         }
         tqp_hftok_destroy(&t);
         free(pool);
@@ -234,6 +259,7 @@ static void test_byte_level_random(void)
         (void)base;
     }
     CHECK_MSG(fails == 0, "%d of 400 random byte texts differ from the naive BPE", fails);
+    CHECK_MSG(decode_fails == 0, "%d of 400 random byte texts do not decode back", decode_fails);
 }
 
 static uint32_t *encode(const tqp_hftok *t, const char *text, size_t *n)

@@ -43,4 +43,9 @@ int tqp_hftok_eos(const tqp_hftok *t);
 tqp_status tqp_hftok_encode(const tqp_hftok *t, const char *text, size_t len, int special,
                             uint32_t **ids, size_t *n);
 
+/* The bytes token `id` stands for, into out (at most cap bytes): byte-level tokens mapped back
+ * from the GPT-2 alphabet, metaspace tokens with U+2581 read as a space, byte-fallback <0xXX>
+ * as the byte, added tokens verbatim.  An unknown id or a longer token is TQP_EINPUT. */
+tqp_status tqp_hftok_decode(const tqp_hftok *t, uint32_t id, char *out, size_t cap, size_t *len);
+
 #endif
