@@ -75,3 +75,15 @@ expect() {
   fi
   if [ "$n" = 1 ] && [ "$(wc -l < "$WORK/stderr")" != 1 ]; then fail "more than one stderr line for: $*"; fi
 }
+
+# letters_tokenizer DIR: a small metaspace BPE tokenizer.json (ids 0-2 <unk> <s> </s>, 3 U+2581,
+# 4-29 a-z; <s> prepended, </s> the EOS) and its tokenizer_config.json, written into DIR.
+letters_tokenizer() {
+  perl -e 'my @v = ("\"<unk>\": 0", "\"<s>\": 1", "\"</s>\": 2", "\"\\u2581\": 3");
+  my $i = 4; push @v, "\"$_\": " . $i++ for "a" .. "z";
+  print "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}, {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", \"special\": true}],
+ \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]},
+ \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1]}}},
+ \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, \"vocab\": {", join(", ", @v), "}, \"merges\": []}}\n"' > "$1/tokenizer.json"
+  echo '{"bos_token": "<s>", "eos_token": "</s>"}' > "$1/tokenizer_config.json"
+}

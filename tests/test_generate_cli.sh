@@ -68,13 +68,7 @@ done
 # a Hugging Face directory with a tokenizer.json (metaspace BPE: <unk> <s> </s>, U+2581, a-z):
 # the text is the tokens' pieces, U+2581 as a space, ids past the tokenizer's 30 as nothing
 "$TESTBIN/mkhf" "$WORK/hf" llama 32 48 2 4 2 8 64 256 7 > /dev/null
-perl -e 'my @v = ("\"<unk>\": 0", "\"<s>\": 1", "\"</s>\": 2", "\"\\u2581\": 3");
-  my $i = 4; push @v, "\"$_\": " . $i++ for "a" .. "z";
-  print "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}, {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", \"special\": true}],
- \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]},
- \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1]}}},
- \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, \"vocab\": {", join(", ", @v), "}, \"merges\": []}}\n"' > "$WORK/hf/tokenizer.json"
-echo '{"bos_token": "<s>", "eos_token": "</s>"}' > "$WORK/hf/tokenizer_config.json"
+letters_tokenizer "$WORK/hf"
 "$TQP" generate --model "$WORK/hf" --prompt "abc" --max-tokens 40 --seed 2 --temperature 1 --top-p 1 --json "$WORK/hf.json" > "$WORK/hf.out" 2> /dev/null
 check "generate with a tokenizer.json runs" [ -s "$WORK/hf.json" ]
 want=$(perl -ne 'if (/"tokens":\s*\[([^\]]*)\]/) { for (split /,\s*/, $1) { next if $_ == 2;

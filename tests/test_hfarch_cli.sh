@@ -48,13 +48,7 @@ expect 2 "quantized from another model" 2 eval --model "$WORK/hf" --quantized "$
 # same bytes and the same perplexity on 1 and 2 ranks; convert keeps the architecture; the
 # quantized file stores the biases and norms and evaluates with them; the summary records the
 # architecture and the tokenizer.
-perl -e 'my @v = ("\"<unk>\": 0", "\"<s>\": 1", "\"</s>\": 2", "\"\\u2581\": 3");
-  my $i = 4; push @v, "\"$_\": " . $i++ for "a" .. "z";
-  print "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}, {\"id\": 1, \"content\": \"<s>\", \"special\": true}, {\"id\": 2, \"content\": \"</s>\", \"special\": true}],
- \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]},
- \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, {\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1]}}},
- \"model\": {\"type\": \"BPE\", \"unk_token\": \"<unk>\", \"fuse_unk\": true, \"vocab\": {", join(", ", @v), "}, \"merges\": []}}\n"' > "$WORK/tokenizer.json"
-echo '{"bos_token": "<s>", "eos_token": "</s>"}' > "$WORK/tokenizer_config.json"
+letters_tokenizer "$WORK"
 head -c 40000 "$CALIB_TEXT" > "$WORK/calib.txt"
 head -c 20000 "$EVAL_TEXT" > "$WORK/eval.txt"
 for a in llama mistral qwen2 qwen3; do

@@ -114,6 +114,22 @@ static void random_merges(uint64_t *rng, char **tokens, int *n, char (*merges)[2
     }
 }
 
+/* Decoding every id of the encoded text gives the text back, byte for byte. */
+static int decodes_back(const tqp_hftok *t, const char *text, size_t len)
+{
+    uint32_t *ids = NULL;
+    size_t nid = 0, got = 0, pl;
+    char back[600], piece[256];
+    int ok = tqp_hftok_encode(t, text, len, 0, &ids, &nid) == TQP_OK;
+    for (size_t i = 0; ok && i < nid; i++) {
+        ok = tqp_hftok_decode(t, ids[i], piece, sizeof piece, &pl) == TQP_OK &&
+             got + pl <= sizeof back;
+        if (ok) memcpy(back + got, piece, pl), got += pl;
+    }
+    free(ids);
+    return ok && got == len && !memcmp(back, text, len);
+}
+
 static void test_char_bpe_random(void)
 {
     uint64_t rng = 7;
@@ -141,18 +157,7 @@ static void test_char_bpe_random(void)
                 snprintf(w.s[w.n++], 64, "%s", c);
             }
             fails += !same_as_naive(t, text, len, &w, merges, nm, tokens, n);
-            /* decoding every id gives the text back, byte for byte */
-            uint32_t *ids = NULL;
-            size_t nid = 0, got = 0, pl;
-            char back[600], piece[256];
-            int ok = tqp_hftok_encode(t, text, len, 0, &ids, &nid) == TQP_OK;
-            for (size_t i = 0; ok && i < nid; i++) {
-                ok = tqp_hftok_decode(t, ids[i], piece, sizeof piece, &pl) == TQP_OK &&
-                     got + pl <= sizeof back;
-                if (ok) memcpy(back + got, piece, pl), got += pl;
-            }
-            decode_fails += !(ok && got == len && !memcmp(back, text, len));
-            free(ids);
+            decode_fails += !decodes_back(t, text, len);
         }
         tqp_hftok_destroy(&t);
         for (int i = 0; i < n; i++) free(tokens[i]);
@@ -240,18 +245,7 @@ static void test_byte_level_random(void)
                 }
             }
             fails += !same_as_naive(t, text, len, &w, merges, nm, tokens, n);
-            /* decoding every id gives the text back, byte for byte */
-            uint32_t *ids = NULL;
-            size_t nid = 0, got = 0, pl;
-            char back[600], piece[256];
-            int ok = tqp_hftok_encode(t, text, len, 0, &ids, &nid) == TQP_OK;
-            for (size_t i = 0; ok && i < nid; i++) {
-                ok = tqp_hftok_decode(t, ids[i], piece, sizeof piece, &pl) == TQP_OK &&
-                     got + pl <= sizeof back;
-                if (ok) memcpy(back + got, piece, pl), got += pl;
-            }
-            decode_fails += !(ok && got == len && !memcmp(back, text, len));
-            free(ids);
+            decode_fails += !decodes_back(t, text, len);
         }
         tqp_hftok_destroy(&t);
         free(pool);
