@@ -15,6 +15,10 @@
 
 /* Dense products in fixed blocks of rows, one sgemv each, whatever the thread count. */
 enum { DENSE_ROWS = 64 };
+/* Products of fewer weights, and attention over fewer cached values, run on one thread: the
+ * threads' start-up costs more than they share (stories260K: 2 threads were 20 % slower).
+ * The values do not depend on it. */
+enum { THREAD_MIN_WORK = 1 << 18 };
 
 const char *tqp_lin_kind_name(tqp_lin_kind k)
 {
@@ -34,7 +38,7 @@ static const char *lin_kernel(const tqp_linear *l)
 
 void tqp_linear_apply(tqp_linear *l, const float *x, float *y, int threads)
 {
-    threads = threads > 1 ? threads : 1;
+    threads = threads > 1 && (double)l->m * l->n >= THREAD_MIN_WORK ? threads : 1;
     switch (l->kind) {
     case TQP_LIN_TRELLIS: tqp_tmv_apply(l->tmv, x, y, threads); return;
     case TQP_LIN_E8P: tqp_emv_apply(l->emv, x, y, threads); return;
@@ -261,6 +265,7 @@ static void attention(tqp_infer *e, int l, int p, int threads)
     float scale = 1.0f / sqrtf((float)hd);
     const float *K = e->kcache + (size_t)l * e->max_ctx * kvd;
     const float *V = e->vcache + (size_t)l * e->max_ctx * kvd;
+    if ((double)(p + 1 - first) * c->n_heads * hd < THREAD_MIN_WORK / 4) threads = 1;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int h = 0; h < c->n_heads; h++) {
         const float *q = e->q + (size_t)h * hd;

@@ -214,6 +214,32 @@ static void test_sample(void)
     CHECK(same);
 }
 
+/* A random model wide enough that the products (512 x 512 and up) and the attention run on
+ * both threads: the same comparisons. */
+static void wide_model(void)
+{
+    tqp_config c = {.dim = 512, .hidden_dim = 1024, .n_layers = 2, .n_heads = 8,
+                    .n_kv_heads = 4, .head_dim = 64, .vocab_size = 700, .max_seq_len = 256,
+                    .rms_eps = 1e-5f, .rope_theta = 10000.0f, .rope = TQP_ROPE_ADJACENT};
+    tu_model tm;
+    tu_model_random(&tm, &c, 0, 99);
+    char *dir = tu_mkdtemp(), path[600];
+    snprintf(path, sizeof path, "%s/wide.bin", dir);
+    CHECK(tu_model_write_llama2c(&tm, path) == 0);
+    tu_model_free(&tm);
+    tqp_model *m = NULL;
+    CHECK(tqp_model_load(path, &m) == TQP_OK);
+    if (m) {
+        uint32_t prompt[200];
+        uint64_t seed = 3;
+        for (int i = 0; i < 200; i++) prompt[i] = (uint32_t)(tu_next(&seed) % 700);
+        tqp_weight_source src = {.layer = tu_model_layer_, .ctx = m};
+        compare_engine("wide random model", m, NULL, &src, prompt, 200);
+    }
+    tqp_model_destroy(&m);
+    tu_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -249,6 +275,7 @@ int main(int argc, char **argv)
     free(prompt);
     tqp_tokenizer_destroy(&tok);
     tqp_model_destroy(&m);
+    wide_model();
     int rc = check_done();
     MPI_Finalize();
     return rc;
