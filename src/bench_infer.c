@@ -105,7 +105,9 @@ static tqp_status synthetic_engine(const tqp_config *cfg, int ctx, const format 
                                                      : tqp_pack_bytes((size_t)(r * c), bits);
             uint8_t *packed = tqp_malloc(bytes);
             tqp_rot rot = {0};
-            s = packed ? tqp_rot_create(TQP_ROT_RHT, q.rows, q.cols, seed, seed + 1, &rot)
+            /* as tqp quantize: one input rotation per layer and input group */
+            uint64_t seed_in = 0x5eed0000ull + 16 * (uint64_t)l + (uint64_t)tqp_qmat_group(i);
+            s = packed ? tqp_rot_create(TQP_ROT_RHT, q.rows, q.cols, seed, seed_in, &rot)
                        : TQP_ENOMEM;
             for (size_t k = 0; s == TQP_OK && k < bytes; k++)
                 packed[k] = (uint8_t)(tqp_splitmix64(&seed) >> 56);

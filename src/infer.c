@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "matvec_impl.h"
 #include "tqp/e8p.h"
 #include "tqp/forward.h"
 #include "tqp/quant.h"
@@ -54,6 +55,38 @@ void tqp_linear_apply(tqp_linear *l, const float *x, float *y, int threads)
     }
 }
 
+/* The codes-only product of a quantized linear (no rotations, no scale). */
+static void linear_codes(tqp_linear *l, const float *xr, float *z, int threads)
+{
+    threads = threads > 1 && (double)l->m * l->n >= THREAD_MIN_WORK ? threads : 1;
+    if (l->kind == TQP_LIN_TRELLIS) tqp_tmv_apply_codes(l->tmv, xr, z, threads);
+    else if (l->kind == TQP_LIN_E8P) tqp_emv_apply_codes(l->emv, xr, z, threads);
+    else tqp_smv_apply_codes(l->smv, xr, z, threads);
+}
+
+/* y[i] = mats[i] x for linears that read the same x (q, k, v; gate, up).  When they are all
+ * quantized with one input rotation (the same kind and seed: one per input group), V x is
+ * computed once and only the codes and the output rotation run per matrix: the same values as
+ * applying each on its own. */
+static void apply_group(tqp_infer *e, tqp_linear *mats, int n, const float *x, float **y,
+                        int threads)
+{
+    int shared = 1;
+    for (int i = 0; i < n; i++)
+        shared &= mats[i].kind != TQP_LIN_DENSE && mats[i].rot.kind == mats[0].rot.kind &&
+                  mats[i].rot.seed_in == mats[0].rot.seed_in && mats[i].n == mats[0].n;
+    if (!shared || n < 2) {
+        for (int i = 0; i < n; i++) tqp_linear_apply(&mats[i], x, y[i], threads);
+        return;
+    }
+    tqp_mv_rotate_in(&mats[0].rot, x, e->xr, mats[0].n, e->dx, e->dscratch);
+    for (int i = 0; i < n; i++) {
+        linear_codes(&mats[i], e->xr, e->z, threads);
+        tqp_mv_rotate_out(&mats[i].rot, mats[i].scale, e->z, y[i], mats[i].m, e->dx,
+                          e->dscratch);
+    }
+}
+
 void tqp_linear_destroy(tqp_linear *l)
 {
     tqp_tmv_destroy(&l->tmv);
@@ -75,7 +108,7 @@ tqp_status tqp_linear_quantized(const tqp_qmat_info *q, const tqp_trellis *t,
                                 tqp_linear *l)
 {
     memset(l, 0, sizeof *l);
-    l->m = q->rows, l->n = q->cols;
+    l->m = q->rows, l->n = q->cols, l->scale = q->scale;
     l->rot = *rot; /* moved: the operators borrow it from l, which must not move after this */
     memset(rot, 0, sizeof *rot);
     tqp_status s;
@@ -113,13 +146,16 @@ tqp_status tqp_infer_create(const tqp_config *cfg, int max_ctx, tqp_infer **out)
     size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim, L = (size_t)cfg->n_layers;
     size_t wide = qd > (size_t)cfg->dim ? qd : (size_t)cfg->dim, half = cfg->head_dim / 2;
     e->layer = tqp_calloc(L, sizeof *e->layer);
-    float **bufs[] = {&e->kcache, &e->vcache, &e->x,      &e->xb,  &e->q,
-                      &e->k,      &e->v,      &e->att,    &e->hb,  &e->hb2,
-                      &e->scores, &e->rope_cos, &e->rope_sin};
+    size_t big = wide > (size_t)cfg->hidden_dim ? wide : (size_t)cfg->hidden_dim;
+    float **bufs[] = {&e->kcache, &e->vcache, &e->x,      &e->xb,       &e->q,
+                      &e->k,      &e->v,      &e->att,    &e->hb,       &e->hb2,
+                      &e->scores, &e->rope_cos, &e->rope_sin, &e->xr,   &e->z};
     size_t sizes[] = {L * T * kvd, L * T * kvd, cfg->dim, wide, qd, kvd, kvd, qd,
                       cfg->hidden_dim, cfg->hidden_dim, (size_t)cfg->n_heads * T, T * half,
-                      T * half};
-    tqp_status s = e->layer ? TQP_OK : TQP_ENOMEM;
+                      T * half, big, big};
+    e->dx = tqp_malloc(sizeof(double) * big);
+    e->dscratch = tqp_malloc(sizeof(double) * big);
+    tqp_status s = e->layer && e->dx && e->dscratch ? TQP_OK : TQP_ENOMEM;
     for (size_t i = 0; s == TQP_OK && i < sizeof sizes / sizeof sizes[0]; i++)
         if (!(*bufs[i] = tqp_malloc_aligned((sizes[i] ? sizes[i] : 1) * sizeof(float))))
             s = TQP_ENOMEM;
@@ -150,8 +186,9 @@ void tqp_infer_destroy(tqp_infer **pe)
     for (int i = 0; i < 3; i++) free(e->owned_globals[i]);
     float *bufs[] = {e->kcache, e->vcache, e->x,      e->xb,       e->q,
                      e->k,      e->v,      e->att,    e->hb,       e->hb2,
-                     e->scores, e->rope_cos, e->rope_sin};
+                     e->scores, e->rope_cos, e->rope_sin, e->xr,   e->z};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(e->dx), free(e->dscratch);
     free(e);
     *pe = NULL;
 }
@@ -305,9 +342,8 @@ tqp_status tqp_infer_step(tqp_infer *e, uint32_t token, float *logits, int threa
         float *kc = e->kcache + ((size_t)l * e->max_ctx + p) * kvd;
         float *vc = e->vcache + ((size_t)l * e->max_ctx + p) * kvd;
         rmsnorm(e->xb, e->x, L->vec[TQP_T_ATTN_NORM], d, c->rms_eps);
-        tqp_linear_apply(&L->mat[0], e->xb, e->q, threads);
-        tqp_linear_apply(&L->mat[1], e->xb, kc, threads);
-        tqp_linear_apply(&L->mat[2], e->xb, vc, threads);
+        float *qkv[3] = {e->q, kc, vc};
+        apply_group(e, &L->mat[0], 3, e->xb, qkv, threads);
         if (c->qkv_bias) {
             for (int i = 0; i < c->n_heads * hd; i++) e->q[i] += L->vec[TQP_T_Q_BIAS][i];
             for (int i = 0; i < kvd; i++) kc[i] += L->vec[TQP_T_K_BIAS][i];
@@ -325,8 +361,8 @@ tqp_status tqp_infer_step(tqp_infer *e, uint32_t token, float *logits, int threa
         tqp_linear_apply(&L->mat[3], e->att, e->xb, threads);
         for (int i = 0; i < d; i++) e->x[i] += e->xb[i];
         rmsnorm(e->xb, e->x, L->vec[TQP_T_FFN_NORM], d, c->rms_eps);
-        tqp_linear_apply(&L->mat[4], e->xb, e->hb, threads);
-        tqp_linear_apply(&L->mat[5], e->xb, e->hb2, threads);
+        float *gu[2] = {e->hb, e->hb2};
+        apply_group(e, &L->mat[4], 2, e->xb, gu, threads);
         for (int i = 0; i < hid; i++) {
             float g = e->hb[i];
             e->hb[i] = g / (1.0f + expf(-g)) * e->hb2[i];

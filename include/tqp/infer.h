@@ -37,6 +37,7 @@ typedef struct {
     tqp_emv *emv;        // E8P, owned
     tqp_smv *smv;        // scalar grid, owned
     tqp_rot rot;         // the quantized matrix's rotation, owned
+    double scale;        // the quantized matrix's scale
     double bytes;        // weight bytes one product reads (codes, or 4 m n)
 } tqp_linear;
 
@@ -65,6 +66,8 @@ typedef struct tqp_infer {
     tqp_linear head_op;               // dense, over head
     float *kcache, *vcache;           // (n_layers, max_ctx, kv_dim)
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *scores; // work vectors; scores (n_heads, max_ctx)
+    float *xr, *z;                    // a shared rotated input, a product in code units
+    double *dx, *dscratch;            // the rotations' work (max width each)
     float *rope_cos, *rope_sin;       // (max_ctx, head_dim / 2)
 } tqp_infer;
 
