@@ -2,7 +2,8 @@
 # The default job on the bundled model: the whole pipeline in one `tqp quantize` across 2 MPI
 # ranks.  Hessians from the TinyStories calibration text, QTIP at 2 bits (RHT, BlockLDLQ,
 # bitshift trellis with the 1MAD code) layer by layer, the output file, then the perplexity of
-# the full-precision and the quantized model on the evaluation text.  Rerunning resumes (or,
+# the full-precision and the quantized model on the evaluation text, and 60 tokens of text from
+# the quantized model.  Rerunning resumes (or,
 # when the output is complete, only validates again).  Data come from $TQP_DATA_DIR (default
 # ../shared/data); outputs go to $TQP_OUT_DIR (default out/).
 set -euo pipefail
@@ -25,3 +26,6 @@ mpiexec "${MPIFLAGS[@]}" -n "$RANKS" build/tqp quantize --model "$MODEL" \
   --text "$DATA/text/tinystories_calib.txt" --bits 2 --codebook trellis --code 1mad \
   --eval-text "$DATA/text/tinystories_eval.txt" --out "$OUT/stories260K-qtip2.h5" \
   --json "$OUT/quantize.json"
+# The quantized model writing: greedy decoding straight from its codes (docs/inference.md).
+build/tqp generate --model "$MODEL" --quantized "$OUT/stories260K-qtip2.h5" \
+  --prompt "Once upon a time" --max-tokens 60 --temperature 0 --threads 1
