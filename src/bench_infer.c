@@ -184,7 +184,7 @@ tqp_status tqp_bench_infer(int argc, char **argv)
          4},
         {"--layers", TQP_OPT_INT, &layers, "4", "N",
          "layers of the Llama-2-7B shape in the synthetic model (0: none)", 0, 0, 32},
-        {"--tokens", TQP_OPT_INT, &tokens, "8", "N", "tokens timed on the synthetic model", 0, 1,
+        {"--tokens", TQP_OPT_INT, &tokens, "24", "N", "tokens timed on the synthetic model", 0, 1,
          4096},
         {"--small-tokens", TQP_OPT_INT, &small_tokens, "256", "N",
          "tokens timed on the small model", 0, 1, 4096},
