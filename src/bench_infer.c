@@ -19,7 +19,7 @@
 #include "tqp/threads.h"
 
 typedef struct {
-    const char *name; // fp32, 1mad, 3inst, hyb, e8p, scalar
+    const char *name; // fp32, 1mad, 1mul, 3inst, hyb, e8p, scalar
     int trellis;      // a trellis code (then code)
     tqp_tcode code;
 } format;
