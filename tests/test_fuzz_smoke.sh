@@ -8,7 +8,7 @@ if ! command -v clang > /dev/null; then
   exit 77
 fi
 FB=$(cd "$TESTBIN/.." && pwd)/fuzz-build
-bash "$ROOT/tools/fuzz.sh" -t "${TQP_FUZZ_SMOKE_SECONDS:-2}" -b "$FB" > "$WORK/table" 2>&1
+bash "$ROOT/tools/fuzz.sh" -t "${TQP_FUZZ_SMOKE_SECONDS:-1}" -b "$FB" > "$WORK/table" 2>&1
 rc=$?
 cat "$WORK/table"
 check "every fuzz target ran without a crash" [ $rc = 0 ]
