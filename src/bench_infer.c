@@ -60,8 +60,7 @@ static tqp_status synthetic_engine(const tqp_config *cfg, int ctx, const format 
         for (size_t i = 0; i < d; i++) e->owned_globals[2][i] = 1.0f;
         e->embed = e->owned_globals[0], e->head = e->owned_globals[1];
         e->norm = e->owned_globals[2];
-        e->head_op = (tqp_linear){.kind = TQP_LIN_DENSE, .m = (int)V, .n = (int)d, .W = e->head,
-                                  .bytes = 4.0 * (double)V * (double)d};
+        tqp_linear_dense(&e->head_op, e->head, (int)V, (int)d);
     }
     tqp_trellis *t = NULL;
     tqp_tcq *fam = NULL;
@@ -91,8 +90,7 @@ static tqp_status synthetic_engine(const tqp_config *cfg, int ctx, const format 
             tqp_linear *lin = &L->mat[i];
             if (!strcmp(f->name, "fp32")) {
                 fill_floats(L->owned + off, (size_t)(r * c), 0.05, &seed);
-                *lin = (tqp_linear){.kind = TQP_LIN_DENSE, .m = (int)r, .n = (int)c,
-                                    .W = L->owned + off, .bytes = 4.0 * (double)(r * c)};
+                tqp_linear_dense(lin, L->owned + off, (int)r, (int)c);
                 off += (size_t)(r * c);
                 continue;
             }
@@ -112,7 +110,7 @@ static tqp_status synthetic_engine(const tqp_config *cfg, int ctx, const format 
                        : TQP_ENOMEM;
             for (size_t k = 0; s == TQP_OK && k < bytes; k++)
                 packed[k] = (uint8_t)(tqp_splitmix64(&seed) >> 56);
-            if (s == TQP_OK) s = tqp_linear_quantized(&q, t, packed, &rot, TQP_TMV_AUTO, lin);
+            if (s == TQP_OK) s = tqp_linear_quantized(&q, t, packed, bytes, &rot, TQP_TMV_AUTO, lin);
             tqp_rot_destroy(&rot);
             free(packed);
         }

@@ -188,21 +188,25 @@ int tqp_hftok_eos(const tqp_hftok *t)
 
 /* The GPT-2 byte-level alphabet: printable Latin-1 bytes stand for themselves, the others for
  * U+0100 + their rank among them. */
+static int gpt2_printable(int b)
+{
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+}
+
 static unsigned byte_char(int b)
 {
-    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (unsigned)b;
+    if (gpt2_printable(b)) return (unsigned)b;
     int n = 0;
-    for (int c = 0; c < b; c++)
-        if (!((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || (c >= 174 && c <= 255))) n++;
+    for (int c = 0; c < b; c++) n += !gpt2_printable(c);
     return 256u + (unsigned)n;
 }
 
-/* The byte a GPT-2 alphabet code point stands for, -1 if none. */
+/* byte_char inverted, -1 if cp stands for no byte. */
 static int char_byte(unsigned cp)
 {
-    if (cp < 256 && byte_char((int)cp) == cp) return (int)cp;
-    for (int b = 0; b < 256; b++)
-        if (byte_char(b) == cp) return b;
+    if (cp < 256) return gpt2_printable((int)cp) ? (int)cp : -1;
+    for (int b = 0, n = 0; b < 256; b++)
+        if (!gpt2_printable(b) && n++ == (int)(cp - 256)) return b;
     return -1;
 }
 

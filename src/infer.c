@@ -37,9 +37,15 @@ static const char *lin_kernel(const tqp_linear *l)
     }
 }
 
+/* The threads a product of l gets. */
+static int lin_threads(const tqp_linear *l, int threads)
+{
+    return threads > 1 && (double)l->m * l->n >= THREAD_MIN_WORK ? threads : 1;
+}
+
 void tqp_linear_apply(tqp_linear *l, const float *x, float *y, int threads)
 {
-    threads = threads > 1 && (double)l->m * l->n >= THREAD_MIN_WORK ? threads : 1;
+    threads = lin_threads(l, threads);
     switch (l->kind) {
     case TQP_LIN_TRELLIS: tqp_tmv_apply(l->tmv, x, y, threads); return;
     case TQP_LIN_E8P: tqp_emv_apply(l->emv, x, y, threads); return;
@@ -58,7 +64,7 @@ void tqp_linear_apply(tqp_linear *l, const float *x, float *y, int threads)
 /* The codes-only product of a quantized linear (no rotations, no scale). */
 static void linear_codes(tqp_linear *l, const float *xr, float *z, int threads)
 {
-    threads = threads > 1 && (double)l->m * l->n >= THREAD_MIN_WORK ? threads : 1;
+    threads = lin_threads(l, threads);
     if (l->kind == TQP_LIN_TRELLIS) tqp_tmv_apply_codes(l->tmv, xr, z, threads);
     else if (l->kind == TQP_LIN_E8P) tqp_emv_apply_codes(l->emv, xr, z, threads);
     else tqp_smv_apply_codes(l->smv, xr, z, threads);
@@ -96,7 +102,7 @@ void tqp_linear_destroy(tqp_linear *l)
     memset(l, 0, sizeof *l);
 }
 
-static void linear_dense(tqp_linear *l, const float *W, int m, int n)
+void tqp_linear_dense(tqp_linear *l, const float *W, int m, int n)
 {
     memset(l, 0, sizeof *l);
     l->kind = TQP_LIN_DENSE, l->m = m, l->n = n, l->W = W;
@@ -104,30 +110,23 @@ static void linear_dense(tqp_linear *l, const float *W, int m, int n)
 }
 
 tqp_status tqp_linear_quantized(const tqp_qmat_info *q, const tqp_trellis *t,
-                                const uint8_t *packed, tqp_rot *rot, tqp_tmv_kernel kernel,
-                                tqp_linear *l)
+                                const uint8_t *packed, size_t bytes, tqp_rot *rot,
+                                tqp_tmv_kernel kernel, tqp_linear *l)
 {
     memset(l, 0, sizeof *l);
-    l->m = q->rows, l->n = q->cols, l->scale = q->scale;
+    l->m = q->rows, l->n = q->cols, l->scale = q->scale, l->bytes = (double)bytes;
     l->rot = *rot; /* moved: the operators borrow it from l, which must not move after this */
     memset(rot, 0, sizeof *rot);
     tqp_status s;
     if (TQP_CB_IS(q->cb, TQP_CB_TRELLIS)) {
-        tqp_tcq *fam = NULL;
         l->kind = TQP_LIN_TRELLIS;
-        s = tqp_tcq_create(t->L, t->K, t->V, t->code, t->lut, &fam);
-        if (s == TQP_OK) l->bytes = (double)tqp_tcq_matrix_bytes(fam, q->rows, q->cols);
-        tqp_tcq_destroy(&fam);
-        if (s == TQP_OK)
-            s = tqp_tmv_create(t, packed, q->rows, q->cols, q->scale, &l->rot, kernel, &l->tmv);
+        s = tqp_tmv_create(t, packed, q->rows, q->cols, q->scale, &l->rot, kernel, &l->tmv);
     } else if (TQP_CB_IS(q->cb, TQP_CB_E8P)) {
         l->kind = TQP_LIN_E8P;
-        l->bytes = (double)tqp_e8p_matrix_bytes(q->rows, q->cols, q->bits);
         s = tqp_emv_create(packed, q->rows, q->cols, q->bits, q->resid_scale, q->scale, &l->rot,
                            kernel, &l->emv);
     } else {
         l->kind = TQP_LIN_SCALAR;
-        l->bytes = (double)tqp_pack_bytes((size_t)q->rows * q->cols, q->bits);
         s = tqp_smv_create(packed, q->rows, q->cols, q->bits, q->scale, &l->rot, &l->smv);
     }
     if (s != TQP_OK) tqp_linear_destroy(l);
@@ -219,7 +218,7 @@ static tqp_status load_quantized_layer(tqp_infer *e, tqp_qfile *q, int l, tqp_tm
         size_t bytes = 0;
         tqp_rot rot;
         TQP_CHECK(tqp_qfile_read_codes(q, l, i, &info, &packed, &bytes, &rot));
-        tqp_status s = tqp_linear_quantized(&info, tqp_qfile_trellis(q), packed, &rot, kernel,
+        tqp_status s = tqp_linear_quantized(&info, tqp_qfile_trellis(q), packed, bytes, &rot, kernel,
                                             &L->mat[i]);
         tqp_rot_destroy(&rot);
         free(packed);
@@ -237,7 +236,7 @@ static tqp_status load_dense_layer(tqp_infer *e, const tqp_model *m, int l)
     for (int i = 0; i < TQP_QMATS; i++) {
         int64_t r, c;
         tqp_layer_tensor_shape(&e->cfg, tqp_qmat_tensor(i), &r, &c);
-        linear_dense(&L->mat[i], L->lw.w[tqp_qmat_tensor(i)], (int)r, (int)c);
+        tqp_linear_dense(&L->mat[i], L->lw.w[tqp_qmat_tensor(i)], (int)r, (int)c);
         L->vec[tqp_qmat_tensor(i)] = NULL;
     }
     return TQP_OK;
@@ -251,7 +250,7 @@ tqp_status tqp_infer_load(const tqp_model *m, tqp_qfile *q, int max_ctx, tqp_tmv
     tqp_status s = tqp_model_global_load(m, TQP_G_EMBED, &e->embed, &e->owned_globals[0]);
     if (s == TQP_OK) s = tqp_model_global_load(m, TQP_G_NORM, &e->norm, &e->owned_globals[1]);
     if (s == TQP_OK) s = tqp_model_global_load(m, TQP_G_OUTPUT, &e->head, &e->owned_globals[2]);
-    if (s == TQP_OK) linear_dense(&e->head_op, e->head, m->cfg.vocab_size, m->cfg.dim);
+    if (s == TQP_OK) tqp_linear_dense(&e->head_op, e->head, m->cfg.vocab_size, m->cfg.dim);
     for (int l = 0; l < m->cfg.n_layers && s == TQP_OK; l++)
         s = q ? load_quantized_layer(e, q, l, kernel) : load_dense_layer(e, m, l);
     if (s != TQP_OK) {

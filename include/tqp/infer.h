@@ -44,11 +44,14 @@ typedef struct {
 const char *tqp_lin_kind_name(tqp_lin_kind k); // "fp32", "trellis", "e8p", "scalar"
 void tqp_linear_apply(tqp_linear *l, const float *x, float *y, int threads);
 void tqp_linear_destroy(tqp_linear *l);
-/* A quantized matrix from its info, packed codes (borrowed: the operators copy what they keep)
- * and rotation (moved into l: rot is zeroed).  t: the trellis family (trellis codes only). */
+/* A dense fp32 matrix W (m, n), borrowed. */
+void tqp_linear_dense(tqp_linear *l, const float *W, int m, int n);
+/* A quantized matrix from its info, packed codes (`bytes` of them, borrowed: the operators copy
+ * what they keep) and rotation (moved into l: rot is zeroed).  t: the trellis family (trellis
+ * codes only). */
 tqp_status tqp_linear_quantized(const tqp_qmat_info *q, const tqp_trellis *t,
-                                const uint8_t *packed, tqp_rot *rot, tqp_tmv_kernel kernel,
-                                tqp_linear *l);
+                                const uint8_t *packed, size_t bytes, tqp_rot *rot,
+                                tqp_tmv_kernel kernel, tqp_linear *l);
 
 typedef struct {
     tqp_linear mat[TQP_QMATS];           // q, k, v, o, gate, up, down (qfile.h order)
