@@ -7,6 +7,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,10 @@ struct tqp_emv {
     uint8_t *packed;         // reference: the codes as stored
     uint8_t *lay_bytes;      // SIMD: the rewritten codes (e8mv_impl.h), 64-byte aligned
     tqp_emv_layout lay;
+    int i16;                 // avx512 at 2 and 4 bits with VBMI + VNNI: the int16 layout
+    tqp_emv_i16_layout l16;
+    int16_t *xq;             // (8 nb) its activations
+    int32_t *sxq;            // (nb) their block sums
     float *xr, *sx, *z;      // (8 nb), (nb), (8 bands)
     double *dx, *scratch;    // (max(m, n)) each
 };
@@ -31,6 +36,8 @@ static struct {
     float e81b[256][8] __attribute__((aligned(64)));
     uint32_t signs[256][8] __attribute__((aligned(64)));
     uint32_t masks[256][8] __attribute__((aligned(64)));
+    uint16_t mag[256];  // the int16 layout: coordinate i's (|b| - 1/2) at bits 2i, 2i+1
+    uint8_t odd[256];   // the base negates coordinate 7
 } tabs;
 static pthread_once_t tabs_once = PTHREAD_ONCE_INIT;
 
@@ -48,6 +55,9 @@ static void build_tabs(void)
             tabs.masks[k][i] = (k >> i) & 1 ? 0xFFFFFFFFu : 0;
         }
         if ((sum / 2) & 1) tabs.base[k][7] = -tabs.base[k][7];
+        tabs.odd[k] = (uint8_t)((sum / 2) & 1);
+        tabs.mag[k] = 0;
+        for (int i = 0; i < 8; i++) tabs.mag[k] |= (uint16_t)((half[k][i] - 1) / 2 << (2 * i));
     }
 }
 
@@ -69,6 +79,22 @@ const char *tqp_emv_avx512_unavailable(void)
 #endif
 }
 
+const char *tqp_emv_i16_unavailable(int bits)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_E8I16)
+    const char *why = tqp_emv_avx512_unavailable();
+    if (why) return why;
+    if (!(__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni")))
+        return "this CPU lacks AVX-512 VBMI/VNNI";
+    if (getenv("TQP_NO_I16")) return "TQP_NO_I16 is set";
+    if (bits == 3) return "3 bits (the E81B stage is a table of points)";
+    return NULL;
+#else
+    (void)bits;
+    return "built without the int16 kernel";
+#endif
+}
+
 const char *tqp_emv_avx2_unavailable(void)
 {
 #if defined(__x86_64__) && defined(TQP_HAVE_AVX2_E8MV)
@@ -82,7 +108,8 @@ const char *tqp_emv_avx2_unavailable(void)
 
 const char *tqp_emv_kernel_name(const tqp_emv *op)
 {
-    return op->kernel == TQP_TMV_AVX512 ? "avx512" : op->kernel == TQP_TMV_AVX2 ? "avx2"
+    return op->i16                      ? "avx512-i16"
+           : op->kernel == TQP_TMV_AVX512 ? "avx512" : op->kernel == TQP_TMV_AVX2 ? "avx2"
                                                                                 : "reference";
 }
 
@@ -124,14 +151,20 @@ size_t tqp_emv_layout_size(int m, int n)
     return (size_t)((m + 7) / 8) * (size_t)((n + 7) / 8) * 50; /* two stages of 16 + 8 + 1 */
 }
 
-tqp_status tqp_emv_layout_build(const uint8_t *packed, int m, int n, int bits, double rs,
-                                uint8_t **bytes, tqp_emv_layout *L)
+/* The zeroed bytes of either layout (the same size), the tables built. */
+static uint8_t *layout_bytes(int m, int n)
 {
     tabs_init();
     size_t lb = tqp_emv_layout_size(m, n);
-    *bytes = tqp_malloc_aligned(lb);
-    if (!*bytes) return TQP_ENOMEM;
-    memset(*bytes, 0, lb);
+    uint8_t *b = tqp_malloc_aligned(lb);
+    if (b) memset(b, 0, lb);
+    return b;
+}
+
+tqp_status tqp_emv_layout_build(const uint8_t *packed, int m, int n, int bits, double rs,
+                                uint8_t **bytes, tqp_emv_layout *L)
+{
+    if (!(*bytes = layout_bytes(m, n))) return TQP_ENOMEM;
     *L = (tqp_emv_layout){.bits = bits, .bands = (m + 7) / 8, .nb = (n + 7) / 8,
                           .base = &tabs.base[0][0], .e81b = &tabs.e81b[0][0],
                           .signs = &tabs.signs[0][0], .masks = &tabs.masks[0][0],
@@ -162,6 +195,44 @@ tqp_status tqp_emv_layout_build(const uint8_t *packed, int m, int n, int bits, d
                     p2[at] |= (uint8_t)(p << r);
                 }
             }
+        }
+    }
+    return TQP_OK;
+}
+
+tqp_status tqp_emv_i16_layout_build(const uint8_t *packed, int m, int n, int bits, double rs,
+                                    uint8_t **bytes, tqp_emv_i16_layout *L)
+{
+    if (!(*bytes = layout_bytes(m, n))) return TQP_ENOMEM; /* 25 bytes per 64 weights, stage */
+    *L = (tqp_emv_i16_layout){.bits = bits, .bands = (m + 7) / 8, .nb = (n + 7) / 8,
+                              .masks = &tabs.masks[0][0],
+                              .inv_rs = bits > 2 ? (float)(1.0 / rs) : 0.0f};
+    int nb = L->nb, stages = bits == 4 ? 2 : 1;
+    size_t q = (size_t)L->bands * nb;
+    uint64_t *mag = (uint64_t *)*bytes;
+    uint32_t *sgn = (uint32_t *)(mag + 4 * q);
+    uint8_t *tau = (uint8_t *)(sgn + 4 * q);
+    for (int s = 0; s < 2; s++) {
+        L->mag[s] = s < stages ? mag + 2 * q * s : NULL;
+        L->sgn[s] = s < stages ? sgn + 2 * q * s : NULL;
+        L->tau[s] = s < stages ? tau + q * s : NULL;
+    }
+    size_t off = 0;
+    for (int b = 0; b < L->bands; b++) {
+        int rows = m - 8 * b < 8 ? m - 8 * b : 8;
+        for (int j = 0; j < nb; j++) {
+            size_t at = (size_t)b * nb + j;
+            for (int r = 0; r < rows; r++, off += (size_t)bits)
+                for (int s = 0; s < stages; s++) {
+                    const uint8_t *c = packed + off + 2 * s;
+                    uint8_t k, neg;
+                    int p;
+                    split((uint16_t)(c[0] | c[1] << 8), &k, &neg, &p);
+                    size_t h = 2 * (q * s + at) + (size_t)(r / 4);
+                    mag[h] |= (uint64_t)tabs.mag[k] << (16 * (r % 4));
+                    sgn[h] |= (uint32_t)(neg ^ tabs.odd[k] << 7) << (8 * (r % 4));
+                    tau[q * s + at] |= (uint8_t)(p << r);
+                }
         }
     }
     return TQP_OK;
@@ -202,7 +273,15 @@ tqp_status tqp_emv_create(const uint8_t *packed, int m, int n, int bits, double 
     tqp_status s = (!op->xr || !op->sx || !op->z || !op->dx || !op->scratch) ? TQP_ENOMEM : TQP_OK;
     if (s == TQP_OK) memset(op->xr, 0, sizeof(float) * 8 * (size_t)nb);
     size_t bytes = tqp_e8p_matrix_bytes(m, n, bits);
-    if (s == TQP_OK && kernel == TQP_TMV_REFERENCE) {
+    op->i16 = kernel == TQP_TMV_AVX512 && !tqp_emv_i16_unavailable(bits);
+    if (s == TQP_OK && op->i16) {
+        op->xq = tqp_malloc_aligned(sizeof(int16_t) * 8 * (size_t)nb);
+        op->sxq = tqp_malloc(sizeof(int32_t) * (size_t)nb);
+        if (!op->xq || !op->sxq) s = TQP_ENOMEM;
+        else memset(op->xq, 0, sizeof(int16_t) * 8 * (size_t)nb);
+        if (s == TQP_OK) s = tqp_emv_i16_layout_build(packed, m, n, bits, rs, &op->lay_bytes,
+                                                      &op->l16);
+    } else if (s == TQP_OK && kernel == TQP_TMV_REFERENCE) {
         op->packed = tqp_malloc(bytes);
         if (!op->packed) s = TQP_ENOMEM;
         else memcpy(op->packed, packed, bytes);
@@ -221,7 +300,7 @@ void tqp_emv_destroy(tqp_emv **pop)
 {
     tqp_emv *op = *pop;
     if (!op) return;
-    free(op->packed), free(op->lay_bytes), free(op->xr), free(op->sx), free(op->z);
+    free(op->packed), free(op->lay_bytes), free(op->xq), free(op->sxq), free(op->xr), free(op->sx), free(op->z);
     free(op->dx), free(op->scratch);
     free(op);
     *pop = NULL;
@@ -240,6 +319,12 @@ static void codes_simd(const tqp_emv *op, const float *xr, float *z, int b)
 
 static void decode_simd(const tqp_emv *op, float *buf, int b)
 {
+#ifdef TQP_HAVE_AVX512_E8I16
+    if (op->i16) {
+        tqp_emv_decode_i16(&op->l16, buf, b, b + 1);
+        return;
+    }
+#endif
 #ifdef TQP_HAVE_AVX512_E8MV
     if (op->kernel == TQP_TMV_AVX512) tqp_emv_decode_avx512(&op->lay, buf, b, b + 1);
 #endif
@@ -276,6 +361,27 @@ void tqp_emv_apply_codes(tqp_emv *op, const float *xr, float *z, int threads)
         for (int b = 0; b < B; b++) codes_reference(op, xr, z, b);
         return;
     }
+#ifdef TQP_HAVE_AVX512_E8I16
+    if (op->i16) { /* int16 activations: step max |x| / 32767, rounded to nearest */
+        float mx = 0;
+        for (int i = 0; i < op->n; i++) mx = fabsf(xr[i]) > mx ? fabsf(xr[i]) : mx;
+        double step = mx > 0 ? mx / 32767.0 : 1, inv = 1 / step;
+        for (int i = 0; i < op->n; i++) op->xq[i] = (int16_t)lrint(xr[i] * inv);
+        double stot = 0;
+        for (int j = 0; j < nb; j++) {
+            int32_t t = 0;
+            for (int i = 0; i < 8; i++) t += op->xq[8 * j + i];
+            op->sxq[j] = t;
+            stot += t;
+        }
+        float *zz = op->m % 8 ? op->z : z;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int b = 0; b < B; b++)
+            tqp_emv_codes_i16(&op->l16, op->xq, op->sxq, stot, step, zz, b, b + 1);
+        if (zz != z) memcpy(z, zz, sizeof(float) * (size_t)op->m);
+        return;
+    }
+#endif
     /* x padded with zeros to whole blocks, and its block sums for the shifts */
     if (xr != op->xr) memcpy(op->xr, xr, sizeof(float) * (size_t)op->n);
     float tot = 0;

@@ -43,4 +43,27 @@ void tqp_emv_codes_avx2(const tqp_emv_layout *k, const float *xr, const float *s
 void tqp_emv_decode_avx512(const tqp_emv_layout *k, float *W, int b0, int b1);
 void tqp_emv_decode_avx2(const tqp_emv_layout *k, float *W, int b0, int b1);
 
+/* The int16 layout (2 and 4 bits, AVX-512 VBMI + VNNI).  Values in quarter units: a first-
+ * stage coordinate is sigma (4 c + 2) + tau, c in 0..3 its magnitude ((2 c + 1) / 2), sigma its
+ * sign (the sign byte with the base's own negation of coordinate 7 folded in), tau the shift.
+ * For band b, block j, q = b nb + j and half h (rows 4h .. 4h+3): mag[2 q + h] holds row 4h+r's
+ * eight c at bits 16 r + 2 i; sgn[2 q + h] its sigma bits at bit 8 r + i (1: negative); tau[q]
+ * bit r: row r's shift is -1/4.  25 bytes per 64 weights and stage: tqp_emv_layout_size. */
+typedef struct {
+    int bits, bands, nb;
+    const uint64_t *mag[2]; // the two stages (the second at 4 bits only)
+    const uint32_t *sgn[2];
+    const uint8_t *tau[2];
+    const uint32_t *masks; // (256, 8) byte -> all ones in lane i when bit i is set
+    float inv_rs;
+} tqp_emv_i16_layout;
+
+tqp_status tqp_emv_i16_layout_build(const uint8_t *packed, int m, int n, int bits, double rs,
+                                    uint8_t **bytes, tqp_emv_i16_layout *L);
+/* z[8 b ..] for bands b0 .. b1-1 from xq (8 nb int16 activations, zero past n), sx its nb block
+ * sums, stot their sum, step the activations' unit (xr ~ step xq). */
+void tqp_emv_codes_i16(const tqp_emv_i16_layout *L, const int16_t *xq, const int32_t *sx,
+                       double stot, double step, float *z, int b0, int b1);
+void tqp_emv_decode_i16(const tqp_emv_i16_layout *L, float *W, int b0, int b1);
+
 #endif

@@ -51,6 +51,9 @@ check "an edge shape runs on the reference kernel" grep -qE '^\| 40x24 \| 2 \| 1
 simd=reference
 grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && simd=avx2
 grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo && simd=avx512
+# with VBMI and VNNI too, the int16 form of the avx512 kernel (2 and 4 bits)
+[ "$simd" = avx512 ] && grep -qw avx512vbmi /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo &&
+    simd=avx512-i16
 check "E8P is benchmarked beside the trellis ($simd kernel)" grep -qE "^\| 40x24 \| 2 \| e8p \| $simd \|" "$WORK/eout"
 expect=reference
 grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && expect=avx2

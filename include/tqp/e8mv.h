@@ -18,6 +18,10 @@
  *   - avx512: the codes rewritten at preparation into, per band of 8 rows and column block,
  *     8 pattern bytes, 8 sign bytes (s XOR p: one 64-bit mask, 16 lanes = two rows per
  *     instruction) and the 8 shift bits in one byte; AVX-512 F/BW/VL;
+ *   - avx512-i16 (the avx512 kernel at 2 and 4 bits where the CPU also has VBMI and VNNI, and
+ *     TQP_NO_I16 is unset): values in quarter units as 16-bit integers, from a layout of the 2
+ *     magnitude bits of every coordinate, a sign mask and the shift bits; int16 activations and
+ *     VPDPWSSD (docs/matvec.md); products within the activations' int16 rounding;
  *   - avx2: the same layout, one row per instruction, signs from a 256-entry table; AVX2 + FMA.
  * A last band of fewer than 8 rows is padded with zero codes (its extra sums dropped) and a
  * last block narrower than 8 columns reads zeros past x's end.  The prepared layout holds
@@ -48,6 +52,8 @@ const char *tqp_emv_kernel_name(const tqp_emv *op);
 /* Why the AVX-512 / AVX2 kernel cannot run on this CPU (NULL if it can). */
 const char *tqp_emv_avx512_unavailable(void);
 const char *tqp_emv_avx2_unavailable(void);
+/* Why the avx512 kernel does not take its int16 form for `bits` (NULL if it does). */
+const char *tqp_emv_i16_unavailable(int bits);
 
 /* y (m) = W x (n).  Not thread-safe on one operator; threads share the bands. */
 void tqp_emv_apply(tqp_emv *op, const float *x, float *y, int threads);
