@@ -375,9 +375,11 @@ void tqp_emv_apply_codes(tqp_emv *op, const float *xr, float *z, int threads)
             stot += t;
         }
         float *zz = op->m % 8 ? op->z : z;
+        int G = (B + 3) / 4; /* groups of 4 bands share the loads of x */
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (int b = 0; b < B; b++)
-            tqp_emv_codes_i16(&op->l16, op->xq, op->sxq, stot, step, zz, b, b + 1);
+        for (int g = 0; g < G; g++)
+            tqp_emv_codes_i16(&op->l16, op->xq, op->sxq, stot, step, zz, 4 * g,
+                              4 * g + 4 < B ? 4 * g + 4 : B);
         if (zz != z) memcpy(z, zz, sizeof(float) * (size_t)op->m);
         return;
     }

@@ -48,69 +48,91 @@ INLINE __m256i rowmask(const tqp_emv_i16_layout *L, unsigned t)
     return _mm256_load_si256((const __m256i *)(L->masks + 8 * t));
 }
 
-/* One stage over band b: out[r] = row r's product with xq in quarter units of xq's unit.  The
- * shifts: tau = +1 everywhere gives stot (the sum of xq), and each block whose shift is -1
- * takes twice its block sum sx[j] off, summed per row by a masked add. */
-static void stage(const tqp_emv_i16_layout *L, int s, const int16_t *xq, const int32_t *sx,
-                  double stot, int b, double out[8])
+/* Block j of bands b .. b+nbd-1 into their sums a[d][half] and shift sums t[d]. */
+INLINE void one_block(const tqp_emv_i16_layout *L, const uint64_t *mag, const uint32_t *sgn,
+                      const uint8_t *tau, const int16_t *xq, const int32_t *sx, int b,
+                      const int nbd, int j, const consts *k, __m512i a[][2], __m256i *t)
 {
+    __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xq + 8 * j)));
+    __m256i sj = _mm256_set1_epi32(sx[j]);
+#pragma GCC unroll 4
+    for (int d = 0; d < nbd; d++) {
+        size_t q = (size_t)(b + d) * L->nb + (size_t)j;
+        a[d][0] = _mm512_dpwssd_epi32(a[d][0], values(mag, sgn, q, 0, k), x);
+        a[d][1] = _mm512_dpwssd_epi32(a[d][1], values(mag, sgn, q, 1, k), x);
+        t[d] = _mm256_add_epi32(t[d], _mm256_and_si256(rowmask(L, tau[q]), sj));
+    }
+}
+
+/* One stage over bands b .. b+nbd-1 (nbd of them, 1, 2 or 4: each block of x is loaded once for
+ * all): out[d][r] = row r of band b+d's product with xq, in quarter units of xq's unit.  The
+ * shifts: tau = +1 everywhere gives stot (the sum of xq), and each block whose shift is -1
+ * takes twice its block sum sx[j] off, added per row through a row mask.  A band's sums are
+ * exact int32 per chunk of blocks whatever nbd is, so its result does not depend on nbd. */
+INLINE void stage(const tqp_emv_i16_layout *L, int s, const int16_t *xq, const int32_t *sx,
+                  double stot, int b, const int nbd, double out[][8])
+{
+    enum { MAXB = 4 };
+    const int U = nbd == 1 ? 2 : 1; /* one band: two blocks at a time, four sums all the same */
     const consts k = make_consts();
     const uint64_t *mag = L->mag[s];
     const uint32_t *sgn = L->sgn[s];
     const uint8_t *tau = L->tau[s];
-    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
-    double tneg[8] = {0};
-    size_t q0 = (size_t)b * L->nb;
+    __m512 f[MAXB][2];
+    double tneg[MAXB][8] = {{0}};
+    for (int d = 0; d < nbd; d++) f[d][0] = f[d][1] = _mm512_setzero_ps();
     for (int c0 = 0; c0 < L->nb; c0 += CHUNK) {
         int c1 = c0 + CHUNK < L->nb ? c0 + CHUNK : L->nb, j = c0;
-        __m512i a[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                        _mm512_setzero_si512()};
-        __m256i t = _mm256_setzero_si256();
-        for (; j + 1 < c1; j += 2) { /* two blocks, four independent sums */
-            size_t q = q0 + (size_t)j;
-            __m512i x0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xq + 8 * j)));
-            __m512i x1 =
-                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xq + 8 * j + 8)));
-            a[0] = _mm512_dpwssd_epi32(a[0], values(mag, sgn, q, 0, &k), x0);
-            a[1] = _mm512_dpwssd_epi32(a[1], values(mag, sgn, q, 1, &k), x0);
-            a[2] = _mm512_dpwssd_epi32(a[2], values(mag, sgn, q + 1, 0, &k), x1);
-            a[3] = _mm512_dpwssd_epi32(a[3], values(mag, sgn, q + 1, 1, &k), x1);
-            t = _mm256_add_epi32(t, _mm256_and_si256(rowmask(L, tau[q]), _mm256_set1_epi32(sx[j])));
-            t = _mm256_add_epi32(t, _mm256_and_si256(rowmask(L, tau[q + 1]),
-                                                     _mm256_set1_epi32(sx[j + 1])));
+        __m512i a[2][MAXB][2];
+        __m256i t[MAXB];
+        for (int d = 0; d < nbd; d++) {
+            t[d] = _mm256_setzero_si256();
+            for (int u = 0; u < 2; u++) a[u][d][0] = a[u][d][1] = _mm512_setzero_si512();
         }
-        if (j < c1) {
-            size_t q = q0 + (size_t)j;
-            __m512i x0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xq + 8 * j)));
-            a[0] = _mm512_dpwssd_epi32(a[0], values(mag, sgn, q, 0, &k), x0);
-            a[1] = _mm512_dpwssd_epi32(a[1], values(mag, sgn, q, 1, &k), x0);
-            t = _mm256_add_epi32(t, _mm256_and_si256(rowmask(L, tau[q]), _mm256_set1_epi32(sx[j])));
+        for (; j + U <= c1; j += U)
+#pragma GCC unroll 2
+            for (int u = 0; u < U; u++) one_block(L, mag, sgn, tau, xq, sx, b, nbd, j + u, &k, a[u], t);
+        if (j < c1) one_block(L, mag, sgn, tau, xq, sx, b, nbd, j, &k, a[0], t);
+        for (int d = 0; d < nbd; d++) {
+            for (int h = 0; h < 2; h++)
+                f[d][h] = _mm512_add_ps(
+                    f[d][h], _mm512_cvtepi32_ps(_mm512_add_epi32(a[0][d][h], a[1][d][h])));
+            int32_t tt[8];
+            _mm256_storeu_si256((__m256i *)tt, t[d]);
+            for (int r = 0; r < 8; r++) tneg[d][r] += tt[r];
         }
-        f0 = _mm512_add_ps(f0, _mm512_cvtepi32_ps(_mm512_add_epi32(a[0], a[2])));
-        f1 = _mm512_add_ps(f1, _mm512_cvtepi32_ps(_mm512_add_epi32(a[1], a[3])));
-        int32_t tt[8];
-        _mm256_storeu_si256((__m256i *)tt, t);
-        for (int r = 0; r < 8; r++) tneg[r] += tt[r];
     }
-    float u[2][16];
-    _mm512_storeu_ps(u[0], f0);
-    _mm512_storeu_ps(u[1], f1);
-    for (int r = 0; r < 8; r++) {
-        const float *v = u[r / 4] + 4 * (r % 4);
-        out[r] = (double)v[0] + v[1] + v[2] + v[3] + stot - 2 * tneg[r];
+    for (int d = 0; d < nbd; d++) {
+        float u[2][16];
+        _mm512_storeu_ps(u[0], f[d][0]);
+        _mm512_storeu_ps(u[1], f[d][1]);
+        for (int r = 0; r < 8; r++) {
+            const float *v = u[r / 4] + 4 * (r % 4);
+            out[d][r] = (double)v[0] + v[1] + v[2] + v[3] + stot - 2 * tneg[d][r];
+        }
     }
+}
+
+/* Bands b .. b+nbd-1, both stages. */
+INLINE void bands(const tqp_emv_i16_layout *L, const int16_t *xq, const int32_t *sx, double stot,
+                  double unit, float *z, int b, const int nbd)
+{
+    double o1[4][8], o2[4][8] = {{0}};
+    stage(L, 0, xq, sx, stot, b, nbd, o1);
+    if (L->bits == 4) stage(L, 1, xq, sx, stot, b, nbd, o2);
+    for (int d = 0; d < nbd; d++)
+        for (int r = 0; r < 8; r++)
+            z[8 * (b + d) + r] = (float)(unit * (o1[d][r] + L->inv_rs * o2[d][r]));
 }
 
 void tqp_emv_codes_i16(const tqp_emv_i16_layout *L, const int16_t *xq, const int32_t *sx,
                        double stot, double step, float *z, int b0, int b1)
 {
     double unit = 0.25 * step;
-    for (int b = b0; b < b1; b++) {
-        double o1[8], o2[8] = {0};
-        stage(L, 0, xq, sx, stot, b, o1);
-        if (L->bits == 4) stage(L, 1, xq, sx, stot, b, o2);
-        for (int r = 0; r < 8; r++) z[8 * b + r] = (float)(unit * (o1[r] + L->inv_rs * o2[r]));
-    }
+    int b = b0;
+    for (; b + 4 <= b1; b += 4) bands(L, xq, sx, stot, unit, z, b, 4);
+    for (; b + 2 <= b1; b += 2) bands(L, xq, sx, stot, unit, z, b, 2);
+    for (; b < b1; b++) bands(L, xq, sx, stot, unit, z, b, 1);
 }
 
 void tqp_emv_decode_i16(const tqp_emv_i16_layout *L, float *W, int b0, int b1)

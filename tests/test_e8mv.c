@@ -127,6 +127,7 @@ static void all_shapes(tqp_tmv_kernel kernel)
         one(bits, 1, 9, TQP_ROT_NONE, kernel);
         one(bits, 7, 1, TQP_ROT_NONE, kernel);
         one(bits, 9, 16408, TQP_ROT_NONE, kernel); /* 2051 blocks: past a 2048-block int32 sum */
+        one(bits, 56, 24, TQP_ROT_NONE, kernel);   /* 7 bands: groups of 4, 2 and 1 */
     }
 }
 
