@@ -3,8 +3,8 @@
  * VPMULTISHIFTQB puts each coordinate's two magnitude bits in its 16-bit lane, VPTERNLOGD makes
  * 4 c + 2, a masked subtraction negates where the sign is negative (the mask loaded from the
  * layout), and VPDPWSSD multiplies by the int16 activations, summed exactly in int32; the
- * shifts (+-1/4 per row and block) come from the activations' block sums, one masked add per
- * 64 weights.  No multiply and no table: three simple operations per 32 weights decode.
+ * shifts (+-1/4 per row and block) come from the activations' block sums, one AND with a row
+ * mask and one add per 64 weights.  No multiply and no table: three simple operations per 32 weights decode.
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512vbmi; chosen at run time. */
 #include <immintrin.h>
 #include <stddef.h>
@@ -16,7 +16,8 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /* Blocks summed in int32 before the sums go to float: a dword takes two products of at most
- * 15 x 32767 per block, and 2048 blocks of them stay below 2^31. */
+ * 14 x 32767 per block (|4c + 2| <= 14, |xq| <= 32767), and 2048 blocks of them stay below
+ * 2^31 (1.88e9); a row's shift sum takes at most 8 x 32767 per block. */
 #define CHUNK 2048
 
 typedef struct {
