@@ -361,42 +361,38 @@ void tqp_emv_apply_codes(tqp_emv *op, const float *xr, float *z, int threads)
         for (int b = 0; b < B; b++) codes_reference(op, xr, z, b);
         return;
     }
+    float *zz = op->m % 8 ? op->z : z; /* a padded last band writes 8 rows */
 #ifdef TQP_HAVE_AVX512_E8I16
-    if (op->i16) { /* int16 activations: step max |x| / 32767, rounded to nearest */
-        float mx = 0;
-        for (int i = 0; i < op->n; i++) mx = fabsf(xr[i]) > mx ? fabsf(xr[i]) : mx;
-        double step = mx > 0 ? mx / 32767.0 : 1, inv = 1 / step;
+    if (op->i16) { /* int16 activations (tqp_mv_i16_step) and their block sums */
+        double step = tqp_mv_i16_step(xr, op->n), inv = 1 / step, stot = 0;
         for (int i = 0; i < op->n; i++) op->xq[i] = (int16_t)lrint(xr[i] * inv);
-        double stot = 0;
         for (int j = 0; j < nb; j++) {
             int32_t t = 0;
             for (int i = 0; i < 8; i++) t += op->xq[8 * j + i];
             op->sxq[j] = t;
             stot += t;
         }
-        float *zz = op->m % 8 ? op->z : z;
         int G = (B + 3) / 4; /* groups of 4 bands share the loads of x */
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
         for (int g = 0; g < G; g++)
             tqp_emv_codes_i16(&op->l16, op->xq, op->sxq, stot, step, zz, 4 * g,
                               4 * g + 4 < B ? 4 * g + 4 : B);
-        if (zz != z) memcpy(z, zz, sizeof(float) * (size_t)op->m);
-        return;
-    }
+    } else
 #endif
-    /* x padded with zeros to whole blocks, and its block sums for the shifts */
-    if (xr != op->xr) memcpy(op->xr, xr, sizeof(float) * (size_t)op->n);
-    float tot = 0;
-    for (int j = 0; j < nb; j++) {
-        float s = 0;
-        for (int i = 0; i < 8; i++) s += op->xr[8 * j + i];
-        op->sx[j] = s;
-        tot += s;
-    }
-    op->lay.sum_x = tot;
-    float *zz = op->m % 8 ? op->z : z;
+    {
+        /* x padded with zeros to whole blocks, and its block sums for the shifts */
+        if (xr != op->xr) memcpy(op->xr, xr, sizeof(float) * (size_t)op->n);
+        float tot = 0;
+        for (int j = 0; j < nb; j++) {
+            float s = 0;
+            for (int i = 0; i < 8; i++) s += op->xr[8 * j + i];
+            op->sx[j] = s;
+            tot += s;
+        }
+        op->lay.sum_x = tot;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int b = 0; b < B; b++) codes_simd(op, op->xr, zz, b);
+        for (int b = 0; b < B; b++) codes_simd(op, op->xr, zz, b);
+    }
     if (zz != z) memcpy(z, zz, sizeof(float) * (size_t)op->m);
 }
 

@@ -269,14 +269,19 @@ static void codes_reference(tqp_tmv *op, const float *xr, float *z, int b0, int 
     }
 }
 
-/* The activations as int16 (step: max |x| / 32767, round to nearest) in the pairs of the int16
+double tqp_mv_i16_step(const float *x, int n)
+{
+    float mx = 0;
+    for (int i = 0; i < n; i++) mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    return mx > 0 ? mx / 32767.0 : 1;
+}
+
+/* The activations as int16 (step: tqp_mv_i16_step, round to nearest) in the pairs of the int16
  * layout; returns the step. */
 static double quantize_pairs(const tqp_tmv *op, const float *xr)
 {
     int n = op->n, np = op->l16.npairs;
-    float mx = 0;
-    for (int i = 0; i < n; i++) mx = fabsf(xr[i]) > mx ? fabsf(xr[i]) : mx;
-    double step = mx > 0 ? mx / 32767.0 : 1, inv = 1 / step;
+    double step = tqp_mv_i16_step(xr, n), inv = 1 / step;
     for (int q = 0; q < np; q++)
         for (int c = 0; c < 16; c++) {
             int i0 = 32 * q + c, i1 = i0 + 16;

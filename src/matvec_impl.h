@@ -56,6 +56,10 @@ void tqp_tmv_codes_i16_avx512(const tqp_tmv_i16_layout *k, const int32_t *xp, fl
 /* Decode groups g0 .. g1-1 into W (m, n) row-major, code units (the levels / 256). */
 void tqp_tmv_decode_i16_avx512(const tqp_tmv_i16_layout *k, float *W, int g0, int g1);
 
+/* The step of the int16 kernels' activations: max |x| / 32767 (1 when x is zero); each x[i]
+ * is then lrint(x[i] / step), at most 32767 in magnitude. */
+double tqp_mv_i16_step(const float *x, int n);
+
 /* The rotations around a product in code units, shared by the trellis and E8P operators:
  * xr (n) = V x as floats, and y (m) = scale U^T z; rot NULL or of kind none: identity.  dx and
  * scratch: max(m, n) doubles each. */
