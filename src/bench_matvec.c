@@ -206,8 +206,8 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
         {"--shapes", TQP_OPT_STRING, &shapes, "4096x4096,8192x8192,28672x8192,8192x28672",
          "MxN,...", "matrix shapes (rows x columns)"},
         {"--bits", TQP_OPT_STRING, &bits_text, "2,3,4", "K,...", "bits per weight (1..4)"},
-        {"--code", TQP_OPT_STRING, &code_name, "1mad,1mul,e8p", "CODE,...",
-         "codes side by side: 1mad, 1mul, 3inst or hyb (trellis), e8p (E8P lattice, 2-4 bits)"},
+        {"--code", TQP_OPT_STRING, &code_name, "1mad,1mul,gf8,e8p", "CODE,...",
+         "codes side by side: 1mad, 1mul, gf8, 3inst or hyb (trellis), e8p (E8P lattice, 2-4 bits)"},
         {"--threads", TQP_OPT_INT, &threads, "1", "N",
          "threads for our kernel; OpenBLAS follows OPENBLAS_NUM_THREADS", 0, 1, 1024},
         {"--reps", TQP_OPT_INT, &reps, "50", "N", "at most this many timed repetitions (best kept)", 0, 1, 1000000},
@@ -226,19 +226,19 @@ tqp_status tqp_bench_matvec(int argc, char **argv)
     TQP_CHECK(parse_shapes(shapes, ms, ns, &nshapes, 16));
     TQP_CHECK(parse_bits(bits_text, bits, &nbits));
     /* the codes: trellis codes and/or e8p, each at most once */
-    tqp_tcode codes[4];
-    int ncodes = 0, is_e8p[4] = {0};
+    tqp_tcode codes[5];
+    int ncodes = 0, is_e8p[5] = {0};
     for (const char *p = code_name; *p;) {
         size_t len = strcspn(p, ",");
         char one[16] = "";
         if (len < sizeof one) memcpy(one, p, len);
         int e = !strcmp(one, "e8p");
         tqp_tcode c = e ? TQP_TCODE_1MAD : tqp_tcode_parse(one);
-        if (ncodes == 4 || (!e && c != TQP_TCODE_1MAD && c != TQP_TCODE_3INST &&
-                            c != TQP_TCODE_HYB && c != TQP_TCODE_1MUL))
-            return tqp_error_set(TQP_EUSAGE,
-                                 "--code '%s': a list of at most 4 of 1mad, 1mul, 3inst, hyb, e8p",
-                                 code_name);
+        if (ncodes == 5 || (!e && c != TQP_TCODE_1MAD && c != TQP_TCODE_3INST &&
+                            c != TQP_TCODE_HYB && c != TQP_TCODE_1MUL && c != TQP_TCODE_GF8))
+            return tqp_error_set(
+                TQP_EUSAGE, "--code '%s': a list of at most 5 of 1mad, 1mul, gf8, 3inst, hyb, e8p",
+                code_name);
         is_e8p[ncodes] = e, codes[ncodes++] = c;
         p += len + (p[len] == ',');
     }

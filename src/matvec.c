@@ -16,6 +16,10 @@ struct tqp_tmv {
     uint16_t *w16;           // its words
     tqp_tmv_i16_layout l16;
     int32_t *xp;             // activation pairs (16 npairs)
+    int gf8;                 // code gf8 at K = 2 on avx512 with GFNI + VBMI: the byte kernel
+    uint64_t *w8;            // its words
+    tqp_tmv_gf8_layout l8;
+    int32_t *xb;             // its activation bytes (8 ncb)
     tqp_tmv_kernel kernel;
     double scale, divisor;   // kernel units per code unit (1mad in avx512: 147.8...; else 1)
     const tqp_rot *rot;
@@ -45,6 +49,21 @@ const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n)
 #endif
 }
 
+const char *tqp_tmv_gf8_unavailable(const tqp_trellis *t)
+{
+#if defined(__x86_64__) && defined(TQP_HAVE_AVX512_GF8)
+    if (t->code != TQP_TCODE_GF8 || t->V != 1) return "the code is not gf8";
+    if (t->L != 16 || t->K != 2) return "it needs L = 16 and K = 2";
+    if (!(__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni")))
+        return "this CPU lacks AVX512-VBMI/GFNI";
+    if (getenv("TQP_NO_I16")) return "TQP_NO_I16 is set";
+    return NULL;
+#else
+    (void)t;
+    return "built without the avx512-gf8 kernel";
+#endif
+}
+
 const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n)
 {
 #if defined(__x86_64__) && defined(TQP_HAVE_AVX2_MATVEC)
@@ -62,6 +81,7 @@ const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n)
 const char *tqp_tmv_kernel_name(const tqp_tmv *op)
 {
     return op->i16                        ? "avx512-i16"
+           : op->gf8                      ? "avx512-gf8"
            : op->kernel == TQP_TMV_AVX512 ? "avx512"
            : op->kernel == TQP_TMV_AVX2   ? "avx2"
                                           : "reference";
@@ -86,8 +106,15 @@ static void codes_simd(const tqp_tmv *op, const float *xr, float *z, int g)
 
 static void decode_simd(const tqp_tmv *op, float *W, int g)
 {
+#ifdef TQP_HAVE_AVX512_GF8
+    if (op->gf8) {
+        tqp_tmv_decode_gf8_avx512(&op->l8, W, g, g + 1);
+        return;
+    }
+#endif
 #ifdef TQP_HAVE_AVX512_MATVEC
-    if (op->kernel == TQP_TMV_AVX512) tqp_tmv_decode_avx512(&op->lay, W, g, g + 1);
+    if (op->i16) tqp_tmv_decode_i16_avx512(&op->l16, W, g, g + 1);
+    else if (op->kernel == TQP_TMV_AVX512) tqp_tmv_decode_avx512(&op->lay, W, g, g + 1);
 #endif
 #ifdef TQP_HAVE_AVX2_MATVEC
     if (op->kernel == TQP_TMV_AVX2) tqp_tmv_decode_avx2(&op->lay, W, g, g + 1);
@@ -132,6 +159,28 @@ void tqp_tmv_build_i16(const uint8_t *packed, int m, int n, int K, uint16_t *wor
                         }
                     }
                 }
+        }
+}
+
+size_t tqp_tmv_gf8_words_count(int m, int n)
+{
+    return (size_t)((m + 127) / 128) * (size_t)(n / 16) * 64;
+}
+
+void tqp_tmv_build_gf8(const uint8_t *packed, int m, int n, uint64_t *words)
+{
+    int bands = m / 16, ncb = n / 16;
+    for (int b = 0; b < bands; b++)
+        for (int ct = 0; ct < ncb; ct++) {
+            const uint8_t *src = packed + ((size_t)b * ncb + ct) * 64;
+            uint64_t *Wt = words + ((size_t)(b / 8) * ncb + ct) * 64 + b % 8;
+            for (int i = 0; i < 256; i++) {
+                uint32_t c = chunk(src, i, 2);
+                for (int bit = 0; bit < 2; bit++) {
+                    int pos = 2 * i + 1 - bit;
+                    Wt[8 * (pos >> 6)] |= (uint64_t)(c >> bit & 1) << (pos & 63);
+                }
+            }
         }
 }
 
@@ -209,6 +258,20 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
             tqp_tmv_build_i16(packed, m, n, t->K, op->w16);
             k->words = op->w16;
         }
+    } else if (s == TQP_OK && kernel == TQP_TMV_AVX512 && !tqp_tmv_gf8_unavailable(t)) {
+        op->gf8 = 1;
+        tqp_tmv_gf8_layout *k = &op->l8;
+        *k = (tqp_tmv_gf8_layout){.m = m, .n = n, .groups = (m + 127) / 128, .ncb = n / 16};
+        size_t nw = tqp_tmv_gf8_words_count(m, n);
+        op->w8 = tqp_malloc_aligned(sizeof(uint64_t) * nw);
+        op->xb = tqp_malloc_aligned(sizeof(int32_t) * 8 * (size_t)k->ncb);
+        if (!op->w8 || !op->xb) {
+            s = TQP_ENOMEM;
+        } else {
+            memset(op->w8, 0, sizeof(uint64_t) * nw);
+            tqp_tmv_build_gf8(packed, m, n, op->w8);
+            k->words = op->w8;
+        }
     } else if (s == TQP_OK && (kernel == TQP_TMV_AVX512 || kernel == TQP_TMV_AVX2)) {
         const tqp_trellis *b = tqp_tcq_base(op->fam);
         tqp_tmv_layout *k = &op->lay;
@@ -239,7 +302,7 @@ void tqp_tmv_destroy(tqp_tmv **pop)
     tqp_tmv *op = *pop;
     if (!op) return;
     tqp_tcq_destroy(&op->fam);
-    free(op->w16), free(op->xp);
+    free(op->w16), free(op->xp), free(op->w8), free(op->xb);
     free(op->packed), free(op->words), free(op->xr), free(op->z), free(op->dx), free(op->scratch);
     free(op);
     *pop = NULL;
@@ -295,6 +358,16 @@ static double quantize_pairs(const tqp_tmv *op, const float *xr)
 void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
 {
     if (threads < 1) threads = 1;
+#ifdef TQP_HAVE_AVX512_GF8
+    if (op->gf8) {
+        int64_t sx;
+        double f = tqp_tmv_quantize_gf8_avx512(xr, op->n, (int8_t *)op->xb, &sx) / TQP_GF8_SCALE;
+        int G = op->l8.groups;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int g = 0; g < G; g++) tqp_tmv_codes_gf8_avx512(&op->l8, op->xb, sx, f, z, g, g + 1);
+        return;
+    }
+#endif
 #ifdef TQP_HAVE_AVX512_MATVEC
     if (op->i16) {
         double f = quantize_pairs(op, xr) / 256;
@@ -353,16 +426,8 @@ void tqp_tmv_decode(tqp_tmv *op, float *W, int threads)
 {
     if (threads < 1) threads = 1;
     int m = op->m, n = op->n;
-#ifdef TQP_HAVE_AVX512_MATVEC
-    if (op->i16) {
-        int G = op->l16.groups;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-        for (int g = 0; g < G; g++) tqp_tmv_decode_i16_avx512(&op->l16, W, g, g + 1);
-        return;
-    }
-#endif
     if (simd(op)) {
-        int G = op->lay.groups;
+        int G = op->gf8 ? op->l8.groups : op->i16 ? op->l16.groups : op->lay.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
         for (int g = 0; g < G; g++) decode_simd(op, W, g);
         return;

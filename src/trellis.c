@@ -12,7 +12,7 @@
 #include "tqp/quant.h"
 #include "tqp/rng.h"
 
-static const char *const code_names[TQP_TCODE_COUNT] = {"1mad", "3inst", "hyb", "lut", "1mul"};
+static const char *const code_names[TQP_TCODE_COUNT] = {"1mad", "3inst", "hyb", "lut", "1mul", "gf8"};
 
 const char *tqp_tcode_name(tqp_tcode c)
 {
@@ -56,6 +56,40 @@ float tqp_code_1mul(uint32_t s)
     return (float)tqp_1mul_levels[tqp_1mul_index(s)] / 256.0f;
 }
 
+/* round(47 Phi^-1((k + 1/2) / 128)) for k = 0 .. 127 */
+const int8_t tqp_gf8_levels[TQP_GF8_LEVELS] = {
+    -125, -107, -97, -90, -85, -81, -77, -74, -71, -68, -65, -63, -61, -59, -57, -55,
+    -53,  -51,  -50, -48, -47, -45, -44, -42, -41, -40, -38, -37, -36, -35, -33, -32,
+    -31,  -30,  -29, -28, -27, -26, -25, -23, -22, -21, -20, -19, -18, -17, -16, -15,
+    -14,  -14,  -13, -12, -11, -10, -9,  -8,  -7,  -6,  -5,  -4,  -3,  -2,  -1,  0,
+    0,    1,    2,   3,   4,   5,   6,   7,   8,   9,   10,  11,  12,  13,  14,  14,
+    15,   16,   17,  18,  19,  20,  21,  22,  23,  25,  26,  27,  28,  29,  30,  31,
+    32,   33,   35,  36,  37,  38,  40,  41,  42,  44,  45,  47,  48,  50,  51,  53,
+    55,   57,   59,  61,  63,  65,  68,  71,  74,  77,  81,  85,  90,  97,  107, 125};
+
+static uint32_t reverse8(uint32_t x)
+{
+    uint32_t r = 0;
+    for (int j = 0; j < 8; j++) r |= (x >> j & 1u) << (7 - j);
+    return r;
+}
+
+uint32_t tqp_gf8_index(uint32_t s)
+{
+    uint32_t a = reverse8(s & 255), b = reverse8(s >> 8 & 255), p = 0;
+    for (int i = 0; i < 8; i++) { /* shift and add, reducing by x^8 + x^4 + x^3 + x + 1 */
+        if (b >> i & 1) p ^= a;
+        a <<= 1;
+        if (a & 256) a ^= 0x11B;
+    }
+    return p & 127;
+}
+
+float tqp_code_gf8(uint32_t s)
+{
+    return (float)tqp_gf8_levels[tqp_gf8_index(s)] / (float)TQP_GF8_SCALE;
+}
+
 void tqp_code_hyb(uint32_t s, const float *lut, float out[2])
 {
     uint32_t h = s * (s + 1u);
@@ -86,7 +120,9 @@ tqp_status tqp_trellis_check(int L, int K, int V, int T, tqp_tcode code)
         return tqp_error_set(TQP_EINPUT, "trellis: T = %d is too short for L = %d", T, L);
     if (code < 0 || code >= TQP_TCODE_COUNT)
         return tqp_error_set(TQP_EINPUT, "trellis: unknown code");
-    if ((code == TQP_TCODE_1MAD || code == TQP_TCODE_3INST || code == TQP_TCODE_1MUL) && V != 1)
+    if ((code == TQP_TCODE_1MAD || code == TQP_TCODE_3INST || code == TQP_TCODE_1MUL ||
+         code == TQP_TCODE_GF8) &&
+        V != 1)
         return tqp_error_set(TQP_EINPUT, "trellis: code %s needs V = 1", code_names[code]);
     if (code == TQP_TCODE_HYB && V != 2)
         return tqp_error_set(TQP_EINPUT, "trellis: code hyb needs V = 2");
@@ -144,6 +180,7 @@ static void fill_table(tqp_trellis *t)
         case TQP_TCODE_1MAD: v[0] = tqp_code_1mad(s); break;
         case TQP_TCODE_3INST: v[0] = tqp_code_3inst(s); break;
         case TQP_TCODE_1MUL: v[0] = tqp_code_1mul(s); break;
+        case TQP_TCODE_GF8: v[0] = tqp_code_gf8(s); break;
         case TQP_TCODE_HYB: tqp_code_hyb(s, t->lut, v); break;
         default:
             for (int k = 0; k < t->V; k++) v[k] = t->lut[(size_t)s * t->V + k];

@@ -146,13 +146,47 @@ static void test_bad_params(void)
     CHECK(strstr(tqp_error_message(), "K*V = 8 must be less than L = 8") != NULL);
 }
 
+/* gf8 from its definition, computed another way: the product in GF(2^8) through log and
+ * antilog tables of the generator 3 (x + 1), the bit reversal through a lookup of nibbles, the
+ * levels from the Gaussian quantiles. */
+static void test_gf8(void)
+{
+    int lg[256] = {0}, ex[255];
+    for (int i = 0, v = 1; i < 255; i++) {
+        ex[i] = v, lg[v] = i;
+        v ^= v << 1; /* times x + 1, reduced by x^8 + x^4 + x^3 + x + 1 */
+        if (v & 256) v ^= 0x11B;
+    }
+    static const uint8_t rev4[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+    int bad = 0;
+    for (uint32_t s = 0; s < 65536; s++) {
+        uint32_t lo = s & 255, hi = s >> 8;
+        int a = rev4[lo & 15] << 4 | rev4[lo >> 4], b = rev4[hi & 15] << 4 | rev4[hi >> 4];
+        int p = a && b ? ex[(lg[a] + lg[b]) % 255] : 0;
+        bad += tqp_gf8_index(s) != (uint32_t)(p & 127);
+        bad += tqp_code_gf8(s) != (float)tqp_gf8_levels[p & 127] / 47.0f;
+    }
+    CHECK_MSG(bad == 0, "gf8: %d values differ from the definition", bad);
+    for (int k = 0; k < 128; k++) {
+        double lo = -10, hi = 10, p = (k + 0.5) / 128; /* Phi^-1(p) by bisection */
+        for (int it = 0; it < 200; it++) {
+            double mid = (lo + hi) / 2;
+            if (0.5 * erfc(-mid / sqrt(2.0)) < p) lo = mid;
+            else hi = mid;
+        }
+        CHECK_MSG(tqp_gf8_levels[k] == (int)lrint(47 * lo), "gf8 level %d: %d", k,
+                  tqp_gf8_levels[k]);
+    }
+}
+
 /* Fast vs reference on random inputs at L = 16 and smaller: identical bytes. */
 static void test_fast_vs_ref(void)
 {
     static const struct { int L, K, V; tqp_tcode code; } cfg[] = {
         {16, 2, 1, TQP_TCODE_1MAD}, {16, 3, 1, TQP_TCODE_3INST}, {16, 4, 1, TQP_TCODE_1MAD},
         {16, 1, 1, TQP_TCODE_3INST}, {16, 2, 2, TQP_TCODE_HYB}, {16, 1, 2, TQP_TCODE_HYB},
-        {12, 2, 1, TQP_TCODE_LUT}, {8, 2, 1, TQP_TCODE_1MAD}, {10, 2, 2, TQP_TCODE_LUT}};
+        {12, 2, 1, TQP_TCODE_LUT}, {8, 2, 1, TQP_TCODE_1MAD}, {10, 2, 2, TQP_TCODE_LUT},
+        {16, 2, 1, TQP_TCODE_GF8}};
     uint64_t s = 42;
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
         tqp_trellis *t;
@@ -176,7 +210,10 @@ static void test_fast_vs_ref(void)
 int main(void)
 {
     test_codes();
+    test_gf8();
     test_bad_params();
+    CHECK(tqp_trellis_check(16, 2, 2, 256, TQP_TCODE_GF8) == TQP_EINPUT); /* gf8 needs V 1 */
+    CHECK(tqp_tcode_parse("gf8") == TQP_TCODE_GF8 && !strcmp(tqp_tcode_name(TQP_TCODE_GF8), "gf8"));
     exhaustive(4, 1, 1, 8, TQP_TCODE_1MAD, 20);
     exhaustive(5, 2, 1, 6, TQP_TCODE_3INST, 20);
     exhaustive(6, 1, 1, 10, TQP_TCODE_LUT, 10);

@@ -20,7 +20,15 @@
  *     (m and n multiples of 16), and L <= 16;
  *   - avx2: the same layout, each group of 16 bands as two halves of 8 lanes; the funnel shift
  *     is two shifts and an or, 1mad's byte sum VPMADDUBSW + VPMADDWD.  Needs AVX2 and FMA.
- * AUTO takes avx512, else avx2, else the reference kernel.
+ *   - avx512-i16 (code 1mul, L = 16, where avx512 runs): int16 levels and activations, VPDPWSSD;
+ *   - avx512-gf8 (code gf8, L = 16, K = 2, where avx512 runs and the CPU has AVX512-VBMI and
+ *     GFNI; TQP_NO_I16 turns it off): the byte layout of src/matvec_impl.h, per 64 weights two
+ *     VPMULTISHIFTQB-cut bytes, one GF2P8MULB, one VPERMI2B into the levels and two VPDPBUSD
+ *     with the activations' two bytes (16-bit activations, exact int32 sums).
+ * The two integer kernels round the activations once to 16 bits (a relative error of at most
+ * 2^-16 of max |x| per product).
+ * AUTO takes avx512 (with its integer forms where they apply), else avx2, else the reference
+ * kernel.
  * The decoded values are bit-identical in both kernels (they are the code table's); the sums
  * differ only by float rounding order.
  */
@@ -46,11 +54,13 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
                           double scale, const tqp_rot *rot, tqp_tmv_kernel kernel,
                           tqp_tmv **out);
 void tqp_tmv_destroy(tqp_tmv **op);
-/* The kernel in use: "avx512", "avx2" or "reference". */
+/* The kernel in use: "avx512", "avx512-i16", "avx512-gf8", "avx2" or "reference". */
 const char *tqp_tmv_kernel_name(const tqp_tmv *op);
 /* Why the AVX-512 (or AVX2) kernel cannot run for this code/shape on this CPU (NULL if it can). */
 const char *tqp_tmv_avx512_unavailable(const tqp_trellis *t, int m, int n);
 const char *tqp_tmv_avx2_unavailable(const tqp_trellis *t, int m, int n);
+/* Why the avx512-gf8 form cannot serve this code (NULL if it can, wherever avx512 runs). */
+const char *tqp_tmv_gf8_unavailable(const tqp_trellis *t);
 
 /* y (m) = W x (n), float.  Not thread-safe on one operator (it owns its work vectors); with
  * threads > 1 the bands are shared among OpenMP threads. */

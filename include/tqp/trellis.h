@@ -31,6 +31,8 @@ typedef enum {
     TQP_TCODE_HYB,
     TQP_TCODE_LUT,
     TQP_TCODE_1MUL, // one 16-bit multiply and a 64-entry table: built for int16 SIMD kernels
+    TQP_TCODE_GF8,  // one GF(2^8) multiply of the state's two bytes and a 128-entry table:
+                    // built for byte SIMD kernels (GFNI, VBMI)
     TQP_TCODE_COUNT
 } tqp_tcode;
 
@@ -49,7 +51,7 @@ typedef struct {
     double rms;       // RMS of the code over all states and components
 } tqp_trellis;
 
-const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut", "1mul"
+const char *tqp_tcode_name(tqp_tcode c); // "1mad", "3inst", "hyb", "lut", "1mul", "gf8"
 tqp_tcode tqp_tcode_parse(const char *name); // TQP_TCODE_COUNT if unknown
 
 /* Check parameters: L <= 16, K in 1..4, V in {1, 2}, K V < L, T <= 4096 divisible by V, at least
@@ -80,6 +82,16 @@ static inline uint32_t tqp_1mul_index(uint32_t s)
     return ((s * TQP_1MUL_MULT) & 0xFFFFu) >> 10;
 }
 float tqp_code_1mul(uint32_t s);
+/* gf8: c(s) = Q[h] / 47 with h = (A B in GF(2^8) mod x^8 + x^4 + x^3 + x + 1) mod 128, where
+ * A and B are the low and the high byte of the 16-bit state, each with its bits reversed
+ * (bit 0 <-> bit 7), and Q the 128 quantiles of N(0,1) at (k + 1/2) / 128 times 47, rounded:
+ * integers in -125 .. 125, so that a kernel can look the values up as bytes (VPERMI2B) after
+ * one GF2P8MULB of two bytes that VPMULTISHIFTQB cuts out of the stream (docs/trellis.md,
+ * "gf8").  A depends on the newest 8 bits, B on the 8 before: B of step t is A of step t - 4. */
+enum { TQP_GF8_SCALE = 47, TQP_GF8_LEVELS = 128 };
+extern const int8_t tqp_gf8_levels[TQP_GF8_LEVELS];
+uint32_t tqp_gf8_index(uint32_t s);
+float tqp_code_gf8(uint32_t s);
 
 /* Bytes of one packed sequence: T K / 8 rounded up. */
 int tqp_trellis_packed_bytes(const tqp_trellis *t);
