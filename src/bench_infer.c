@@ -19,7 +19,7 @@
 #include "tqp/threads.h"
 
 typedef struct {
-    const char *name; // fp32, 1mad, 1mul, 3inst, hyb, e8p, scalar
+    const char *name; // fp32, 1mad, 1mul, gf8, 3inst, hyb, e8p, scalar
     int trellis;      // a trellis code (then code)
     tqp_tcode code;
 } format;
@@ -28,6 +28,7 @@ static const format formats[] = {
     {"fp32", 0, 0},
     {"1mad", 1, TQP_TCODE_1MAD},
     {"1mul", 1, TQP_TCODE_1MUL},
+    {"gf8", 1, TQP_TCODE_GF8},
     {"3inst", 1, TQP_TCODE_3INST},
     {"hyb", 1, TQP_TCODE_HYB},
     {"e8p", 0, 0},
@@ -176,8 +177,8 @@ tqp_status tqp_bench_infer(int argc, char **argv)
         {"--model", TQP_OPT_IN_PATH, &model, NULL, "PATH",
          "the small model whose shape to run (default: stories260K under $TQP_DATA_DIR, else "
          "../shared/data)"},
-        {"--formats", TQP_OPT_STRING, &fmts, "fp32,1mad,1mul,e8p,scalar", "LIST",
-         "formats, fp32 first as the baseline: fp32, 1mad, 1mul, 3inst, hyb, e8p, scalar"},
+        {"--formats", TQP_OPT_STRING, &fmts, "fp32,1mad,1mul,gf8,e8p,scalar", "LIST",
+         "formats, fp32 first as the baseline: fp32, 1mad, 1mul, gf8, 3inst, hyb, e8p, scalar"},
         {"--bits", TQP_OPT_INT, &bits, "2", "K", "bits per weight of the quantized formats", 0, 2,
          4},
         {"--layers", TQP_OPT_INT, &layers, "4", "N",

@@ -321,13 +321,14 @@ tqp_status tqp_bench_trellis(int argc, char **argv)
     TQP_CHECK(tqp_mpi_agree(MPI_COMM_WORLD, x ? TQP_OK : TQP_ENOMEM));
     uint64_t s = 2024;
     for (long i = 0; i < n; i++) x[i] = (float)gauss(&s);
-    static const struct { tqp_tcode code; int V; } codes[4] = {
-        {TQP_TCODE_1MAD, 1}, {TQP_TCODE_3INST, 1}, {TQP_TCODE_HYB, 2}, {TQP_TCODE_1MUL, 1}};
-    mse_row m[12];
-    speed_row sp[4];
+    static const struct { tqp_tcode code; int V; } codes[5] = {
+        {TQP_TCODE_1MAD, 1}, {TQP_TCODE_3INST, 1}, {TQP_TCODE_HYB, 2}, {TQP_TCODE_1MUL, 1},
+        {TQP_TCODE_GF8, 1}};
+    mse_row m[15];
+    speed_row sp[5];
     int nm = 0, ns = 0;
     tqp_status st = TQP_OK;
-    for (int c = 0; c < 4 && st == TQP_OK; c++)
+    for (int c = 0; c < 5 && st == TQP_OK; c++)
         for (int K = 2; K <= 4 && st == TQP_OK; K++) {
             tqp_trellis *t = NULL;
             st = tqp_trellis_create(16, K, codes[c].V, 256, codes[c].code, NULL, &t);

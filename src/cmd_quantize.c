@@ -524,8 +524,8 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "quantizer: scalar (uniform grid), trellis (QTIP bitshift trellis, BlockLDLQ) or e8p "
          "(QuIP#'s E8 lattice codebook, residual stage at 3 and 4 bits, BlockLDLQ)"},
         {"--code", TQP_OPT_STRING, &a.code, NULL, "C",
-         "trellis code: 1mad, 1mul, 3inst (V 1), hyb (V 2) or lut (default 1mad); 1mul is "
-         "the one the int16 inference kernel runs"},
+         "trellis code: 1mad, 1mul, gf8, 3inst (V 1), hyb (V 2) or lut (default 1mad); gf8 "
+         "(2 bits) and 1mul are the ones the integer inference kernels run"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
         TQP_OPT_THREADS(&a.threads),
@@ -570,7 +570,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
     if (TQP_CB_IS(o.cb, TQP_CB_TRELLIS)) {
         tqp_tcode c = tqp_tcode_parse(a.code ? a.code : "1mad");
         if (c == TQP_TCODE_COUNT)
-            return tqp_error_set(TQP_EUSAGE, "unknown --code '%s' (1mad, 1mul, 3inst, hyb, lut)", a.code);
+            return tqp_error_set(TQP_EUSAGE, "unknown --code '%s' (1mad, 1mul, gf8, 3inst, hyb, lut)", a.code);
         int V = a.tV > 0 ? a.tV : c == TQP_TCODE_HYB ? 2 : 1;
         TQP_CHECK(tqp_trellis_check(a.tL, o.bits, V, 256, c));
         TQP_CHECK(tqp_tcq_create(a.tL, o.bits, V, c, NULL, &o.tcq));
