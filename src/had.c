@@ -1,6 +1,10 @@
 /* Hadamard-type orthonormal transforms for any n (see include/tqp/had.h). */
 #include "tqp/had.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
+
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -187,40 +191,92 @@ void tqp_had_destroy(tqp_had **ph)
  * hlen = 1, 2, 4, ... in order, every butterfly (a + c, a - c) as written; the first three
  * stages are done per block of 8 and the rest two at a time (radix 4), which performs the same
  * additions on the same operands (bit-identical results) in fewer passes over x.  Built for
- * AVX-512, AVX2 and plain x86-64, chosen at load time (additions only: the same bits on each). */
+ * AVX-512, AVX2 and plain x86-64, chosen at load time (additions only: the same bits on each);
+ * one body for double and float. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+#define FWHT_X86 1
+#define FWHT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FWHT_CLONES
 #endif
-static void fwht(double *x, int64_t len)
+#define FWHT_FIRST(T) /* stages 1, 2, 4 per block of 8 */                                          \
+    for (int64_t i = 0; i < len; i += 8) {                                                         \
+        T *p = x + i, a[8], b[8];                                                                  \
+        for (int k = 0; k < 8; k += 2) a[k] = p[k] + p[k + 1], a[k + 1] = p[k] - p[k + 1];         \
+        for (int k = 0; k < 8; k += 4)                                                             \
+            for (int q = 0; q < 2; q++)                                                            \
+                b[k + q] = a[k + q] + a[k + q + 2], b[k + q + 2] = a[k + q] - a[k + q + 2];        \
+        for (int q = 0; q < 4; q++) p[q] = b[q] + b[q + 4], p[q + 4] = b[q] - b[q + 4];            \
+    }
+#define FWHT_REST(T) /* stages h, 2h, ... */                                                       \
+    for (; 4 * h <= len; h *= 4)                                                                   \
+        for (int64_t i = 0; i < len; i += 4 * h) {                                                 \
+            T *p0 = x + i, *p1 = p0 + h, *p2 = p1 + h, *p3 = p2 + h;                               \
+            for (int64_t j = 0; j < h; j++) {                                                      \
+                T b0 = p0[j] + p1[j], b1 = p0[j] - p1[j];                                          \
+                T b2 = p2[j] + p3[j], b3 = p2[j] - p3[j];                                          \
+                p0[j] = b0 + b2, p2[j] = b0 - b2, p1[j] = b1 + b3, p3[j] = b1 - b3;                \
+            }                                                                                      \
+        }                                                                                          \
+    for (; h < len; h <<= 1)                                                                       \
+        for (int64_t i = 0; i < len; i += h << 1)                                                  \
+            for (int64_t j = i; j < i + h; j++) {                                                  \
+                T a = x[j], c = x[j + h];                                                          \
+                x[j] = a + c;                                                                      \
+                x[j + h] = a - c;                                                                  \
+            }
+
+FWHT_CLONES static void fwht(double *x, int64_t len)
 {
     int64_t h = 1;
     if (len >= 8) {
-        for (int64_t i = 0; i < len; i += 8) {
-            double *p = x + i, a[8], b[8];
-            for (int k = 0; k < 8; k += 2) a[k] = p[k] + p[k + 1], a[k + 1] = p[k] - p[k + 1];
-            for (int k = 0; k < 8; k += 4)
-                for (int q = 0; q < 2; q++)
-                    b[k + q] = a[k + q] + a[k + q + 2], b[k + q + 2] = a[k + q] - a[k + q + 2];
-            for (int q = 0; q < 4; q++) p[q] = b[q] + b[q + 4], p[q + 4] = b[q] - b[q + 4];
-        }
+        FWHT_FIRST(double)
         h = 8;
     }
-    for (; 4 * h <= len; h *= 4)
-        for (int64_t i = 0; i < len; i += 4 * h) {
-            double *p0 = x + i, *p1 = p0 + h, *p2 = p1 + h, *p3 = p2 + h;
-            for (int64_t j = 0; j < h; j++) {
-                double b0 = p0[j] + p1[j], b1 = p0[j] - p1[j];
-                double b2 = p2[j] + p3[j], b3 = p2[j] - p3[j];
-                p0[j] = b0 + b2, p2[j] = b0 - b2, p1[j] = b1 + b3, p3[j] = b1 - b3;
-            }
-        }
-    for (; h < len; h <<= 1)
-        for (int64_t i = 0; i < len; i += h << 1)
-            for (int64_t j = i; j < i + h; j++) {
-                double a = x[j], c = x[j + h];
-                x[j] = a + c;
-                x[j + h] = a - c;
-            }
+    FWHT_REST(double)
+}
+
+FWHT_CLONES static void fwht_f32_rest(float *x, int64_t len, int64_t h)
+{
+    FWHT_REST(float)
+}
+
+#ifdef FWHT_X86
+/* The first three stages on 16 floats at a time: per stage, a permutation brings each lane's
+ * partner, the sum goes to the low lane of a pair and the difference (low minus high) to the
+ * high lane: the butterflies of FWHT_FIRST, the same operands. */
+__attribute__((target("avx512f"))) static void fwht_f32_first_avx512(float *x, int64_t len)
+{
+    const __m512i p1 = _mm512_set_epi32(14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1);
+    const __m512i p2 = _mm512_set_epi32(13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2);
+    const __m512i p4 = _mm512_set_epi32(11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, 4);
+    for (int64_t i = 0; i < len; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i), s;
+        s = _mm512_permutexvar_ps(p1, v);
+        v = _mm512_mask_sub_ps(_mm512_add_ps(v, s), 0xAAAA, s, v);
+        s = _mm512_permutexvar_ps(p2, v);
+        v = _mm512_mask_sub_ps(_mm512_add_ps(v, s), 0xCCCC, s, v);
+        s = _mm512_permutexvar_ps(p4, v);
+        v = _mm512_mask_sub_ps(_mm512_add_ps(v, s), 0xF0F0, s, v);
+        _mm512_storeu_ps(x + i, v);
+    }
+}
+#endif
+
+void tqp_fwht_f32(float *x, int64_t len)
+{
+    if (len < 8) {
+        fwht_f32_rest(x, len, 1);
+        return;
+    }
+#ifdef FWHT_X86
+    if (len >= 16 && __builtin_cpu_supports("avx512f")) fwht_f32_first_avx512(x, len);
+    else
+#endif
+    {
+        FWHT_FIRST(float)
+    }
+    fwht_f32_rest(x, len, 8);
 }
 
 void tqp_had_apply(const tqp_had *h, double *x, int transpose, double *scratch)

@@ -391,11 +391,27 @@ void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
     }
 }
 
+/* An RHT side whose Hadamard part is a plain Sylvester transform (n a power of two): the
+ * rotations of a product then run in float, in place, with no conversions (about a quarter of
+ * the double path's time; the rounding is far below the kernels' own). */
+static int rht_sylvester(const tqp_rot *rot, const tqp_rot_side *s)
+{
+    return rot && rot->kind == TQP_ROT_RHT && s->had->b == 1;
+}
+
 void tqp_mv_rotate_in(const tqp_rot *rot, const float *x, float *xr, int n, double *dx,
                       double *scratch)
 {
     if (!rot || rot->kind == TQP_ROT_NONE) {
         memcpy(xr, x, sizeof(float) * (size_t)n);
+        return;
+    }
+    if (rht_sylvester(rot, &rot->in)) { /* V x = Ĥ (s ⊙ x) */
+        const int8_t *sg = rot->in.sign;
+        for (int i = 0; i < n; i++) xr[i] = sg[i] < 0 ? -x[i] : x[i];
+        tqp_fwht_f32(xr, n);
+        float sc = (float)(1 / sqrt((double)n));
+        for (int i = 0; i < n; i++) xr[i] *= sc;
         return;
     }
     for (int i = 0; i < n; i++) dx[i] = x[i];
@@ -408,6 +424,15 @@ void tqp_mv_rotate_out(const tqp_rot *rot, double scale, const float *z, float *
 {
     if (!rot || rot->kind == TQP_ROT_NONE) {
         for (int i = 0; i < m; i++) y[i] = (float)(scale * z[i]);
+        return;
+    }
+    if (rht_sylvester(rot, &rot->out)) { /* U^T z = s ⊙ (Ĥ z), Ĥ symmetric */
+        float *t = (float *)dx; /* m doubles hold m floats */
+        memcpy(t, z, sizeof(float) * (size_t)m);
+        tqp_fwht_f32(t, m);
+        const int8_t *sg = rot->out.sign;
+        double f = scale / sqrt((double)m);
+        for (int i = 0; i < m; i++) y[i] = (float)(sg[i] < 0 ? -(f * t[i]) : f * t[i]);
         return;
     }
     for (int i = 0; i < m; i++) dx[i] = z[i];

@@ -23,12 +23,13 @@ run_mpi 2 bench trellis --samples 512 --speed-seqs 1 --json "$WORK/b.json" > "$W
 check "bench trellis runs" [ $? = 0 ]
 check "prints the MSE table" grep -q "| 1mad | 2 | 1 |" "$WORK/out"
 check "prints the encoder table" grep -q "weights/s, 2 ranks" "$WORK/out"
-check "json: 12 trellis MSE rows and E8P's 3" [ "$(grep -cE '"mse":[[:space:]]+[0-9]' "$WORK/b.json")" = 15 ]
+check "json: 15 trellis MSE rows and E8P's 3" [ "$(grep -cE '"mse":[[:space:]]+[0-9]' "$WORK/b.json")" = 18 ]
 check "prints 1mul's rows" [ "$(grep -c "| 1mul | [234] | 1 |" "$WORK/out")" = 3 ]
+check "prints gf8's rows" [ "$(grep -c "| gf8 | [234] | 1 |" "$WORK/out")" = 3 ]
 check "prints the E8P rows" [ "$(grep -c "| e8p (QuIP#, rho" "$WORK/out")" = 3 ]
 check "E8P's MSE at 2 bits lies between the bound and twice it" awk '/"e8p":/ { f = 1 } f && /"mse":/ { gsub(/,/, "", $2); exit !($2 > 0.0625 && $2 < 0.125) } END { if (!f) exit 1 }' "$WORK/b.json"
 for key in weights_per_second weights_per_second_reference simd_bound_weights_per_second decode_weights_per_second; do
-  check "json has $key for 4 codes" [ "$(grep -c "\"$key\":" "$WORK/b.json")" = 4 ]
+  check "json has $key for 5 codes" [ "$(grep -c "\"$key\":" "$WORK/b.json")" = 5 ]
 done
 check "MSE of 1mad at K=2 is below scalar Lloyd-Max" awk '/"code":/ { c = $0 } /"K":/ { k = $2 } /"mse":/ { if (c ~ /1mad/ && k ~ /^2/) { gsub(/,/, "", $2); exit !($2 < 0.1175) } }' "$WORK/b.json"
 run_mpi 1 bench trellis --samples 10 > /dev/null 2> "$WORK/err"
@@ -70,6 +71,15 @@ run_mpi 1 bench matvec --shapes 256x256,512x1024 --bits 2,4 --code 1mul --reps 1
 check "1mul runs on the $k16 kernel" grep -qE "^\| 512x1024 \| 4 \| 1mul \| $k16 \|" "$WORK/uout"
 check "1mul agrees with sgemv on its decoded matrix" \
   awk '/"max_rel_diff":/ { gsub(/,/, "", $2); if (!($2 < 1e-4)) bad = 1; n++ } END { exit bad || n != 4 }' "$WORK/u.json"
+# gf8: the byte kernel at 2 bits where AVX-512 with VBMI and GFNI is, else a gathering kernel
+k8=$simd
+[ $simd = avx512-i16 ] && k8=avx512
+[ $k8 = avx512 ] && grep -qw avx512vbmi /proc/cpuinfo && grep -qw avx512_vbmi2 /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo &&
+    grep -qw gfni /proc/cpuinfo && k8=avx512-gf8
+run_mpi 1 bench matvec --shapes 256x256,384x1024 --bits 2 --code gf8 --reps 1 --json "$WORK/g.json" > "$WORK/gout" 2>&1
+check "gf8 runs on the $k8 kernel" grep -qE "^\| 384x1024 \| 2 \| gf8 \| $k8 \|" "$WORK/gout"
+check "gf8 agrees with sgemv on its decoded matrix" \
+  awk '/"max_rel_diff":/ { gsub(/,/, "", $2); if (!($2 < 1e-4)) bad = 1; n++ } END { exit bad || n != 2 }' "$WORK/g.json"
 run_mpi 1 bench matvec --bits 1 --code e8p > /dev/null 2> "$WORK/err"
 check "E8P at 1 bit exits 2" [ $? = 2 ]
 run_mpi 1 bench matvec --shapes 4096 > /dev/null 2> "$WORK/err"

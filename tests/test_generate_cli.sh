@@ -10,6 +10,7 @@ Q="quantize --model $MODEL --hessians $WORK/h.h5 --quiet"
 qfiles=""
 for spec in "quip --bits 2" "gptq --bits 3 --rotation none" "kron --bits 2 --rotation kron" \
             "trellis --bits 2 --codebook trellis" "1mul --bits 2 --codebook trellis --code 1mul" \
+            "gf8 --bits 2 --codebook trellis --code gf8" \
             "e8p --bits 3 --codebook e8p" "e8p2 --bits 2 --codebook e8p"; do
   set -- $spec; name=$1; shift
   run_mpi 1 $Q "$@" --out "$WORK/$name.h5" > /dev/null 2>&1
@@ -19,7 +20,10 @@ done
 "$TESTBIN/test_infer" $qfiles > "$WORK/infer.out" 2>&1
 check "engine equals the window forward for every file (test_infer)" [ $? = 0 ]
 grep -q "worst logit difference" "$WORK/infer.out" && sed 's/^/  /' "$WORK/infer.out" | grep "worst"
-[ "$(grep -c 'worst logit difference' "$WORK/infer.out")" = 9 ] || fail "test_infer compared $(grep -c 'worst logit' "$WORK/infer.out") engines, want 9 (8 files and a wide random model)"
+[ "$(grep -c 'worst logit difference' "$WORK/infer.out")" = 10 ] || fail "test_infer compared $(grep -c 'worst logit' "$WORK/infer.out") engines, want 10 (9 files and a wide random model)"
+if grep -qw avx512vbmi /proc/cpuinfo && grep -qw avx512_vbmi2 /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo && grep -qw gfni /proc/cpuinfo; then
+  check "gf8's file ran its byte kernel" grep -q "avx512-gf8" "$WORK/infer.out"
+fi
 
 # the AVX2 kernels (AVX-512 masked off) on the SIMD codebooks
 if grep -q avx2 /proc/cpuinfo; then
@@ -55,13 +59,13 @@ check "seed 8: another text" sh -c "! cmp -s '$WORK/s7-1' '$WORK/s8'"
 check "a story ends before 500 tokens" [ "$(json "$WORK/e.json" stop)" = eos ]
 
 # quantized: every codebook through its own kernel, the same seed and text on 1 and 2 threads
-for name in quip trellis 1mul e8p e8p2; do
+for name in quip trellis 1mul gf8 e8p e8p2; do
   for t in 1 2; do
     "$TQP" $G --quantized "$WORK/$name.h5" --prompt "Once upon a time" --max-tokens 30 --seed 3 --threads $t --json "$WORK/$name-$t.json" > "$WORK/$name-$t" 2> /dev/null
   done
   check "$name: generate runs" [ -s "$WORK/$name-1.json" ]
   check "$name: the same text on 1 and 2 threads" cmp -s "$WORK/$name-1" "$WORK/$name-2"
-  check "$name: weights computed from the codes" grep -q "\"weights\":.*\"$(echo $name | sed 's/quip/scalar/; s/1mul/trellis/; s/e8p2/e8p/')" "$WORK/$name-1.json"
+  check "$name: weights computed from the codes" grep -q "\"weights\":.*\"$(echo $name | sed 's/quip/scalar/; s/1mul/trellis/; s/gf8/trellis/; s/e8p2/e8p/')" "$WORK/$name-1.json"
   check "$name: fewer weight bytes per token than fp32" awk -v q="$(json "$WORK/$name-1.json" weight_bytes_per_token)" -v f="$(json "$WORK/g.json" weight_bytes_per_token)" 'BEGIN { exit !(q < f) }'
 done
 

@@ -114,6 +114,18 @@ static void test_bitwise(void)
         for (int i = 0; i < n; i++) y[i] *= sc;
         tqp_had_apply(h, x, 0, scratch);
         CHECK_MSG(!memcmp(x, y, sizeof(double) * n), "n = %d: the transform's bits differ", n);
+        /* the float transform of the products' rotations: the same butterflies in float */
+        float *f = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
+        for (int i = 0; i < n; i++) f[i] = g[i] = (float)tu_normal(&seed);
+        for (int hl = 1; hl < n; hl <<= 1)
+            for (int i = 0; i < n; i += 2 * hl)
+                for (int j = i; j < i + hl; j++) {
+                    float a = g[j], c = g[j + hl];
+                    g[j] = a + c, g[j + hl] = a - c;
+                }
+        tqp_fwht_f32(f, n);
+        CHECK_MSG(!memcmp(f, g, sizeof(float) * n), "n = %d: the float transform's bits differ", n);
+        free(f), free(g);
         free(x), free(y), free(scratch);
         tqp_had_destroy(&h);
     }

@@ -39,6 +39,9 @@ typedef struct {
 tqp_status tqp_had_create(int n, uint64_t seed, tqp_had **out);
 void tqp_had_destroy(tqp_had **h);
 
+/* The unnormalized Walsh-Hadamard transform of x (len, a power of two) in float, in place: the
+ * butterflies of the double transform, in its order (for the fused products' rotations). */
+void tqp_fwht_f32(float *x, int64_t len);
 /* x (n) <- Ĥ x, or Ĥ^T x with `transpose`.  scratch: n doubles. */
 void tqp_had_apply(const tqp_had *h, double *x, int transpose, double *scratch);
 /* Every row of X (rows, n) row-major: X <- X Ĥ^T (transpose = 0: each row x <- Ĥ x) or
