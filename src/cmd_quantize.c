@@ -525,7 +525,7 @@ tqp_status tqp_cmd_quantize(int argc, char **argv)
          "(QuIP#'s E8 lattice codebook, residual stage at 3 and 4 bits, BlockLDLQ)"},
         {"--code", TQP_OPT_STRING, &a.code, NULL, "C",
          "trellis code: 1mad, 1mul, gf8, 3inst (V 1), hyb (V 2) or lut (default 1mad); gf8 "
-         "(2 bits) and 1mul are the ones the integer inference kernels run"},
+         "(2 and 4 bits) and 1mul are the ones the integer inference kernels run"},
         {"--trellis-L", TQP_OPT_INT, &a.tL, "16", "L", "trellis state bits (at most 16)"},
         {"--trellis-V", TQP_OPT_INT, &a.tV, "0", "V", "weights per trellis step (0: the code's)"},
         TQP_OPT_THREADS(&a.threads),

@@ -16,10 +16,10 @@ struct tqp_tmv {
     uint16_t *w16;           // its words
     tqp_tmv_i16_layout l16;
     int32_t *xp;             // activation pairs (16 npairs)
-    int gf8;                 // code gf8 at K = 2 on avx512 with GFNI + VBMI: the byte kernel
+    int gf8;                 // code gf8 at K = 2 or 4 on avx512 with GFNI + VBMI: the byte kernel
     uint64_t *w8;            // its words
     tqp_tmv_gf8_layout l8;
-    int32_t *xb;             // its activation bytes (8 ncb)
+    int8_t *xb;              // its activation bytes (2 n at K = 2, 6 n at K = 4)
     tqp_tmv_kernel kernel;
     double scale, divisor;   // kernel units per code unit (1mad in avx512: 147.8...; else 1)
     const tqp_rot *rot;
@@ -53,7 +53,7 @@ const char *tqp_tmv_gf8_unavailable(const tqp_trellis *t)
 {
 #if defined(__x86_64__) && defined(TQP_HAVE_AVX512_GF8)
     if (t->code != TQP_TCODE_GF8 || t->V != 1) return "the code is not gf8";
-    if (t->L != 16 || t->K != 2) return "it needs L = 16 and K = 2";
+    if (t->L != 16 || (t->K != 2 && t->K != 4)) return "it needs L = 16 and K = 2 or 4";
     if (!(__builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("gfni")))
         return "this CPU lacks AVX512-VBMI/GFNI";
     if (getenv("TQP_NO_I16")) return "TQP_NO_I16 is set";
@@ -162,23 +162,23 @@ void tqp_tmv_build_i16(const uint8_t *packed, int m, int n, int K, uint16_t *wor
         }
 }
 
-size_t tqp_tmv_gf8_words_count(int m, int n)
+size_t tqp_tmv_gf8_words_count(int m, int n, int K)
 {
-    return (size_t)((m + 127) / 128) * (size_t)(n / 16) * 64;
+    return (size_t)((m + 127) / 128) * (size_t)(K / 2) * (size_t)(n / 16) * 64;
 }
 
-void tqp_tmv_build_gf8(const uint8_t *packed, int m, int n, uint64_t *words)
+void tqp_tmv_build_gf8(const uint8_t *packed, int m, int n, int K, uint64_t *words)
 {
-    int bands = m / 16, ncb = n / 16;
+    int bands = m / 16, ncb = n / 16, H = K / 2;
     for (int b = 0; b < bands; b++)
         for (int ct = 0; ct < ncb; ct++) {
-            const uint8_t *src = packed + ((size_t)b * ncb + ct) * 64;
-            uint64_t *Wt = words + ((size_t)(b / 8) * ncb + ct) * 64 + b % 8;
+            const uint8_t *src = packed + ((size_t)b * ncb + ct) * 32 * K;
             for (int i = 0; i < 256; i++) {
-                uint32_t c = chunk(src, i, 2);
-                for (int bit = 0; bit < 2; bit++) {
-                    int pos = 2 * i + 1 - bit;
-                    Wt[8 * (pos >> 6)] |= (uint64_t)(c >> bit & 1) << (pos & 63);
+                uint32_t c = chunk(src, i, K);
+                for (int bit = 0; bit < K; bit++) {
+                    int pos = K * i + K - 1 - bit, r = pos >> 6; /* chunk r: half r / 8 */
+                    uint64_t *Wt = words + ((size_t)((b / 8) * H + r / 8) * ncb + ct) * 64;
+                    Wt[8 * (r % 8) + b % 8] |= (uint64_t)(c >> bit & 1) << (pos & 63);
                 }
             }
         }
@@ -261,15 +261,16 @@ tqp_status tqp_tmv_create(const tqp_trellis *t, const uint8_t *packed, int m, in
     } else if (s == TQP_OK && kernel == TQP_TMV_AVX512 && !tqp_tmv_gf8_unavailable(t)) {
         op->gf8 = 1;
         tqp_tmv_gf8_layout *k = &op->l8;
-        *k = (tqp_tmv_gf8_layout){.m = m, .n = n, .groups = (m + 127) / 128, .ncb = n / 16};
-        size_t nw = tqp_tmv_gf8_words_count(m, n);
+        *k = (tqp_tmv_gf8_layout){
+            .m = m, .n = n, .K = t->K, .groups = (m + 127) / 128, .ncb = n / 16};
+        size_t nw = tqp_tmv_gf8_words_count(m, n, t->K);
         op->w8 = tqp_malloc_aligned(sizeof(uint64_t) * nw);
-        op->xb = tqp_malloc_aligned(sizeof(int32_t) * 8 * (size_t)k->ncb);
+        op->xb = tqp_malloc_aligned((size_t)(t->K == 2 ? 2 : 6) * (size_t)n);
         if (!op->w8 || !op->xb) {
             s = TQP_ENOMEM;
         } else {
             memset(op->w8, 0, sizeof(uint64_t) * nw);
-            tqp_tmv_build_gf8(packed, m, n, op->w8);
+            tqp_tmv_build_gf8(packed, m, n, t->K, op->w8);
             k->words = op->w8;
         }
     } else if (s == TQP_OK && (kernel == TQP_TMV_AVX512 || kernel == TQP_TMV_AVX2)) {
@@ -361,7 +362,7 @@ void tqp_tmv_apply_codes(tqp_tmv *op, const float *xr, float *z, int threads)
 #ifdef TQP_HAVE_AVX512_GF8
     if (op->gf8) {
         int64_t sx;
-        double f = tqp_tmv_quantize_gf8_avx512(xr, op->n, (int8_t *)op->xb, &sx) / TQP_GF8_SCALE;
+        double f = tqp_tmv_quantize_gf8_avx512(xr, op->n, op->l8.K, op->xb, &sx) / TQP_GF8_SCALE;
         int G = op->l8.groups;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
         for (int g = 0; g < G; g++) tqp_tmv_codes_gf8_avx512(&op->l8, op->xb, sx, f, z, g, g + 1);

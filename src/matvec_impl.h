@@ -56,29 +56,32 @@ void tqp_tmv_codes_i16_avx512(const tqp_tmv_i16_layout *k, const int32_t *xp, fl
 /* Decode groups g0 .. g1-1 into W (m, n) row-major, code units (the levels / 256). */
 void tqp_tmv_decode_i16_avx512(const tqp_tmv_i16_layout *k, float *W, int g0, int g1);
 
-/* The byte layout of code gf8 at K = 2 (trellis.h), for the avx512-gf8 kernel
- * (src/matvec_gf8.c): per group of 8 bands (128 rows) and 16-column block ct, 8 chunks of 8
- * 64-bit words, word [64 (g ncb + ct) + 8 c + j] holding bits [64 c, 64 c + 64) of band
- * 8 g + j's tile stream, where bit b of chunk i (step i's 2 bits) is at bit 2 i + 1 - b.  A
- * byte cut out of the stream at bit 2 i - 6 is then step i's byte A of gf8.  Bands past the last
- * are zero words, their sums dropped. */
+/* The byte layout of code gf8 at K = 2 or 4 (trellis.h), for the avx512-gf8 kernel
+ * (src/matvec_gf8.c): per group g of 8 bands (128 rows), half h of the tiles' rows (K = 2: one
+ * half, all 16 rows; K = 4: rows 0-7, then 8-15) and 16-column block ct, 8 chunks of 8 64-bit
+ * words, word [64 ((g H + h) ncb + ct) + 8 c + j] (H = K / 2) holding bits
+ * [64 (8 h + c), + 64) of band 8 g + j's tile stream, where bit b of step i's K bits is at bit
+ * K i + K - 1 - b.  A byte cut out of the stream at bit K i + K - 8 is then step i's byte A of
+ * gf8; at K = 4 step i is the half-step 2 i + 1 of the K = 2 reading.  Bands past the last are
+ * zero words, their sums dropped. */
 typedef struct {
-    int m, n, groups, ncb;
+    int m, n, K, groups, ncb;
     const uint64_t *words; // 64-byte aligned
 } tqp_tmv_gf8_layout;
 
-size_t tqp_tmv_gf8_words_count(int m, int n);
-void tqp_tmv_build_gf8(const uint8_t *packed, int m, int n, uint64_t *words);
+size_t tqp_tmv_gf8_words_count(int m, int n, int K);
+void tqp_tmv_build_gf8(const uint8_t *packed, int m, int n, int K, uint64_t *words);
 /* z[128 g ..] for groups g0 .. g1-1: f (sum over the row of level * xq - 128 sx), the
- * activations xq quantized to |xq| <= 32639 and given per 16-column block ct as 8 words
- * xb[8 ct + 2 j + h], the bytes of columns 16 ct + 4 j .. + 3 of xh (h = 0) and xl (h = 1),
- * xq = 256 xh + xl with xl in -128 .. 127; sx the sum of xq over the row. */
-void tqp_tmv_codes_gf8_avx512(const tqp_tmv_gf8_layout *k, const int32_t *xb, int64_t sx,
-                              double f, float *z, int g0, int g1);
+ * activations as tqp_tmv_quantize_gf8_avx512 wrote them; sx the sum of xq over the row. */
+void tqp_tmv_codes_gf8_avx512(const tqp_tmv_gf8_layout *k, const void *xb, int64_t sx, double f,
+                              float *z, int g0, int g1);
 /* The activations of the kernel above from x (n, a multiple of 16): xq = lrint(x / step) in
- * double, step = max |x| / 32639 (1 when x is zero), as the bytes of xb (2 n: per 4 columns
- * the 4 bytes xh, then the 4 bytes xl); *sx = sum of xq.  Returns the step. */
-double tqp_tmv_quantize_gf8_avx512(const float *x, int n, int8_t *xb, int64_t *sx);
+ * double, step = max |x| / 32639 (1 when x is zero), xq = 256 xh + xl with xl in -128 .. 127, as
+ * bytes in xb: K = 2 (2 n bytes): per 4 columns the 4 bytes xh, then the 4 bytes xl; K = 4 (6 n
+ * bytes: 4 n, then the K = 2 bytes as scratch): per 16-column block and j = 0..3 two 64-bit words
+ * (xh, then xl) of bytes (0, x[2j], 0, x[2j + 1], 0, x[8 + 2j], 0, x[8 + 2j + 1]).  *sx = sum of
+ * xq.  Returns the step. */
+double tqp_tmv_quantize_gf8_avx512(const float *x, int n, int K, int8_t *xb, int64_t *sx);
 /* Decode groups g0 .. g1-1 into W (m, n) row-major, code units (the levels / 47). */
 void tqp_tmv_decode_gf8_avx512(const tqp_tmv_gf8_layout *k, float *W, int g0, int g1);
 

@@ -63,9 +63,9 @@ static void one(tqp_tcode code, int L, int K, int V, int m, int n, tqp_rot_kind 
     CHECK_MSG(finite, "%s: an output was not written", kname);
     /* the integer kernels round the activations to 16 bits (max |x| / 32767 or / 32639) */
     int i16 = !strcmp(kname, "avx512-i16") || !strcmp(kname, "avx512-gf8");
-    if (kernel == TQP_TMV_AVX512 && code == TQP_TCODE_GF8 && L == 16 && K == 2 &&
+    if (kernel == TQP_TMV_AVX512 && code == TQP_TCODE_GF8 && L == 16 && (K == 2 || K == 4) &&
         !tqp_tmv_gf8_unavailable(t))
-        CHECK_MSG(!strcmp(kname, "avx512-gf8"), "gf8 at K = 2 ran in %s", kname);
+        CHECK_MSG(!strcmp(kname, "avx512-gf8"), "gf8 at K = %d ran in %s", K, kname);
     CHECK_MSG(err < (i16 ? 1e-4 : 2e-5), "%s %s K=%d V=%d %dx%d rot %s: relative error %.3g", kname,
               tqp_tcode_name(code), K, V, m, n, tqp_rot_name(rk), err);
     CHECK_MSG(!memcmp(y, y2, sizeof(float) * m), "%s: 2 threads differ from 1", kname);
@@ -104,7 +104,7 @@ static void all_codes(tqp_tmv_kernel kernel, int m, int n)
         one(TQP_TCODE_LUT, 12, K, 1, m, n, TQP_ROT_NONE, kernel);
         one(TQP_TCODE_LUT, 12, K, 2, m, n, TQP_ROT_KRON, kernel);
         one(TQP_TCODE_1MUL, 16, K, 1, m, n, TQP_ROT_RHT, kernel); /* avx512: the int16 kernel */
-        one(TQP_TCODE_GF8, 16, K, 1, m, n, TQP_ROT_RHT, kernel);  /* K = 2: the byte kernel */
+        one(TQP_TCODE_GF8, 16, K, 1, m, n, TQP_ROT_RHT, kernel);  /* K = 2, 4: the byte kernel */
     }
 }
 
@@ -132,13 +132,18 @@ int main(void)
         one(TQP_TCODE_1MUL, 16, 2, 1, 528, 16, TQP_ROT_RHT, TQP_TMV_AVX512);
         one(TQP_TCODE_1MUL, 16, 4, 1, 512, 192, TQP_ROT_KRON, TQP_TMV_AUTO);
         one(TQP_TCODE_1MUL, 12, 2, 1, 256, 64, TQP_ROT_NONE, TQP_TMV_AVX512);
-        /* gf8's byte layout: groups of 8 bands, partial (1 band, 9 bands, 33 bands), one column
-         * block, more column blocks than a segment of int32 sums (2048) */
+        /* gf8's byte layout (K = 2): groups of 8 bands, partial (1 band, 9 bands, 33 bands), one
+         * column block, more column blocks than a segment of int32 sums (2048) */
         one(TQP_TCODE_GF8, 16, 2, 1, 16, 16, TQP_ROT_NONE, TQP_TMV_AVX512);
         one(TQP_TCODE_GF8, 16, 2, 1, 144, 96, TQP_ROT_KRON, TQP_TMV_AVX512);
         one(TQP_TCODE_GF8, 16, 2, 1, 528, 16, TQP_ROT_RHT, TQP_TMV_AUTO);
         one(TQP_TCODE_GF8, 16, 2, 1, 32, 16 * 2049, TQP_ROT_NONE, TQP_TMV_AVX512);
         one(TQP_TCODE_GF8, 12, 2, 1, 256, 64, TQP_ROT_NONE, TQP_TMV_AVX512); /* L < 16 */
+        /* K = 4: two halves of the tiles' rows, each chunk's predecessor in the other half */
+        one(TQP_TCODE_GF8, 16, 4, 1, 16, 16, TQP_ROT_NONE, TQP_TMV_AVX512);
+        one(TQP_TCODE_GF8, 16, 4, 1, 144, 96, TQP_ROT_KRON, TQP_TMV_AVX512);
+        one(TQP_TCODE_GF8, 16, 4, 1, 32, 16 * 2049, TQP_ROT_NONE, TQP_TMV_AVX512);
+        one(TQP_TCODE_GF8, 16, 3, 1, 144, 32, TQP_ROT_RHT, TQP_TMV_AVX512); /* K = 3: gathers */
         /* TQP_NO_I16: gf8 in the gathering avx512 kernel */
         setenv("TQP_NO_I16", "1", 1);
         one(TQP_TCODE_GF8, 16, 2, 1, 272, 48, TQP_ROT_RHT, TQP_TMV_AVX512);

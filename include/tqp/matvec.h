@@ -21,10 +21,11 @@
  *   - avx2: the same layout, each group of 16 bands as two halves of 8 lanes; the funnel shift
  *     is two shifts and an or, 1mad's byte sum VPMADDUBSW + VPMADDWD.  Needs AVX2 and FMA.
  *   - avx512-i16 (code 1mul, L = 16, where avx512 runs): int16 levels and activations, VPDPWSSD;
- *   - avx512-gf8 (code gf8, L = 16, K = 2, where avx512 runs and the CPU has AVX512-VBMI and
- *     GFNI; TQP_NO_I16 turns it off): the byte layout of src/matvec_impl.h, per 64 weights two
- *     VPMULTISHIFTQB-cut bytes, one GF2P8MULB, one VPERMI2B into the levels and two VPDPBUSD
- *     with the activations' two bytes (16-bit activations, exact int32 sums).
+ *   - avx512-gf8 (code gf8, L = 16, K = 2 or 4, where avx512 runs and the CPU has AVX512-VBMI
+ *     and GFNI; TQP_NO_I16 turns it off): the byte layout of src/matvec_impl.h, per 64 weights
+ *     (K = 2) one VPMULTISHIFTQB-cut byte per weight, one GF2P8MULB, one VPERMI2B into the
+ *     levels and two VPDPBUSD with the activations' two bytes (16-bit activations, exact int32
+ *     sums); K = 4 reads its stream as K = 2 half-steps and multiplies the odd ones.
  * The two integer kernels round the activations once to 16 bits (a relative error of at most
  * 2^-16 of max |x| per product).
  * AUTO takes avx512 (with its integer forms where they apply), else avx2, else the reference
