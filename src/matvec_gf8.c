@@ -29,7 +29,6 @@
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "matvec_impl.h"
 #include "tqp/trellis.h"
